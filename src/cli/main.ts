@@ -1,0 +1,44 @@
+// sparsellm command line: parses arguments (yargs) and dispatches to one module per command.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { isUserError } from '../errors.js';
+import { pruneCommand } from './commands/prune.js';
+import { evalCommand } from './commands/eval.js';
+import { inspectCommand } from './commands/inspect.js';
+
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`sparsellm: ${message.split('\n')[0]}\n`);
+  process.exit(code);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await yargs(argv)
+      .scriptName('sparsellm')
+      .usage('$0 <command> [options]\n\nPrune decoder-only LLMs (OPT, LLaMA) exported to ONNX.')
+      .command(pruneCommand)
+      .command(evalCommand)
+      .command(inspectCommand)
+      .demandCommand(1, 'Name a command: prune, eval or inspect (see --help).')
+      .strict()
+      .recommendCommands()
+      .fail((msg, err) => {
+        if (err) throw err;
+        fail(`${msg} (see sparsellm --help)`, 2);
+      })
+      .help()
+      .alias('h', 'help')
+      .version()
+      .wrap(Math.min(110, process.stdout.columns ?? 100))
+      .parseAsync();
+  } catch (e) {
+    if (isUserError(e)) fail(e.message, e.exitCode);
+    const err = e as Error;
+    if (process.env.SPARSELLM_DEBUG) process.stderr.write(`${err.stack}\n`);
+    fail(`internal error: ${err.message} (set SPARSELLM_DEBUG=1 for the stack trace)`, 1);
+  }
+}
+
+await main(hideBin(process.argv));

@@ -1,0 +1,43 @@
+// Loads the compiled C++ addon (native/build/Release/sparsellm_native.node) and sets the thread policy.
+// Every heavy call of the addon runs on the libuv pool and returns a Promise; typed arrays are used in place.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeAddon {
+  setThreads(n: number): void;
+  getThreads(): number;
+  sgemm(A: Float32Array, B: Float32Array, C: Float32Array, m: number, k: number, n: number): Promise<number>;
+  hessianAccumulate(H: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number): Promise<void>;
+  [name: string]: unknown;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function findAddon(): string {
+  // src/native or dist/native -> project root
+  for (const root of [join(here, '..', '..'), join(here, '..', '..', '..')]) {
+    const p = join(root, 'native', 'build', 'Release', 'sparsellm_native.node');
+    if (existsSync(p)) return p;
+  }
+  throw new Error('the native addon is not built: run `npm install` (or `npm run build:native`) in the sparsellm folder');
+}
+
+let cached: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (!cached) {
+    const require = createRequire(import.meta.url);
+    cached = require(findAddon()) as NativeAddon;
+    cached.setThreads(defaultThreads());
+  }
+  return cached;
+}
+
+/** Threads for OpenBLAS and onnxruntime. They never run at the same time in the pipeline, so both get all cores. */
+export function defaultThreads(): number {
+  const fromEnv = Number(process.env.SPARSELLM_THREADS ?? '');
+  if (Number.isInteger(fromEnv) && fromEnv > 0) return fromEnv;
+  return Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2);
+}

@@ -1,0 +1,247 @@
+// Runs a decoder LM one part at a time: prologue -> block 0 -> ... -> block n-1 -> epilogue, each
+// part an in-memory ONNX model built from the original graph (see graph-partition.ts) and run with
+// onnxruntime-node. Only one part's session (hence one block's weights) is alive at a time.
+import * as ort from 'onnxruntime-node';
+import { create, toBinary } from '@bufbuild/protobuf';
+import {
+  GraphProtoSchema, ModelProtoSchema, TensorShapeProto_DimensionSchema, ValueInfoProtoSchema,
+  type ValueInfoProto,
+} from 'onnx-buf';
+import { analyzeDecoder, type DecoderBlock, type DecoderLayout } from './decoder-layout.js';
+import { halfArrayToFloat32 } from './float16.js';
+import { partitionGraph, type GraphPart, type GraphPartition } from './graph-partition.js';
+import { ORT_TYPE_OF, OnnxModel, type SaveOptions } from './onnx-file.js';
+import { readLinearWeight, writeLinearWeight } from './weights.js';
+
+/** Activations between parts: every tensor a later part still needs, by name. */
+export interface BlockState {
+  batch: number;
+  seqlen: number;
+  tensors: Map<string, ort.Tensor>;
+}
+
+export interface BlockResult {
+  state: BlockState;
+  /** role -> data input of that linear, [batch*seqlen, in] float32 (empty unless capture was asked). */
+  captures: Map<string, Float32Array>;
+}
+
+export interface BlockRunnerOptions {
+  /** ORT intra-op threads (default: $SPARSELLM_THREADS or 2). */
+  threads?: number;
+}
+
+const ONNX_TYPE_OF = new Map(Object.entries(ORT_TYPE_OF).map(([k, v]) => [v!, Number(k)]));
+
+export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
+  return {
+    intraOpNumThreads: threads ?? (Number(process.env.SPARSELLM_THREADS) || 2),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+  };
+}
+
+export class BlockRunner {
+  private active: { order: number; session: ort.InferenceSession } | null = null;
+
+  private constructor(
+    readonly model: OnnxModel,
+    readonly layout: DecoderLayout,
+    readonly partition: GraphPartition,
+    private readonly options: BlockRunnerOptions,
+  ) {}
+
+  /** Analyze the model (an OnnxModel or a path to an .onnx file) and prepare the split. */
+  static async open(model: OnnxModel | string, options: BlockRunnerOptions = {}): Promise<BlockRunner> {
+    process.env.ORT_DISABLE_TELEMETRY ??= '1';
+    const m = typeof model === 'string' ? OnnxModel.load(model) : model;
+    const layout = analyzeDecoder(m);
+    return new BlockRunner(m, layout, partitionGraph(m, layout.blocks.length), options);
+  }
+
+  get numBlocks(): number {
+    return this.layout.blocks.length;
+  }
+
+  block(i: number): DecoderBlock {
+    const b = this.layout.blocks[i];
+    if (!b) throw new RangeError(`block ${i} out of range (model has ${this.numBlocks})`);
+    return b;
+  }
+
+  /**
+   * Embed a batch of token ids ([batch, seqlen] row-major). attentionMask defaults to all ones;
+   * position_ids (when the model takes them) follow the mask; past key/values are empty.
+   */
+  async prologue(inputIds: BigInt64Array, batch: number, seqlen: number, attentionMask?: BigInt64Array): Promise<BlockState> {
+    if (inputIds.length !== batch * seqlen) throw new Error(`prologue: ${inputIds.length} ids is not ${batch}x${seqlen}`);
+    const state: BlockState = { batch, seqlen, tensors: decoderInputFeeds(this.model, inputIds, batch, seqlen, attentionMask) };
+    const outputs = await this.run(this.partition.prologue, state);
+    return this.advance(state, outputs, -1);
+  }
+
+  /** Run decoder block i. With capture, also return each linear's data input as [batch*seqlen, in] float32. */
+  async runBlock(i: number, state: BlockState, opts: { capture?: boolean } = {}): Promise<BlockResult> {
+    const block = this.block(i);
+    const part = this.partition.blocks[i]!;
+    const extra = opts.capture ? [...new Set(block.linears.map((l) => l.inputName))].filter((t) => !part.inputs.includes(t)) : [];
+    const outputs = await this.run(part, state, extra);
+    const captures = new Map<string, Float32Array>();
+    if (opts.capture) {
+      for (const l of block.linears) {
+        const t = outputs[l.inputName] ?? state.tensors.get(l.inputName)!;
+        captures.set(l.role, toFloat32(t));
+      }
+    }
+    return { state: this.advance(state, outputs, i), captures };
+  }
+
+  /** Final norm + lm_head: logits [batch, seqlen, vocab] as float32. */
+  async epilogue(state: BlockState): Promise<Float32Array> {
+    const outputs = await this.run(this.partition.epilogue, state);
+    return toFloat32(outputs[this.partition.logitsName]!);
+  }
+
+  /** Current weights of block i as role -> [out, in] float32. */
+  getBlockWeights(i: number): Map<string, Float32Array> {
+    return new Map(this.block(i).linears.map((l) => [l.role, readLinearWeight(this.model, l)]));
+  }
+
+  /** Replace weights of block i (role -> [out, in] float32); later runs and saveModel() use them. */
+  async setBlockWeights(i: number, weights: Map<string, Float32Array>): Promise<void> {
+    const block = this.block(i);
+    for (const [role, w] of weights) {
+      const linear = block.linears.find((l) => l.role === role);
+      if (!linear) throw new Error(`block ${i} has no linear ${role} (has ${block.linears.map((l) => l.role).join(', ')})`);
+      writeLinearWeight(this.model, linear, w);
+    }
+    if (this.active?.order === i) await this.releaseSession();
+  }
+
+  /** Write the model with all weight changes (see OnnxModel.save). */
+  saveModel(outPath: string, options?: SaveOptions): void {
+    this.model.save(outPath, options);
+  }
+
+  async dispose(): Promise<void> {
+    await this.releaseSession();
+  }
+
+  private async releaseSession(): Promise<void> {
+    const s = this.active?.session;
+    this.active = null;
+    await s?.release();
+  }
+
+  /** Run one part on the state; returns its outputs by name (extra: more tensors to fetch). */
+  private async run(part: GraphPart, state: BlockState, extra: string[] = []): Promise<Record<string, ort.Tensor>> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of part.inputs) {
+      const t = state.tensors.get(name);
+      if (!t) throw new Error(`${part.label}: state lacks ${name} (run the parts in order)`);
+      feeds[name] = t;
+    }
+    const session = await this.sessionFor(part, feeds);
+    return session.run(feeds, [...part.outputs, ...extra]);
+  }
+
+  private async sessionFor(part: GraphPart, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession> {
+    if (this.active?.order === part.order) return this.active.session;
+    await this.releaseSession();
+    const block = part.order >= 0 && part.order < this.numBlocks ? this.layout.blocks[part.order] : undefined;
+    const captureOutputs = block ? block.linears.map((l) => l.inputName).filter((t) => !part.inputs.includes(t)) : [];
+    const bytes = buildPartModel(this.model, part, feeds, captureOutputs);
+    const session = await ort.InferenceSession.create(bytes, sessionOptions(this.options.threads));
+    this.active = { order: part.order, session };
+    return session;
+  }
+
+  /** Next state: earlier tensors still needed after part `order`, plus this part's outputs. */
+  private advance(state: BlockState, outputs: Record<string, ort.Tensor>, order: number): BlockState {
+    const tensors = new Map<string, ort.Tensor>();
+    const keep = (name: string, t: ort.Tensor) => {
+      if ((this.partition.lastUse.get(name) ?? -Infinity) > order) tensors.set(name, t);
+    };
+    for (const [name, t] of state.tensors) keep(name, t);
+    for (const [name, t] of Object.entries(outputs)) keep(name, t);
+    return { batch: state.batch, seqlen: state.seqlen, tensors };
+  }
+}
+
+/** In-memory ModelProto of one part: its nodes, inline initializers, typed inputs, named outputs. */
+function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string, ort.Tensor>, captureOutputs: string[]): Uint8Array {
+  const graphInputs = new Map(model.graph.input.map((i) => [i.name, i]));
+  const input = part.inputs.map((name) => graphInputs.get(name) ?? valueInfoFromTensor(name, feeds[name]!));
+  const outputNames = [...new Set([...part.outputs, ...captureOutputs])];
+  const graph = create(GraphProtoSchema, {
+    name: `${model.graph.name || 'decoder'} ${part.label}`,
+    node: part.nodes,
+    initializer: part.initializers.map((n) => model.inlineInitializer(n)),
+    input,
+    output: outputNames.map((name) => create(ValueInfoProtoSchema, { name })),
+  });
+  const proto = create(ModelProtoSchema, {
+    irVersion: model.proto.irVersion,
+    opsetImport: model.proto.opsetImport,
+    producerName: 'sparsellm',
+    graph,
+  });
+  return toBinary(ModelProtoSchema, proto);
+}
+
+function valueInfoFromTensor(name: string, t: ort.Tensor): ValueInfoProto {
+  const elemType = ONNX_TYPE_OF.get(t.type);
+  if (elemType === undefined) throw new Error(`tensor ${name}: unsupported type ${t.type}`);
+  const dim = t.dims.map((_, k) => create(TensorShapeProto_DimensionSchema, { value: { case: 'dimParam', value: `${name}_d${k}` } }));
+  return create(ValueInfoProtoSchema, { name, type: { value: { case: 'tensorType', value: { elemType, shape: { dim } } } } });
+}
+
+/** Feeds for every graph input of a decoder: ids, mask, position ids, empty past key/values. */
+export function decoderInputFeeds(model: OnnxModel, inputIds: BigInt64Array, batch: number, seqlen: number, mask?: BigInt64Array): Map<string, ort.Tensor> {
+  const attention = mask ?? new BigInt64Array(batch * seqlen).fill(1n);
+  const feeds = new Map<string, ort.Tensor>();
+  for (const vi of model.graph.input) {
+    const name = vi.name;
+    if (name === 'input_ids') feeds.set(name, new ort.Tensor('int64', inputIds, [batch, seqlen]));
+    else if (name === 'attention_mask') feeds.set(name, new ort.Tensor('int64', attention, [batch, seqlen]));
+    else if (name === 'position_ids') feeds.set(name, new ort.Tensor('int64', positionIds(attention, batch, seqlen), [batch, seqlen]));
+    else feeds.set(name, emptyPast(vi, batch));
+  }
+  return feeds;
+}
+
+/** HF convention: cumulative sum of the mask minus one; padded positions get 1. */
+function positionIds(mask: BigInt64Array, batch: number, seqlen: number): BigInt64Array {
+  const out = new BigInt64Array(batch * seqlen);
+  for (let b = 0; b < batch; b++) {
+    let seen = 0n;
+    for (let s = 0; s < seqlen; s++) {
+      const i = b * seqlen + s;
+      seen += mask[i]!;
+      out[i] = mask[i] ? seen - 1n : 1n;
+    }
+  }
+  return out;
+}
+
+/** A zero-length tensor for a past_key_values.* input: dim 0 = batch, symbolic dims = 0. */
+function emptyPast(vi: ValueInfoProto, batch: number): ort.Tensor {
+  if (vi.type?.value.case !== 'tensorType') throw new Error(`graph input ${vi.name} is not a tensor`);
+  const { elemType, shape } = vi.type.value.value;
+  const type = ORT_TYPE_OF[elemType];
+  const dims = (shape?.dim ?? []).map((d, k) => (k === 0 ? batch : d.value.case === 'dimValue' ? Number(d.value.value) : 0));
+  if (!dims.includes(0)) throw new Error(`graph input ${vi.name}: don't know how to fill it (expected input_ids, attention_mask, position_ids or past key/values)`);
+  switch (type) {
+    case 'float32': return new ort.Tensor('float32', new Float32Array(0), dims);
+    case 'float16': return new ort.Tensor('float16', new Uint16Array(0), dims);
+    default: throw new Error(`graph input ${vi.name}: unsupported past dtype ${type}`);
+  }
+}
+
+/** Tensor data as float32 (fp16 converted; float32 returned without copying). */
+export function toFloat32(t: ort.Tensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') return halfArrayToFloat32(t.data as Uint16Array);
+  throw new Error(`expected a float tensor, got ${t.type}`);
+}

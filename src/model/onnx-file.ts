@@ -1,0 +1,303 @@
+// ONNX model file I/O: load a .onnx with its external data, read/replace initializers as float32,
+// and save with large float tensors in an external data file beside the model.
+//
+// Weight bytes are read lazily (positional fs.readSync at the external offset), so a model whose
+// data file exceeds 2 GiB never passes through a single Buffer or protobuf. Replaced tensors are
+// held in memory (in their original dtype) until save().
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  ModelProtoSchema, StringStringEntryProtoSchema, TensorProtoSchema, TensorProto_DataLocation, TensorProto_DataType,
+  type GraphProto, type ModelProto, type TensorProto,
+} from 'onnx-buf';
+import { UserError } from '../errors.js';
+import { bfloat16ArrayToFloat32, float32ToBfloat16Array, float32ToHalfArray, halfArrayToFloat32 } from './float16.js';
+
+const DT = TensorProto_DataType;
+
+/** Bytes per element of the fixed-size ONNX dtypes we handle. */
+const ELEMENT_BYTES: Partial<Record<number, number>> = {
+  [DT.FLOAT]: 4, [DT.UINT8]: 1, [DT.INT8]: 1, [DT.UINT16]: 2, [DT.INT16]: 2, [DT.INT32]: 4, [DT.INT64]: 8,
+  [DT.BOOL]: 1, [DT.FLOAT16]: 2, [DT.DOUBLE]: 8, [DT.UINT32]: 4, [DT.UINT64]: 8, [DT.BFLOAT16]: 2,
+};
+
+const FLOAT_TYPES = new Set<number>([DT.FLOAT, DT.FLOAT16, DT.BFLOAT16, DT.DOUBLE]);
+
+/** ONNX elem type -> onnxruntime tensor type string (the ones a decoder LM uses). */
+export const ORT_TYPE_OF: Partial<Record<number, string>> = {
+  [DT.FLOAT]: 'float32', [DT.FLOAT16]: 'float16', [DT.DOUBLE]: 'float64', [DT.INT64]: 'int64', [DT.INT32]: 'int32',
+  [DT.BOOL]: 'bool', [DT.UINT8]: 'uint8', [DT.INT8]: 'int8', [DT.BFLOAT16]: 'bfloat16',
+};
+
+export function dtypeName(dataType: number): string {
+  return ORT_TYPE_OF[dataType] ?? TensorProto_DataType[dataType]?.toLowerCase() ?? `dtype${dataType}`;
+}
+
+export interface SaveOptions {
+  /** File name of the external data, beside the model (default: derived from the output name). */
+  externalDataName?: string;
+  /** Float tensors of at least this many bytes go to external data (default 1024). */
+  sizeThreshold?: number;
+}
+
+interface ExternalRef { file: string; offset: number; length: number }
+
+export class OnnxModel {
+  /** Replaced initializers: name -> little-endian bytes in the tensor's own dtype. */
+  private readonly replaced = new Map<string, Uint8Array>();
+  private readonly initializers = new Map<string, TensorProto>();
+
+  private constructor(readonly path: string, readonly proto: ModelProto) {
+    for (const t of this.graph.initializer) this.initializers.set(t.name, t);
+  }
+
+  /** Parse `path` and check that every external data reference points inside an existing file. */
+  static load(path: string): OnnxModel {
+    if (!existsSync(path)) throw new UserError(`model file not found: ${path}`);
+    if (!statSync(path).isFile()) throw new UserError(`not a file: ${path}`);
+    if (statSync(path).size > 2 ** 31 - 1) throw new UserError(`${path} is over 2 GiB: not a valid ONNX protobuf (large weights must be in external data)`);
+    let proto: ModelProto;
+    try {
+      proto = fromBinary(ModelProtoSchema, readFileSync(path));
+    } catch (e) {
+      throw new UserError(`${path} is not a valid ONNX model (truncated or not ONNX: ${(e as Error).message})`);
+    }
+    if (!proto.graph || proto.graph.node.length === 0) throw new UserError(`${path} is not an ONNX model with a graph (empty or not ONNX)`);
+    const model = new OnnxModel(resolve(path), proto);
+    model.checkExternalData();
+    return model;
+  }
+
+  get graph(): GraphProto {
+    return this.proto.graph!;
+  }
+
+  get dir(): string {
+    return dirname(this.path);
+  }
+
+  /** Names of the external data files this model reads (relative to the model folder). */
+  get externalDataFiles(): string[] {
+    const files = new Set<string>();
+    for (const t of this.initializers.values()) if (isExternal(t)) files.add(externalEntry(t, 'location')!);
+    return [...files];
+  }
+
+  hasInitializer(name: string): boolean {
+    return this.initializers.has(name);
+  }
+
+  initializer(name: string): TensorProto {
+    const t = this.initializers.get(name);
+    if (!t) throw new Error(`no initializer named ${name}`);
+    return t;
+  }
+
+  dims(name: string): number[] {
+    return this.initializer(name).dims.map(Number);
+  }
+
+  dataType(name: string): number {
+    return this.initializer(name).dataType;
+  }
+
+  isReplaced(name: string): boolean {
+    return this.replaced.has(name);
+  }
+
+  /** The tensor's data as little-endian bytes in its own dtype (replacements applied). */
+  readBytes(name: string): Uint8Array {
+    const replaced = this.replaced.get(name);
+    if (replaced) return replaced;
+    const t = this.initializer(name);
+    if (isExternal(t)) return this.readExternal(t);
+    return inlineBytes(t);
+  }
+
+  /** The tensor's values as float32 (fp16 / bf16 / fp64 converted). */
+  readFloat32(name: string): Float32Array {
+    const t = this.initializer(name);
+    const bytes = this.readBytes(name);
+    const n = elementCount(t);
+    switch (t.dataType) {
+      case DT.FLOAT: return new Float32Array(copyAligned(bytes).buffer, 0, n);
+      case DT.FLOAT16: return halfArrayToFloat32(new Uint16Array(copyAligned(bytes).buffer, 0, n));
+      case DT.BFLOAT16: return bfloat16ArrayToFloat32(new Uint16Array(copyAligned(bytes).buffer, 0, n));
+      case DT.DOUBLE: return Float32Array.from(new Float64Array(copyAligned(bytes).buffer, 0, n));
+      default: throw new Error(`initializer ${name} has non-float dtype ${dtypeName(t.dataType)}`);
+    }
+  }
+
+  /** Replace a float tensor's values (same element count); stored in the tensor's original dtype. */
+  writeFloat32(name: string, values: Float32Array): void {
+    const t = this.initializer(name);
+    const n = elementCount(t);
+    if (values.length !== n) throw new Error(`writeFloat32(${name}): got ${values.length} values, tensor has ${n}`);
+    let typed: ArrayBufferView;
+    switch (t.dataType) {
+      case DT.FLOAT: typed = Float32Array.from(values); break;
+      case DT.FLOAT16: typed = float32ToHalfArray(values); break;
+      case DT.BFLOAT16: typed = float32ToBfloat16Array(values); break;
+      case DT.DOUBLE: typed = Float64Array.from(values); break;
+      default: throw new Error(`initializer ${name} has non-float dtype ${dtypeName(t.dataType)}`);
+    }
+    this.replaced.set(name, new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
+  }
+
+  /** A self-contained copy of one initializer with its (current) bytes inline as raw_data. */
+  inlineInitializer(name: string): TensorProto {
+    const t = this.initializer(name);
+    if (!isExternal(t) && !this.replaced.has(name)) return t;
+    return create(TensorProtoSchema, { name: t.name, dims: t.dims, dataType: t.dataType, rawData: this.readBytes(name) as Uint8Array<ArrayBuffer> });
+  }
+
+  /**
+   * Write the model to `outPath` (+ one external data file beside it). Float initializers of at
+   * least `sizeThreshold` bytes go to external data with a relative location; the rest stay inline.
+   * The input files are never written to.
+   */
+  save(outPath: string, options: SaveOptions = {}): void {
+    const threshold = options.sizeThreshold ?? 1024;
+    const out = resolve(outPath);
+    const dataName = options.externalDataName ?? this.defaultExternalDataName(basename(out));
+    const dataPath = join(dirname(out), dataName);
+    const inputs = [this.path, ...this.externalDataFiles.map((f) => resolve(this.dir, f))];
+    for (const p of [out, dataPath]) {
+      if (inputs.includes(p)) throw new UserError(`refusing to overwrite the input model's file ${p}: choose another output path`);
+    }
+
+    let fd: number | undefined;
+    let offset = 0;
+    const initializer: TensorProto[] = [];
+    try {
+      for (const t of this.graph.initializer) {
+        const movable = FLOAT_TYPES.has(t.dataType) && byteLength(t) >= threshold;
+        if (!movable) {
+          initializer.push(isExternal(t) || this.replaced.has(t.name) ? this.inlineInitializer(t.name) : t);
+          continue;
+        }
+        const bytes = this.readBytes(t.name);
+        fd ??= openSync(dataPath, 'w');
+        offset = Math.ceil(offset / 64) * 64; // aligned offsets, friendly to mmap
+        writeAll(fd, bytes, offset);
+        initializer.push(create(TensorProtoSchema, {
+          name: t.name, dims: t.dims, dataType: t.dataType, docString: t.docString,
+          dataLocation: TensorProto_DataLocation.EXTERNAL,
+          externalData: [
+            create(StringStringEntryProtoSchema, { key: 'location', value: dataName }),
+            create(StringStringEntryProtoSchema, { key: 'offset', value: String(offset) }),
+            create(StringStringEntryProtoSchema, { key: 'length', value: String(bytes.byteLength) }),
+          ],
+        }));
+        offset += bytes.byteLength;
+      }
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+    const copy: ModelProto = { ...this.proto, graph: { ...this.graph, initializer } };
+    writeFileSync(out, toBinary(ModelProtoSchema, copy));
+  }
+
+  /** `<out>.onnx_data`, or the input's own naming style (e.g. `<out>.data` for `model.onnx.data`). */
+  private defaultExternalDataName(outFile: string): string {
+    const inFile = basename(this.path);
+    const styled = this.externalDataFiles.find((f) => f.startsWith(inFile) && f.length > inFile.length);
+    const suffix = styled ? styled.slice(inFile.length).replace(/^(_data)_\d+$/, '$1') : '_data';
+    return outFile + suffix;
+  }
+
+  private externalRef(t: TensorProto): ExternalRef {
+    const location = externalEntry(t, 'location');
+    if (!location) throw new UserError(`${this.path}: tensor ${t.name} is EXTERNAL but has no location`);
+    const offset = Number(externalEntry(t, 'offset') ?? 0);
+    const length = Number(externalEntry(t, 'length') ?? byteLength(t));
+    return { file: resolve(this.dir, location), offset, length };
+  }
+
+  private checkExternalData(): void {
+    const sizes = new Map<string, number>();
+    for (const t of this.initializers.values()) {
+      if (!isExternal(t)) continue;
+      const ref = this.externalRef(t);
+      if (!sizes.has(ref.file)) {
+        if (!existsSync(ref.file)) throw new UserError(`external data file missing: ${ref.file} (needed by ${this.path}; keep it beside the model)`);
+        sizes.set(ref.file, statSync(ref.file).size);
+      }
+      if (ref.offset + ref.length > sizes.get(ref.file)!) {
+        throw new UserError(`external data file ${ref.file} is truncated: tensor ${t.name} needs bytes up to ${ref.offset + ref.length}, file has ${sizes.get(ref.file)}`);
+      }
+    }
+  }
+
+  private readExternal(t: TensorProto): Uint8Array {
+    const ref = this.externalRef(t);
+    const buf = Buffer.allocUnsafe(ref.length);
+    const fd = openSync(ref.file, 'r');
+    try {
+      if (ref.offset + ref.length > fstatSync(fd).size) throw new UserError(`external data file ${ref.file} is truncated (tensor ${t.name})`);
+      let done = 0;
+      while (done < ref.length) {
+        const chunk = Math.min(ref.length - done, 1 << 30);
+        const n = readSync(fd, buf, done, chunk, ref.offset + done);
+        if (n <= 0) throw new UserError(`external data file ${ref.file} ended early (tensor ${t.name})`);
+        done += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const chunk = Math.min(bytes.byteLength - done, 1 << 30);
+    done += writeSync(fd, bytes, done, chunk, position + done);
+  }
+}
+
+export function isExternal(t: TensorProto): boolean {
+  return t.dataLocation === TensorProto_DataLocation.EXTERNAL;
+}
+
+function externalEntry(t: TensorProto, key: string): string | undefined {
+  return t.externalData.find((e) => e.key === key)?.value;
+}
+
+export function elementCount(t: TensorProto): number {
+  return t.dims.reduce((a, d) => a * Number(d), 1);
+}
+
+function byteLength(t: TensorProto): number {
+  const size = ELEMENT_BYTES[t.dataType];
+  if (size === undefined) return isExternal(t) ? 0 : t.rawData.byteLength;
+  return elementCount(t) * size;
+}
+
+/** A copy with its own 8-byte-aligned ArrayBuffer (raw_data views into the file can be unaligned). */
+function copyAligned(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(new ArrayBuffer(Math.ceil(bytes.byteLength / 8) * 8), 0, bytes.byteLength);
+  out.set(bytes);
+  return out;
+}
+
+/** Bytes of an inline tensor, from raw_data or from the typed repeated fields. */
+function inlineBytes(t: TensorProto): Uint8Array {
+  if (t.rawData.byteLength > 0 || elementCount(t) === 0) return t.rawData;
+  const view = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  switch (t.dataType) {
+    case DT.FLOAT: return view(Float32Array.from(t.floatData));
+    case DT.DOUBLE: return view(Float64Array.from(t.doubleData));
+    case DT.INT64: return view(BigInt64Array.from(t.int64Data));
+    case DT.UINT64: return view(BigUint64Array.from(t.uint64Data));
+    case DT.UINT32: return view(Uint32Array.from(t.uint64Data, Number));
+    case DT.INT32: return view(Int32Array.from(t.int32Data));
+    case DT.FLOAT16: case DT.BFLOAT16: case DT.UINT16: return view(Uint16Array.from(t.int32Data));
+    case DT.INT16: return view(Int16Array.from(t.int32Data));
+    case DT.INT8: return view(Int8Array.from(t.int32Data));
+    case DT.UINT8: case DT.BOOL: return view(Uint8Array.from(t.int32Data));
+    default: throw new Error(`tensor ${t.name}: unsupported dtype ${dtypeName(t.dataType)}`);
+  }
+}

@@ -1,0 +1,29 @@
+// A linear layer's weight in PyTorch orientation. ONNX MatMul stores W as [in, out] (y = x @ W);
+// solvers work on [out, in] row-major (y = W x), so these helpers transpose on the way in and out.
+import type { LinearLayer } from './decoder-layout.js';
+import type { OnnxModel } from './onnx-file.js';
+
+/** out[c * rows + r] = src[r * cols + c]: [rows, cols] -> [cols, rows]. */
+export function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  if (src.length !== rows * cols) throw new Error(`transpose: ${src.length} values is not ${rows}x${cols}`);
+  const out = new Float32Array(src.length);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) out[c * rows + r] = src[base + c]!;
+  }
+  return out;
+}
+
+/** The layer's weight as [out, in] row-major float32 (converted from fp16 if stored so). */
+export function readLinearWeight(model: OnnxModel, linear: LinearLayer): Float32Array {
+  return transpose(model.readFloat32(linear.weightName), linear.inFeatures, linear.outFeatures);
+}
+
+/** Replace the layer's weight from [out, in] row-major float32; stored back in its original dtype. */
+export function writeLinearWeight(model: OnnxModel, linear: LinearLayer, weightOutIn: Float32Array): void {
+  const expected = linear.outFeatures * linear.inFeatures;
+  if (weightOutIn.length !== expected) {
+    throw new Error(`block ${linear.block} ${linear.role}: expected [${linear.outFeatures}, ${linear.inFeatures}] = ${expected} values, got ${weightOutIn.length}`);
+  }
+  model.writeFloat32(linear.weightName, transpose(weightOutIn, linear.outFeatures, linear.inFeatures));
+}

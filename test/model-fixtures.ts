@@ -1,6 +1,7 @@
 // Shared fixtures for the model-layer tests: model paths, token batches, and whole-graph ORT
 // reference runs (optionally with intermediate tensors tapped as extra graph outputs).
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
@@ -16,6 +17,16 @@ export const MODELS = {
   wikitextOpt: join(sharedDir(), 'models/tiny-wikitext-opt/onnx/model.onnx'),
   genai: join(sharedDir(), 'models-src/onnx-layout-ref-tiny-random-llama/model.onnx'),
 };
+
+const tempDirs: string[] = [];
+process.on('exit', () => tempDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A fresh temporary folder, removed when the test process exits. */
+export function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sparsellm-model-'));
+  tempDirs.push(dir);
+  return dir;
+}
 
 export function tokenBatch(batch: number, seqlen: number, vocab: number, seed = 1): BigInt64Array {
   const rand = mulberry32(seed);

@@ -10,6 +10,20 @@ export interface NativeAddon {
   getThreads(): number;
   sgemm(A: Float32Array, B: Float32Array, C: Float32Array, m: number, k: number, n: number): Promise<number>;
   hessianAccumulate(H: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number): Promise<void>;
+  // solvers (see src/native/{magnitude,wanda,sparsegpt,sparsellm}.ts for the typed wrappers)
+  magnitudePrune(W: Float32Array, rows: number, cols: number, spec: object): Promise<{ pruned: number; seconds: number }>;
+  wandaPrune(W: Float32Array, rows: number, cols: number, scaler: Float32Array, spec: object): Promise<{ pruned: number; seconds: number }>;
+  wandaScalerAccumulate(scaler: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number): Promise<void>;
+  sparsegptPrune(W: Float32Array, rows: number, cols: number, H: Float32Array, options: object): Promise<unknown>;
+  sparsellmOpt(
+    X: Float32Array, W1: Float32Array, b1: Float32Array, W2: Float32Array, b2: Float32Array, H1: Float32Array,
+    H2: Float32Array | null, N: number, d: number, ffn: number, nsamples: number, options: object,
+  ): Promise<unknown>;
+  sparsellmLlama(
+    X: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, Hx: Float32Array, Hd: Float32Array | null,
+    N: number, d: number, ffn: number, nsamples: number, options: object,
+  ): Promise<unknown>;
+  sparsellmStep(name: string, arrays: Record<string, Float32Array>, sizes: Record<string, number>, params: object): Promise<void>;
   [name: string]: unknown;
 }
 

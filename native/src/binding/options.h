@@ -1,0 +1,64 @@
+// Helpers for reading option objects and typed arrays in the solver bindings.
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+#include "common/async.h"
+#include "common/linalg.h"
+
+namespace sparsellm {
+
+inline double OptNumber(const Napi::Object& o, const char* key, double def) {
+  if (!o.Has(key)) return def;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option ") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+inline bool OptBool(const Napi::Object& o, const char* key, bool def) {
+  if (!o.Has(key)) return def;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  return v.ToBoolean().Value();
+}
+inline std::string OptString(const Napi::Object& o, const char* key, const std::string& def) {
+  if (!o.Has(key)) return def;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  return v.ToString().Utf8Value();
+}
+inline Napi::Object ArgObject(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return Napi::Object::New(info.Env());
+  if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "options must be an object");
+  return info[i].As<Napi::Object>();
+}
+inline size_t ArgSize(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != double(size_t(d))) throw Napi::RangeError::New(info.Env(), std::string(what) + " must be a non-negative integer");
+  return size_t(d);
+}
+// { sparsity } or { prunen, prunem }, validated against `cols` (throws RangeError).
+inline Sparsity ParseSparsity(const Napi::Object& o, size_t cols) {
+  Sparsity sp;
+  sp.sparsity = OptNumber(o, "sparsity", 0);
+  sp.prunen = int(OptNumber(o, "prunen", 0));
+  sp.prunem = int(OptNumber(o, "prunem", 0));
+  try {
+    ValidateSparsity(sp, cols);
+  } catch (const std::exception& e) {
+    throw Napi::RangeError::New(o.Env(), e.what());
+  }
+  return sp;
+}
+// A Float32Array argument of exactly `len` values.
+inline F32View ArgF32(const Napi::CallbackInfo& info, size_t i, const char* what, size_t len) {
+  if (info.Length() <= i) throw Napi::TypeError::New(info.Env(), std::string(what) + " is missing");
+  F32View v = ToF32(info[i], what);
+  Require(info.Env(), v.length == len,
+          std::string(what) + " has " + std::to_string(v.length) + " values, expected " + std::to_string(len));
+  return v;
+}
+
+}  // namespace sparsellm

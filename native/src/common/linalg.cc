@@ -1,0 +1,155 @@
+#include "common/linalg.h"
+
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "common/async.h"
+#include "common/blas.h"
+
+namespace sparsellm {
+
+void ValidateSparsity(const Sparsity& sp, size_t cols) {
+  if (sp.prunen != 0 || sp.prunem != 0) {
+    if (!(sp.prunen > 0 && sp.prunen < sp.prunem))
+      throw std::invalid_argument("N:M needs 0 < prunen < prunem (prunen = number pruned per group), got " +
+                                  std::to_string(sp.prunen) + ":" + std::to_string(sp.prunem));
+    if (cols % size_t(sp.prunem) != 0)
+      throw std::invalid_argument("N:M needs the input count " + std::to_string(cols) + " to be a multiple of M = " +
+                                  std::to_string(sp.prunem));
+    return;
+  }
+  if (!(sp.sparsity >= 0 && sp.sparsity < 1))
+    throw std::invalid_argument("sparsity must be in [0, 1), got " + std::to_string(sp.sparsity));
+}
+
+void ParallelFor(size_t n, const std::function<void(size_t, size_t)>& fn, size_t minChunk) {
+  size_t hw = std::max(1u, std::thread::hardware_concurrency());
+  size_t threads = std::min(hw, (n + minChunk - 1) / std::max<size_t>(1, minChunk));
+  if (threads <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  size_t chunk = (n + threads - 1) / threads;
+  for (size_t t = 1; t < threads; ++t) {
+    size_t b = t * chunk, e = std::min(n, b + chunk);
+    if (b >= e) break;
+    pool.emplace_back([&fn, b, e] {
+      EnableFlushToZero();
+      fn(b, e);
+    });
+  }
+  fn(0, std::min(n, chunk));
+  for (auto& th : pool) th.join();
+}
+
+float RoundToHalf(float x) {
+  if (!std::isfinite(x)) return x;
+  float a = std::fabs(x);
+  if (a >= 65520.0f) return std::copysign(INFINITY, x);  // rounds to inf in fp16
+  if (a < 6.103515625e-05f) {
+    // subnormal range: fixed quantum 2^-24
+    const float q = 5.9604644775390625e-08f;
+    return std::copysign(std::nearbyint(a / q) * q, x);
+  }
+  int e;
+  std::frexp(a, &e);                     // a = m * 2^e, m in [0.5, 1)
+  float quantum = std::ldexp(1.0f, e - 11);  // 10 mantissa bits after the leading one
+  return std::copysign(std::nearbyint(a / quantum) * quantum, x);
+}
+
+void RoundToHalf(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = RoundToHalf(x[i]);
+}
+
+bool AllFinite(const float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+void RequireFinite(const float* x, size_t n, const std::string& what) {
+  if (!AllFinite(x, n)) throw std::runtime_error(what + " contains NaN or Inf");
+}
+
+void MirrorUpper(float* A, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < i; ++j) A[i * n + j] = A[j * n + i];
+}
+
+static int Potrf(int n, float* a) {
+  int info = 0;
+  spotrf_("L", &n, a, &n, &info);
+  return info;
+}
+static int Potrf(int n, double* a) {
+  int info = 0;
+  dpotrf_("L", &n, a, &n, &info);
+  return info;
+}
+static int Trtri(int n, float* a) {
+  int info = 0;
+  strtri_("L", "N", &n, a, &n, &info);
+  return info;
+}
+static int Trtri(int n, double* a) {
+  int info = 0;
+  dtrtri_("L", "N", &n, a, &n, &info);
+  return info;
+}
+
+template <typename T>
+int UpperCholeskyOfInverse(const float* A, size_t n, float* U) {
+  std::vector<T> B(n * n);
+  // B = J A J (symmetric, so the column-major view is the same).
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n; ++j) B[i * n + j] = T(A[(n - 1 - i) * n + (n - 1 - j)]);
+  int info = Potrf(int(n), B.data());  // B = L L^T, L lower (column-major)
+  if (info != 0) return info;
+  info = Trtri(int(n), B.data());  // L^{-1}, lower, column-major: L^{-1}(r,c) at B[r + c*n]
+  if (info != 0) return info;
+  // U(i,j) = L^{-1}(n-1-i, n-1-j) for j >= i.
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < i; ++j) U[i * n + j] = 0.0f;
+    for (size_t j = i; j < n; ++j) U[i * n + j] = float(B[(n - 1 - i) + (n - 1 - j) * n]);
+  }
+  return 0;
+}
+template int UpperCholeskyOfInverse<float>(const float*, size_t, float*);
+template int UpperCholeskyOfInverse<double>(const float*, size_t, float*);
+
+SpdFactor::~SpdFactor() { delete[] L; }
+
+bool SpdFactor::Factor(const float* G, size_t n_, double ridge) {
+  delete[] L;
+  n = n_;
+  L = new double[n * n];
+  for (size_t i = 0; i < n * n; ++i) L[i] = G[i];
+  for (size_t i = 0; i < n; ++i) L[i * n + i] += ridge;
+  int nn = int(n), info = 0;
+  dpotrf_("L", &nn, L, &nn, &info);  // symmetric: row-major G == column-major G
+  return info == 0;
+}
+
+void SpdFactor::Solve(double* B, size_t nrhs) const {
+  int nn = int(n), nr = int(nrhs), info = 0;
+  dpotrs_("L", &nn, &nr, L, &nn, B, &nn, &info);
+  if (info != 0) throw std::runtime_error("dpotrs failed, info=" + std::to_string(info));
+}
+
+bool SpdInverse(const float* A, size_t n, float* Ainv) {
+  std::vector<double> B(A, A + n * n);
+  int nn = int(n), info = 0;
+  dpotrf_("L", &nn, B.data(), &nn, &info);
+  if (info != 0) return false;
+  dpotri_("L", &nn, B.data(), &nn, &info);
+  if (info != 0) return false;
+  // lower triangle (column-major) holds the inverse: element (r, c), r >= c, at B[r + c*n]
+  for (size_t c = 0; c < n; ++c)
+    for (size_t r = c; r < n; ++r) Ainv[r * n + c] = Ainv[c * n + r] = float(B[r + c * n]);
+  return AllFinite(Ainv, n * n);
+}
+
+}  // namespace sparsellm

@@ -1,0 +1,65 @@
+// Small dense linear-algebra helpers shared by the pruning solvers.
+// Conventions: every matrix is row-major float unless the name says otherwise. LAPACK is called
+// column-major; a symmetric row-major matrix is the same memory as its column-major view.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+namespace sparsellm {
+
+// A sparsity spec. prunen > 0 selects N:M (prunen = number PRUNED per group of prunem inputs).
+struct Sparsity {
+  double sparsity = 0;
+  int prunen = 0;
+  int prunem = 0;
+  bool nm() const { return prunen > 0; }
+};
+
+// Throws std::invalid_argument unless 0 <= sparsity < 1, or 0 < N < M with cols % M == 0.
+void ValidateSparsity(const Sparsity& sp, size_t cols);
+
+// Runs fn(begin, end) over [0, n) split across up to `threads` std::threads (each with FTZ/DAZ on).
+void ParallelFor(size_t n, const std::function<void(size_t, size_t)>& fn, size_t minChunk = 64);
+
+// Round a float to the nearest IEEE fp16 value (ties to even, subnormals kept, overflow -> inf)
+// and back; emulates PyTorch's .half() for the reference-quirk mode.
+float RoundToHalf(float x);
+void RoundToHalf(float* x, size_t n);
+
+// True when every value is finite.
+bool AllFinite(const float* x, size_t n);
+void RequireFinite(const float* x, size_t n, const std::string& what);
+
+// Copies the upper triangle of a row-major symmetric n x n matrix to the lower one.
+void MirrorUpper(float* A, size_t n);
+
+// Upper Cholesky factor U of A^{-1} (A^{-1} = U^T U), written row-major into U (lower part zeroed).
+// Uses the reversal trick: with J the reversal permutation and J A J = L L^T,
+// U = J L^{-1} J, so one potrf + one trtri (2n^3/3 flops) instead of potrf/potri/potrf (4n^3/3).
+// `A` is row-major symmetric n x n and is not modified. Returns LAPACK's info (0 = success).
+template <typename T>
+int UpperCholeskyOfInverse(const float* A, size_t n, float* U);
+
+// Solves (G + ridge*I) Xc = B in double, G symmetric n x n row-major float, B given column-major
+// n x nrhs in double (overwritten by the solution). Throws on failure.
+struct SpdFactor {
+  size_t n = 0;
+  double* L = nullptr;  // owned, column-major lower Cholesky factor
+  SpdFactor() = default;
+  SpdFactor(const SpdFactor&) = delete;
+  SpdFactor& operator=(const SpdFactor&) = delete;
+  ~SpdFactor();
+  // Factor G + ridge*I (G row-major float symmetric). Returns false if not SPD.
+  bool Factor(const float* G, size_t n, double ridge);
+  // In-place solve on a column-major n x nrhs double matrix.
+  void Solve(double* B, size_t nrhs) const;
+};
+
+// Ainv = (A)^{-1} for a symmetric positive definite row-major n x n A, in double (potrf + potri).
+// Returns false if A is not SPD.
+bool SpdInverse(const float* A, size_t n, float* Ainv);
+
+}  // namespace sparsellm

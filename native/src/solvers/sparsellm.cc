@@ -1,0 +1,466 @@
+#include "solvers/sparsellm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "common/async.h"
+#include "common/blas.h"
+
+namespace sparsellm {
+
+namespace {
+
+using Buf = std::vector<float>;
+
+// C[m,n] = alpha * A[m,k] · B[n,k]ᵀ + beta * C
+void GemmNT(size_t m, size_t n, size_t k, float alpha, const float* A, const float* B, float beta, float* C) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), alpha, A, int(k), B, int(k), beta, C,
+              int(n));
+}
+// C[m,n] = alpha * A[m,k] · B[k,n] + beta * C
+void GemmNN(size_t m, size_t n, size_t k, float alpha, const float* A, const float* B, float beta, float* C) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), alpha, A, int(k), B, int(n), beta, C,
+              int(n));
+}
+// C[m,n] = alpha * A[k,m]ᵀ · B[k,n] + beta * C   (contraction over the token dimension)
+void GemmTN(size_t m, size_t n, size_t k, float alpha, const float* A, const float* B, float beta, float* C) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(m), int(n), int(k), alpha, A, int(m), B, int(n), beta, C,
+              int(n));
+}
+// G[n,n] = scale * A[k,n]ᵀ A  (SYRK, both triangles)
+void Gram(const float* A, size_t k, size_t n, float scale, float* G) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(k), scale, A, int(n), 0.0f, G, int(n));
+  MirrorUpper(G, n);
+}
+void AddRowVector(float* A, size_t rows, size_t cols, const float* v) {
+  if (!v) return;
+  ParallelFor(rows, [&](size_t b, size_t e) {
+    for (size_t r = b; r < e; ++r)
+      for (size_t c = 0; c < cols; ++c) A[r * cols + c] += v[c];
+  });
+}
+double SumSqDiff(const float* a, const float* b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double t = double(a[i]) - b[i];
+    s += t * t;
+  }
+  return s;
+}
+double SumSq(const float* a, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += double(a[i]) * a[i];
+  return s;
+}
+inline float Relu(float v) { return v > 0 ? v : 0.0f; }
+inline double Sigmoid(double s) { return 1.0 / (1.0 + std::exp(-s)); }
+inline float Silu(float s) { return float(s * Sigmoid(s)); }
+
+// Factor Gram + ridge·mean(diag)·I in double (ridge x10 on failure).
+void FactorGram(SpdFactor& F, const float* G, size_t n, double relRidge, const char* what) {
+  double mean = 0;
+  for (size_t i = 0; i < n; ++i) mean += G[i * n + i];
+  mean = std::max(mean / double(n), 1e-30);
+  double ridge = relRidge * mean;
+  for (int t = 0; t < 8; ++t, ridge = ridge > 0 ? ridge * 10 : 1e-12 * mean)
+    if (F.Factor(G, n, ridge)) return;
+  throw std::runtime_error(std::string("sparsellm: the normal equations of ") + what + " are not positive definite");
+}
+
+// Least squares W [out, in] = argmin ‖Tgt − Src Wᵀ − 1 biasᵀ‖² through the factored Gram F of Src [N, in]:
+// (SrcᵀSrc) Wᵀ = Srcᵀ (Tgt − 1 biasᵀ).
+void LeastSquares(const float* Src, const float* Tgt, const float* bias, size_t N, size_t in, size_t out,
+                  const SpdFactor& F, float* W) {
+  Buf C(in * out);
+  GemmTN(in, out, N, 1.0f, Src, Tgt, 0.0f, C.data());  // Srcᵀ Tgt [in, out]
+  if (bias) {
+    std::vector<double> colsum(in, 0.0);
+    for (size_t t = 0; t < N; ++t)
+      for (size_t j = 0; j < in; ++j) colsum[j] += Src[t * in + j];
+    for (size_t j = 0; j < in; ++j)
+      for (size_t o = 0; o < out; ++o) C[j * out + o] -= float(colsum[j] * bias[o]);
+  }
+  // column-major [in, out] right-hand side == row-major [out, in] == W's layout
+  std::vector<double> Bc(in * out);
+  for (size_t j = 0; j < in; ++j)
+    for (size_t o = 0; o < out; ++o) Bc[o * in + j] = C[j * out + o];
+  F.Solve(Bc.data(), out);
+  for (size_t i = 0; i < in * out; ++i) W[i] = float(Bc[i]);
+}
+
+// Reference quirk: W = Tgt_centredᵀ · fp16(Xinv), Xinv = X (XᵀX)⁻¹ [N, d] rounded to fp16, result rounded to fp16.
+void LeastSquaresFp16Pinv(const float* X, const float* Tgt, const float* bias, size_t N, size_t d, size_t out,
+                          const SpdFactor& F, float* W) {
+  std::vector<double> I(d * d, 0.0);
+  for (size_t i = 0; i < d; ++i) I[i * d + i] = 1.0;
+  F.Solve(I.data(), d);
+  Buf Ginv(I.begin(), I.end());
+  Buf Xinv(N * d);
+  GemmNN(N, d, d, 1.0f, X, Ginv.data(), 0.0f, Xinv.data());
+  RoundToHalf(Xinv.data(), Xinv.size());
+  Buf C(d * out);
+  GemmTN(d, out, N, 1.0f, Xinv.data(), Tgt, 0.0f, C.data());  // Xinvᵀ Tgt
+  if (bias) {
+    std::vector<double> colsum(d, 0.0);
+    for (size_t t = 0; t < N; ++t)
+      for (size_t j = 0; j < d; ++j) colsum[j] += Xinv[t * d + j];
+    for (size_t j = 0; j < d; ++j)
+      for (size_t o = 0; o < out; ++o) C[j * out + o] -= float(colsum[j] * bias[o]);
+  }
+  for (size_t j = 0; j < d; ++j)
+    for (size_t o = 0; o < out; ++o) W[o * d + j] = RoundToHalf(C[j * out + o]);
+}
+
+void CheckFinite(const float* x, size_t n, const char* what) {
+  if (!AllFinite(x, n)) throw std::runtime_error(std::string("sparsellm: ") + what + " became NaN/Inf");
+}
+
+double Seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+SparseGptOptions PruneOptions(const SparseLlmOptions& o, bool accumulate) {
+  SparseGptOptions g;
+  g.sp = o.sp;
+  g.percdamp = o.percdamp;
+  g.blocksize = o.blocksize;
+  g.accumulateDamping = accumulate;
+  return g;
+}
+
+void Validate(const SparseLlmOptions& o, size_t d, size_t f, size_t N, double nsamples) {
+  ValidateSparsity(o.sp, d);
+  ValidateSparsity(o.sp, f);
+  if (N == 0 || d == 0 || f == 0) throw std::invalid_argument("sparsellm: empty input");
+  if (!(nsamples > 0)) throw std::invalid_argument("sparsellm: nsamples must be > 0");
+  if (o.epochs < 1) throw std::invalid_argument("sparsellm: epochs must be >= 1");
+  if (!(o.alpha > 0 && o.beta > 0 && o.gamma > 0)) throw std::invalid_argument("sparsellm: alpha, beta, gamma must be > 0");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- single steps
+
+void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, const float* act, size_t N, size_t d,
+                      size_t f, double beta, double gamma) {
+  // A = β WᵀW + γ I  (f x f, SYRK), inverted through Cholesky in double
+  Buf A(f * f), Ainv(f * f);
+  Gram(W, d, f, float(beta), A.data());
+  for (size_t i = 0; i < f; ++i) A[i * f + i] += float(gamma);
+  if (!SpdInverse(A.data(), f, Ainv.data())) throw std::runtime_error("sparsellm: p-update matrix is not SPD");
+  // R = γ act + β (Y − 1bᵀ) W
+  Buf R(act, act + N * f);
+  for (auto& v : R) v *= float(gamma);
+  GemmNN(N, f, d, float(beta), Y, W, 1.0f, R.data());
+  if (b) {
+    Buf v(f, 0.0f);
+    for (size_t j = 0; j < d; ++j)
+      for (size_t c = 0; c < f; ++c) v[c] -= float(beta) * b[j] * W[j * f + c];
+    AddRowVector(R.data(), N, f, v.data());
+  }
+  GemmNN(N, f, f, 1.0f, R.data(), Ainv.data(), 0.0f, P);  // P = R A⁻¹ (A symmetric)
+}
+
+void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, double alpha, double gamma) {
+  const float a = float(alpha), g = float(gamma);
+  ParallelFor(n, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      const float p = P[i], m = M[i];
+      const float z1 = std::max((g * p + a * m) / (g + a), 0.0f);  // case z >= 0
+      const float z2 = std::min(m, 0.0f);                          // case z <= 0
+      const float r1 = p - Relu(z1), d1 = z1 - m, r2 = p - Relu(z2), d2 = z2 - m;
+      const float f1 = g * r1 * r1 + a * d1 * d1, f2 = g * r2 * r2 + a * d2 * d2;
+      Z[i] = f1 <= f2 ? z1 : z2;
+    }
+  }, 4096);
+}
+
+void SparseLlmZUpdateSilu(float* Z, const float* P, const float* M, const float* S, size_t n, double alpha,
+                          double gamma) {
+  ParallelFor(n, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      const double sg = Silu(S[i]);
+      Z[i] = float((alpha * M[i] + gamma * sg * P[i]) / (alpha + gamma * sg * sg));
+    }
+  }, 4096);
+}
+
+void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, size_t n, double alpha, double gamma,
+                      bool newton, int steps, double lr) {
+  ParallelFor(n, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      const double g = G[i], p = P[i], z = Z[i];
+      double s = S[i];
+      auto phi = [&](double v) {
+        const double r = p - v * Sigmoid(v) * z;
+        return alpha * (v - g) * (v - g) + gamma * r * r;
+      };
+      if (!newton) {
+        // reference: steps of plain GD on α(s−g)² + γ(p − silu(s) z)²
+        for (int k = 0; k < steps; ++k) {
+          const double sig = Sigmoid(s), d1 = sig * (1 + s * (1 - sig)), r = p - s * sig * z;
+          s -= lr * (2 * alpha * (s - g) - 2 * gamma * r * z * d1);
+        }
+      } else {
+        double fs = phi(s);
+        const double fg = phi(g);
+        if (fg < fs) s = g, fs = fg;
+        for (int k = 0; k < 12; ++k) {
+          const double sig = Sigmoid(s), d1 = sig * (1 + s * (1 - sig));
+          const double d2 = sig * (1 - sig) * (2 + s * (1 - 2 * sig));
+          const double r = p - s * sig * z;
+          const double grad = 2 * alpha * (s - g) - 2 * gamma * r * z * d1;
+          const double gn = 2 * alpha + 2 * gamma * z * z * d1 * d1;  // Gauss-Newton curvature (> 0)
+          double hess = gn - 2 * gamma * r * z * d2;
+          if (!(hess > 0)) hess = gn;
+          const double step = -grad / hess;
+          double t = 1;
+          bool moved = false;
+          for (int h = 0; h < 30; ++h, t *= 0.5) {
+            const double sn = s + t * step, fn = phi(sn);
+            if (fn < fs) {
+              s = sn, fs = fn, moved = true;
+              break;
+            }
+          }
+          if (!moved || std::fabs(t * step) < 1e-7 * (1 + std::fabs(s))) break;
+        }
+      }
+      S[i] = float(s);
+    }
+  }, 1024);
+}
+
+// ---------------------------------------------------------------- OPT (ReLU) FFN, §1.4
+
+SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float* W1, const float* b1, float* W2,
+                             const float* b2, const float* H1, const float* H2in, double nsamples,
+                             const SparseLlmOptions& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  EnableFlushToZero();
+  Validate(o, d, f, N, nsamples);
+  RequireFinite(X, N * d, "sparsellm: X");
+  RequireFinite(W1, f * d, "sparsellm: W1");
+  RequireFinite(W2, d * f, "sparsellm: W2");
+  RequireFinite(H1, d * d, "sparsellm: H1");
+  if (b1) RequireFinite(b1, f, "sparsellm: b1");
+  if (b2) RequireFinite(b2, d, "sparsellm: b2");
+  SparseLlmResult res;
+  const float a = float(o.alpha), be = float(o.beta), ga = float(o.gamma);
+
+  // dense targets: z_pre = W1 X + b1, p_pre = ReLU(z_pre), Y = W2 p_pre + b2
+  Buf Z(N * f), P(N * f), R(N * f), Y(N * d), T(N * d);
+  GemmNT(N, f, d, 1.0f, X, W1, 0.0f, Z.data());
+  AddRowVector(Z.data(), N, f, b1);
+  for (size_t i = 0; i < N * f; ++i) P[i] = Relu(Z[i]);
+  GemmNT(N, d, f, 1.0f, P.data(), W2, 0.0f, Y.data());
+  AddRowVector(Y.data(), N, d, b2);
+  const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
+
+  Buf G(d * d), Gp(f * f), H2(f * f), H1work(H1, H1 + d * d);
+  Gram(X, N, d, 1.0f, G.data());
+  SpdFactor Fx;
+  FactorGram(Fx, G.data(), d, o.lstsqRidge, "X (fc1 refit)");
+  Buf best1, best2;
+  double bestErr = INFINITY;
+
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    SparseLlmEpoch st;
+    // (1) W update (Eq. 4.5 weight step): W1 = (z − b1) X⁺, W2 = (Y − b2) p⁺ (or reference GD)
+    if (ep > 0) {
+      if (o.referenceQuirks)
+        LeastSquaresFp16Pinv(X, Z.data(), b1, N, d, f, Fx, W1);
+      else
+        LeastSquares(X, Z.data(), b1, N, d, f, Fx, W1);
+    }
+    Gram(P.data(), N, f, 1.0f, Gp.data());  // pᵀp: fc2's Hessian (scaled) and its normal equations
+    if (ep > 0) {
+      if (!o.fc2Gd) {
+        SpdFactor Fp;
+        FactorGram(Fp, Gp.data(), f, o.lstsqRidge, "p (fc2 refit)");
+        LeastSquares(P.data(), Y.data(), b2, N, f, d, Fp, W2);
+      } else {
+        // loss = mean((W2 p + b2 − Y)²); grad = 2/(dN) (W2 pᵀp + b2 1ᵀp − Yᵀp)
+        Buf YtP(d * f), colP(f, 0.0f), Gr(d * f);
+        GemmTN(d, f, N, 1.0f, Y.data(), P.data(), 0.0f, YtP.data());
+        for (size_t t = 0; t < N; ++t)
+          for (size_t c = 0; c < f; ++c) colP[c] += P[t * f + c];
+        const float sc = float(2.0 / (double(d) * double(N)));
+        for (int k = 0; k < o.gdSteps; ++k) {
+          GemmNN(d, f, f, 1.0f, W2, Gp.data(), 0.0f, Gr.data());
+          for (size_t j = 0; j < d; ++j)
+            for (size_t c = 0; c < f; ++c) {
+              const float gr = sc * (Gr[j * f + c] + (b2 ? b2[j] : 0.0f) * colP[c] - YtP[j * f + c]);
+              W2[j * f + c] -= float(o.gdLr) * gr;
+            }
+        }
+        if (o.referenceQuirks) RoundToHalf(W2, d * f);
+      }
+    }
+    CheckFinite(W1, f * d, "W1 after the refit");
+    CheckFinite(W2, d * f, "W2 after the refit");
+    // (2) fc2 Hessian refresh from p (SparseGPT scaling 2/nsamples Σ p pᵀ)
+    if (ep == 0 && H2in)
+      H2.assign(H2in, H2in + f * f);
+    else
+      for (size_t i = 0; i < f * f; ++i) H2[i] = float(2.0 / nsamples) * Gp[i];
+    // (3) prune fc1 then fc2 with SparseGPT (mask from scratch)
+    st.prune.push_back(SparseGptPrune(W1, f, d, H1work.data(), PruneOptions(o, o.referenceQuirks)));
+    st.prune.push_back(SparseGptPrune(W2, d, f, H2.data(), PruneOptions(o, false)));
+    // (4) p update, Eq. 4.6: p = (β W2ᵀW2 + γI)⁻¹ (β W2ᵀ(Y − b2) + γ ReLU(z))
+    for (size_t i = 0; i < N * f; ++i) R[i] = Relu(Z[i]);
+    SparseLlmPUpdate(P.data(), Y.data(), W2, b2, R.data(), N, d, f, o.beta, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(P.data(), P.size());
+    CheckFinite(P.data(), P.size(), "p");
+    // (5) z update, Eqs. 4.7–4.8, with m = W1ˢ X + b1
+    GemmNT(N, f, d, 1.0f, X, W1, 0.0f, R.data());
+    AddRowVector(R.data(), N, f, b1);
+    SparseLlmZUpdateRelu(Z.data(), P.data(), R.data(), N * f, o.alpha, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(Z.data(), Z.size());
+    CheckFinite(Z.data(), Z.size(), "z");
+    // objective: β‖Y − W2ˢp − b2‖² + γ‖p − ReLU(z)‖² + α‖z − W1ˢX − b1‖²
+    GemmNT(N, d, f, 1.0f, P.data(), W2, 0.0f, T.data());
+    AddRowVector(T.data(), N, d, b2);
+    st.outTerm = SumSqDiff(Y.data(), T.data(), T.size());
+    st.actTerm = 0;
+    for (size_t i = 0; i < N * f; ++i) {
+      const double r = double(P[i]) - Relu(Z[i]);
+      st.actTerm += r * r;
+    }
+    st.preTerm = SumSqDiff(Z.data(), R.data(), Z.size());
+    st.objective = be * st.outTerm + ga * st.actTerm + a * st.preTerm;
+    // output error of this epoch's sparse FFN: ‖Y − (W2ˢ ReLU(W1ˢ X + b1) + b2)‖² / ‖Y‖²
+    for (size_t i = 0; i < N * f; ++i) R[i] = Relu(R[i]);
+    GemmNT(N, d, f, 1.0f, R.data(), W2, 0.0f, T.data());
+    AddRowVector(T.data(), N, d, b2);
+    st.outputError = SumSqDiff(Y.data(), T.data(), T.size()) / yNorm;
+    if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
+      throw std::runtime_error("sparsellm: objective became NaN/Inf");
+    if (st.outputError < bestErr || !o.keepBest) {
+      bestErr = st.outputError;
+      res.chosenEpoch = ep;
+      if (o.keepBest) best1.assign(W1, W1 + f * d), best2.assign(W2, W2 + d * f);
+    }
+    res.epochs.push_back(std::move(st));
+  }
+  if (o.keepBest) {
+    std::copy(best1.begin(), best1.end(), W1);
+    std::copy(best2.begin(), best2.end(), W2);
+  }
+  res.outputError = res.epochs[res.chosenEpoch].outputError;
+  res.seconds = Seconds(t0);
+  return res;
+}
+
+// ---------------------------------------------------------------- LLaMA (SiLU-gated) FFN, §1.5
+
+SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, float* Wg, float* Wu, float* Wd,
+                               const float* Hx, const float* HdIn, double nsamples, const SparseLlmOptions& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  EnableFlushToZero();
+  Validate(o, d, f, N, nsamples);
+  RequireFinite(X, N * d, "sparsellm: X");
+  RequireFinite(Wg, f * d, "sparsellm: Wg");
+  RequireFinite(Wu, f * d, "sparsellm: Wu");
+  RequireFinite(Wd, d * f, "sparsellm: Wd");
+  RequireFinite(Hx, d * d, "sparsellm: Hx");
+  SparseLlmResult res;
+
+  // dense targets: s = Wg X, z = Wu X, p = silu(s) ⊙ z, Y = Wd p
+  Buf S(N * f), Z(N * f), P(N * f), R1(N * f), R2(N * f), Y(N * d), T(N * d);
+  GemmNT(N, f, d, 1.0f, X, Wg, 0.0f, S.data());
+  GemmNT(N, f, d, 1.0f, X, Wu, 0.0f, Z.data());
+  for (size_t i = 0; i < N * f; ++i) P[i] = Silu(S[i]) * Z[i];
+  GemmNT(N, d, f, 1.0f, P.data(), Wd, 0.0f, Y.data());
+  const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
+
+  Buf G(d * d), Gp(f * f), Hd(f * f), Hu(Hx, Hx + d * d), Hg(Hx, Hx + d * d);
+  Gram(X, N, d, 1.0f, G.data());
+  SpdFactor Fx;
+  FactorGram(Fx, G.data(), d, o.lstsqRidge, "X (up/gate refit)");
+  Buf bestG, bestU, bestD;
+  double bestErr = INFINITY;
+
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    SparseLlmEpoch st;
+    // (1) W update: Wu = z X⁺, Wg = s X⁺, Wd = Y p⁺
+    if (ep > 0) {
+      if (o.referenceQuirks) {
+        LeastSquaresFp16Pinv(X, Z.data(), nullptr, N, d, f, Fx, Wu);
+        LeastSquaresFp16Pinv(X, S.data(), nullptr, N, d, f, Fx, Wg);
+      } else {
+        LeastSquares(X, Z.data(), nullptr, N, d, f, Fx, Wu);
+        LeastSquares(X, S.data(), nullptr, N, d, f, Fx, Wg);
+      }
+    }
+    Gram(P.data(), N, f, 1.0f, Gp.data());
+    if (ep > 0) {
+      SpdFactor Fp;
+      FactorGram(Fp, Gp.data(), f, o.lstsqRidge, "p (down refit)");
+      LeastSquares(P.data(), Y.data(), nullptr, N, f, d, Fp, Wd);
+      if (o.referenceQuirks) RoundToHalf(Wd, d * f);
+    }
+    CheckFinite(Wu, f * d, "Wu after the refit");
+    CheckFinite(Wg, f * d, "Wg after the refit");
+    CheckFinite(Wd, d * f, "Wd after the refit");
+    // (2) down_proj Hessian refresh from p
+    if (ep == 0 && HdIn)
+      Hd.assign(HdIn, HdIn + f * f);
+    else
+      for (size_t i = 0; i < f * f; ++i) Hd[i] = float(2.0 / nsamples) * Gp[i];
+    // (3) prune up, gate, down
+    st.prune.push_back(SparseGptPrune(Wu, f, d, Hu.data(), PruneOptions(o, o.referenceQuirks)));
+    st.prune.push_back(SparseGptPrune(Wg, f, d, Hg.data(), PruneOptions(o, o.referenceQuirks)));
+    st.prune.push_back(SparseGptPrune(Wd, d, f, Hd.data(), PruneOptions(o, false)));
+    // (4) p update, Eq. 4.10: p = (β WdᵀWd + γI)⁻¹ (β WdᵀY + γ silu(s)⊙z)
+    for (size_t i = 0; i < N * f; ++i) R1[i] = Silu(S[i]) * Z[i];
+    SparseLlmPUpdate(P.data(), Y.data(), Wd, nullptr, R1.data(), N, d, f, o.beta, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(P.data(), P.size());
+    CheckFinite(P.data(), P.size(), "p");
+    // (5) z update, Eq. 4.12 (general α, γ): m = Wuˢ X
+    GemmNT(N, f, d, 1.0f, X, Wu, 0.0f, R1.data());
+    SparseLlmZUpdateSilu(Z.data(), P.data(), R1.data(), S.data(), N * f, o.alpha, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(Z.data(), Z.size());
+    CheckFinite(Z.data(), Z.size(), "z");
+    // (6) s update, Eq. 4.13: g = Wgˢ X
+    GemmNT(N, f, d, 1.0f, X, Wg, 0.0f, R2.data());
+    SparseLlmSUpdate(S.data(), R2.data(), P.data(), Z.data(), N * f, o.alpha, o.gamma, o.sNewton, o.sSteps, o.sLr);
+    if (o.referenceQuirks) RoundToHalf(S.data(), S.size());
+    CheckFinite(S.data(), S.size(), "s");
+    // objective: β‖Y − Wdˢp‖² + γ‖p − silu(s)⊙z‖² + α‖z − WuˢX‖² + α‖s − WgˢX‖²
+    GemmNT(N, d, f, 1.0f, P.data(), Wd, 0.0f, T.data());
+    st.outTerm = SumSqDiff(Y.data(), T.data(), T.size());
+    for (size_t i = 0; i < N * f; ++i) {
+      const double r = double(P[i]) - double(Silu(S[i])) * Z[i];
+      st.actTerm += r * r;
+    }
+    st.preTerm = SumSqDiff(Z.data(), R1.data(), Z.size());
+    st.gateTerm = SumSqDiff(S.data(), R2.data(), S.size());
+    st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
+    // output error of the sparse FFN: Wdˢ (silu(WgˢX) ⊙ WuˢX)
+    for (size_t i = 0; i < N * f; ++i) R1[i] *= Silu(R2[i]);
+    GemmNT(N, d, f, 1.0f, R1.data(), Wd, 0.0f, T.data());
+    st.outputError = SumSqDiff(Y.data(), T.data(), T.size()) / yNorm;
+    if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
+      throw std::runtime_error("sparsellm: objective became NaN/Inf");
+    if (st.outputError < bestErr || !o.keepBest) {
+      bestErr = st.outputError;
+      res.chosenEpoch = ep;
+      if (o.keepBest) bestG.assign(Wg, Wg + f * d), bestU.assign(Wu, Wu + f * d), bestD.assign(Wd, Wd + d * f);
+    }
+    res.epochs.push_back(std::move(st));
+  }
+  if (o.keepBest) {
+    std::copy(bestG.begin(), bestG.end(), Wg);
+    std::copy(bestU.begin(), bestU.end(), Wu);
+    std::copy(bestD.begin(), bestD.end(), Wd);
+  }
+  res.outputError = res.epochs[res.chosenEpoch].outputError;
+  res.seconds = Seconds(t0);
+  return res;
+}
+
+}  // namespace sparsellm

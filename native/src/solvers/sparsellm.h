@@ -1,0 +1,70 @@
+// SparseLLM global FFN pruning (Bai et al. 2024, PAPERS.md §3.2; reference behaviour ALGORITHMS.md §1.4/§1.5).
+// Layout: tokens are rows. X [N, d], z/p/s [N, ffn], Y [N, d]; weights PyTorch-style [out, in].
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "solvers/sparsegpt.h"
+
+namespace sparsellm {
+
+struct SparseLlmOptions {
+  Sparsity sp;
+  double alpha = 0.1, beta = 0.1, gamma = 0.1;  // OPT reference; LLaMA reference uses 5, 5, 5
+  int epochs = 4;
+  double percdamp = 0.01;
+  int blocksize = 128;
+  bool fc2Gd = false;         // OPT fc2 refit: false = least squares (default), true = reference 10 GD steps
+  int gdSteps = 10;
+  double gdLr = 0.01;
+  bool referenceQuirks = false;  // fp16 rounding of Xinv/p/z(/s) and damping accumulation in fc1/up/gate's H
+  double lstsqRidge = 1e-6;      // ridge of the normal equations, relative to mean(diag(Gram))
+  bool keepBest = false;         // keep the epoch whose sparse weights give the lowest output error
+  bool sNewton = false;          // LLaMA s update: false = reference GD, true = safeguarded elementwise Newton
+  int sSteps = 2;
+  double sLr = 0.01;
+};
+
+struct SparseLlmEpoch {
+  // Eq. 4.5 with the code's weights: beta*out + gamma*act + alpha*pre (+ alpha*gate for LLaMA), evaluated
+  // after the epoch's prune + p + z (+ s) updates with the epoch's pruned weights.
+  double objective = 0, outTerm = 0, actTerm = 0, preTerm = 0, gateTerm = 0;
+  double outputError = 0;  // ‖Y − f_sparse(X)‖² / ‖Y‖² with this epoch's pruned weights
+  std::vector<SparseGptResult> prune;
+};
+
+struct SparseLlmResult {
+  std::vector<SparseLlmEpoch> epochs;
+  double outputError = 0;  // of the weights returned
+  int chosenEpoch = 0;
+  double seconds = 0;
+};
+
+// OPT FFN: fc1 W1 [f, d] + b1, ReLU, fc2 W2 [d, f] + b2. W1/W2 are replaced in place by the pruned weights.
+// H1 [d, d] is fc1's Hessian (not modified); H2 (optional, [f, f]) is fc2's dense-pass Hessian for epoch 0,
+// computed from ReLU(W1 X + b1) when null. nsamples = sequences (Hessian scale 2/nsamples).
+SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float* W1, const float* b1, float* W2,
+                             const float* b2, const float* H1, const float* H2, double nsamples,
+                             const SparseLlmOptions& o);
+
+// LLaMA FFN: p = silu(Wg X) ⊙ (Wu X), Y = Wd p; no biases. Hx [d, d] (gate/up Hessian), Hd optional [f, f].
+SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, float* Wg, float* Wu, float* Wd,
+                               const float* Hx, const float* Hd, double nsamples, const SparseLlmOptions& o);
+
+// ---- single steps (also exported for the tests) ----
+// Eq. 4.6 / 4.10: P = (β WᵀW + γ I)⁻¹ (β Wᵀ(Y − b) + γ act), row-wise: P = (β (Y − b) W + γ act) A⁻¹.
+// W [d, f], Y [N, d], b [d] or null, act [N, f] (ReLU(z) or silu(s)⊙z); P [N, f] output.
+void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, const float* act, size_t N, size_t d,
+                      size_t f, double beta, double gamma);
+// Eqs. 4.7–4.8 (ReLU): per element argmin_v γ(p − relu(v))² + α(v − m)² over the two cases (ties -> z1).
+void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, double alpha, double gamma);
+// Eq. 4.12 general form (SiLU gate): z = (α m + γ σ p) / (α + γ σ²), σ = silu(s).
+void SparseLlmZUpdateSilu(float* Z, const float* P, const float* M, const float* S, size_t n, double alpha,
+                          double gamma);
+// Eq. 4.13: s ← argmin α(s − g)² + γ(p − silu(s) z)² elementwise: `steps` GD steps of size lr (reference),
+// or safeguarded Newton (never increases the elementwise objective).
+void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, size_t n, double alpha, double gamma,
+                      bool newton, int steps, double lr);
+
+}  // namespace sparsellm

@@ -1,0 +1,161 @@
+/**
+ * SparseLLM global pruning of one FFN (Bai et al. 2024; PAPERS.md §3.2, ALGORITHMS.md §1.4–1.5).
+ * Orientation: tokens are rows. X [N, d] token-major; weights PyTorch-style [out, in]; W* are replaced in place
+ * by the pruned weights. All heavy steps run in C++ (SGEMM/SYRK/Cholesky) off the JavaScript thread.
+ */
+import { native } from './addon.js';
+import type { SparseGptResult } from './sparsegpt.js';
+import { checkDim, checkLength, checkSparsity, type SparsitySpec } from './sparsity.js';
+
+export type SparseLlmOptions = SparsitySpec & {
+  /** penalty weights; defaults 0.1 (OPT) / 5 (LLaMA) as the reference. alpha: ‖z − W a‖², beta: ‖Y − W_next p‖², gamma: ‖p − φ(z)‖² */
+  alpha?: number;
+  beta?: number;
+  gamma?: number;
+  /** alternating epochs, default 4. Epoch 0 = plain SparseGPT of every matrix with its local Hessian. */
+  epochs?: number;
+  percdamp?: number;
+  blocksize?: number;
+  /** OPT fc2 refit: 'lstsq' (closed form, default) or 'gd' (the reference's 10 GD steps, lr 0.01) */
+  fc2Update?: 'lstsq' | 'gd';
+  gdSteps?: number;
+  gdLr?: number;
+  /** fp16 rounding of Xinv / p / z (/ s) and in-place damping accumulation in fc1/up/gate's Hessian. Default false. */
+  referenceQuirks?: boolean;
+  /** ridge of the least-squares normal equations, relative to mean(diag(AᵀA)); default 1e-6 */
+  lstsqRidge?: number;
+  /** return the weights of the epoch with the lowest output reconstruction error (default false = last epoch, as the reference) */
+  keepBest?: boolean;
+  /** LLaMA s update: 'gd' (reference: sSteps GD steps of size sLr) or 'newton' (safeguarded elementwise Newton, never increases the objective) */
+  sUpdate?: 'gd' | 'newton';
+  sSteps?: number;
+  sLr?: number;
+};
+
+export interface SparseLlmEpoch {
+  /** Eq. 4.5 as the code's updates minimise it: beta·outTerm + gamma·actTerm + alpha·preTerm (+ alpha·gateTerm for LLaMA),
+   * with this epoch's pruned weights and its updated p, z (, s). */
+  objective: number;
+  /** ‖Y − W2ˢ p − b2‖² */
+  outTerm: number;
+  /** ‖p − ReLU(z)‖² (OPT) or ‖p − silu(s)⊙z‖² (LLaMA) */
+  actTerm: number;
+  /** ‖z − W1ˢ X − b1‖² */
+  preTerm: number;
+  /** LLaMA: ‖s − WgˢX‖² */
+  gateTerm: number;
+  /** ‖Y − f_sparse(X)‖² / ‖Y‖² with this epoch's pruned weights */
+  outputError: number;
+  /** SparseGPT results, in pruning order: OPT [fc1, fc2]; LLaMA [up, gate, down] */
+  prune: SparseGptResult[];
+}
+
+export interface SparseLlmResult {
+  epochs: SparseLlmEpoch[];
+  /** relative output reconstruction error of the returned weights */
+  outputError: number;
+  /** epoch whose weights are returned (last, unless keepBest) */
+  chosenEpoch: number;
+  seconds: number;
+}
+
+export interface OptFfn {
+  /** tokens N, hidden d, ffn width */
+  tokens: number;
+  hidden: number;
+  ffn: number;
+  /** fc1 input [N, d] (dense pass) */
+  X: Float32Array;
+  /** fc1 [ffn, d], b1 [ffn], fc2 [d, ffn], b2 [d] — W1/W2 modified in place */
+  W1: Float32Array;
+  b1: Float32Array;
+  W2: Float32Array;
+  b2: Float32Array;
+  /** fc1's Hessian [d, d] (SparseGPT scaling), not modified */
+  H1: Float32Array;
+  /** optional fc2 dense-pass Hessian [ffn, ffn] for epoch 0; computed from ReLU(W1 X + b1) when absent */
+  H2?: Float32Array;
+  /** calibration sequences (Hessian scale 2/nsamples) */
+  nsamples: number;
+}
+
+export interface LlamaFfn {
+  tokens: number;
+  hidden: number;
+  ffn: number;
+  /** up/gate input [N, d] */
+  X: Float32Array;
+  /** gate [ffn, d], up [ffn, d], down [d, ffn] — modified in place */
+  Wg: Float32Array;
+  Wu: Float32Array;
+  Wd: Float32Array;
+  /** gate/up Hessian [d, d], not modified */
+  Hx: Float32Array;
+  /** optional down_proj dense-pass Hessian [ffn, ffn] */
+  Hd?: Float32Array;
+  nsamples: number;
+}
+
+function checkCommon(tokens: number, hidden: number, ffn: number, nsamples: number, options: SparseLlmOptions): void {
+  checkDim('tokens', tokens);
+  checkDim('hidden', hidden);
+  checkDim('ffn', ffn);
+  if (!(nsamples > 0)) throw new RangeError(`nsamples must be > 0, got ${nsamples}`);
+  checkSparsity(options, hidden);
+  checkSparsity(options, ffn);
+}
+
+/** SparseLLM on an OPT FFN (fc1 → ReLU → fc2). */
+export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
+  const { tokens: N, hidden: d, ffn: f } = ffn;
+  checkCommon(N, d, f, ffn.nsamples, options);
+  checkLength('X', ffn.X, N * d, `${N}×${d}`);
+  checkLength('W1', ffn.W1, f * d, `${f}×${d}`);
+  checkLength('b1', ffn.b1, f, `${f}`);
+  checkLength('W2', ffn.W2, d * f, `${d}×${f}`);
+  checkLength('b2', ffn.b2, d, `${d}`);
+  checkLength('H1', ffn.H1, d * d, `${d}×${d}`);
+  if (ffn.H2) checkLength('H2', ffn.H2, f * f, `${f}×${f}`);
+  return (await native().sparsellmOpt(
+    ffn.X, ffn.W1, ffn.b1, ffn.W2, ffn.b2, ffn.H1, ffn.H2 ?? null, N, d, f, ffn.nsamples, options,
+  )) as SparseLlmResult;
+}
+
+/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)); defaults alpha = beta = gamma = 5. */
+export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
+  const { tokens: N, hidden: d, ffn: f } = ffn;
+  checkCommon(N, d, f, ffn.nsamples, options);
+  checkLength('X', ffn.X, N * d, `${N}×${d}`);
+  checkLength('Wg', ffn.Wg, f * d, `${f}×${d}`);
+  checkLength('Wu', ffn.Wu, f * d, `${f}×${d}`);
+  checkLength('Wd', ffn.Wd, d * f, `${d}×${f}`);
+  checkLength('Hx', ffn.Hx, d * d, `${d}×${d}`);
+  if (ffn.Hd) checkLength('Hd', ffn.Hd, f * f, `${f}×${f}`);
+  return (await native().sparsellmLlama(
+    ffn.X, ffn.Wg, ffn.Wu, ffn.Wd, ffn.Hx, ffn.Hd ?? null, N, d, f, ffn.nsamples, options,
+  )) as SparseLlmResult;
+}
+
+/** Single SparseLLM update steps (exported for tests and experiments); all arrays [N, f] token-major unless noted. */
+export const sparsellmSteps = {
+  /** Eq. 4.6/4.10: P ← (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act); W [d, f], Y [N, d], b [d] optional. */
+  p(P: Float32Array, Y: Float32Array, W: Float32Array, act: Float32Array, N: number, d: number, f: number,
+    beta: number, gamma: number, b?: Float32Array): Promise<void> {
+    const arrays: Record<string, Float32Array> = { P, Y, W, act };
+    if (b) arrays.b = b;
+    return native().sparsellmStep('p', arrays, { N, d, f }, { beta, gamma });
+  },
+  /** Eqs. 4.7–4.8: Z ← argmin_v γ(p − relu(v))² + α(v − m)² elementwise. */
+  zRelu(Z: Float32Array, P: Float32Array, M: Float32Array, alpha: number, gamma: number): Promise<void> {
+    return native().sparsellmStep('zRelu', { Z, P, M }, { n: Z.length }, { alpha, gamma });
+  },
+  /** Eq. 4.12: Z ← (α m + γ σ p)/(α + γ σ²), σ = silu(S). */
+  zSilu(Z: Float32Array, P: Float32Array, M: Float32Array, S: Float32Array, alpha: number, gamma: number): Promise<void> {
+    return native().sparsellmStep('zSilu', { Z, P, M, S }, { n: Z.length }, { alpha, gamma });
+  },
+  /** Eq. 4.13: S ← (approx.) argmin α(s − g)² + γ(p − silu(s) z)² elementwise. */
+  s(S: Float32Array, G: Float32Array, P: Float32Array, Z: Float32Array, alpha: number, gamma: number,
+    mode: 'gd' | 'newton' = 'gd', steps = 2, lr = 0.01): Promise<void> {
+    return native().sparsellmStep('s', { S, G, P, Z }, { n: S.length }, { alpha, gamma, newton: mode === 'newton', steps, lr });
+  },
+};

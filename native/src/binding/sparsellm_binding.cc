@@ -19,7 +19,7 @@ static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f, 
   s.epochs = int(OptNumber(o, "epochs", 4));
   s.percdamp = OptNumber(o, "percdamp", 0.01);
   s.blocksize = int(OptNumber(o, "blocksize", 128));
-  std::string fc2 = OptString(o, "fc2Update", "lstsq");
+  std::string fc2 = OptString(o, "fc2Update", "gd");
   Require(o.Env(), fc2 == "lstsq" || fc2 == "gd", "fc2Update must be 'lstsq' or 'gd'");
   s.fc2Gd = fc2 == "gd";
   s.gdSteps = int(OptNumber(o, "gdSteps", 10));
@@ -27,7 +27,7 @@ static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f, 
   s.referenceQuirks = OptBool(o, "referenceQuirks", false);
   s.lstsqRidge = OptNumber(o, "lstsqRidge", 1e-6);
   s.keepBest = OptBool(o, "keepBest", false);
-  std::string su = OptString(o, "sUpdate", "gd");
+  std::string su = OptString(o, "sUpdate", "newton");
   Require(o.Env(), su == "gd" || su == "newton", "sUpdate must be 'gd' or 'newton'");
   s.sNewton = su == "newton";
   s.sSteps = int(OptNumber(o, "sSteps", 2));

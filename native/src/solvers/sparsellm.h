@@ -15,13 +15,13 @@ struct SparseLlmOptions {
   int epochs = 4;
   double percdamp = 0.01;
   int blocksize = 128;
-  bool fc2Gd = false;         // OPT fc2 refit: false = least squares (default), true = reference 10 GD steps
+  bool fc2Gd = true;          // OPT fc2 refit: true = reference 10 GD steps (default: lstsq overfits p, see README of the solver), false = least squares
   int gdSteps = 10;
   double gdLr = 0.01;
   bool referenceQuirks = false;  // fp16 rounding of Xinv/p/z(/s) and damping accumulation in fc1/up/gate's H
   double lstsqRidge = 1e-6;      // ridge of the normal equations, relative to mean(diag(Gram))
   bool keepBest = false;         // keep the epoch whose sparse weights give the lowest output error
-  bool sNewton = false;          // LLaMA s update: false = reference GD, true = safeguarded elementwise Newton
+  bool sNewton = true;           // LLaMA s update: true = safeguarded elementwise Newton (default), false = reference GD (diverges at α=γ=5)
   int sSteps = 2;
   double sLr = 0.01;
 };

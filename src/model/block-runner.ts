@@ -1,11 +1,11 @@
 // Runs a decoder LM one part at a time: prologue -> block 0 -> ... -> block n-1 -> epilogue, each
 // part an in-memory ONNX model built from the original graph (see graph-partition.ts) and run with
-// onnxruntime-node. Only one part's session (hence one block's weights) is alive at a time.
+// onnxruntime-node (weights passed as in-memory external data). Only one part's session (hence one block's weights) is alive at a time.
 import * as ort from 'onnxruntime-node';
 import { create, toBinary } from '@bufbuild/protobuf';
 import {
-  GraphProtoSchema, ModelProtoSchema, TensorShapeProto_DimensionSchema, ValueInfoProtoSchema,
-  type ValueInfoProto,
+  GraphProtoSchema, ModelProtoSchema, StringStringEntryProtoSchema, TensorProtoSchema, TensorProto_DataLocation,
+  TensorProto_DataType, TensorShapeProto_DimensionSchema, ValueInfoProtoSchema, type ValueInfoProto,
 } from 'onnx-buf';
 import { analyzeDecoder, type DecoderBlock, type DecoderLayout } from './decoder-layout.js';
 import { halfArrayToFloat32 } from './float16.js';
@@ -58,6 +58,13 @@ export class BlockRunner {
     const m = typeof model === 'string' ? OnnxModel.load(model) : model;
     const layout = analyzeDecoder(m);
     return new BlockRunner(m, layout, partitionGraph(m, layout.blocks.length), options);
+  }
+
+  /** Label of the one part whose ORT session is alive ('prologue', 'block 3', 'epilogue'), or null. */
+  get liveSession(): string | null {
+    if (!this.active) return null;
+    const o = this.active.order;
+    return o < 0 ? 'prologue' : o >= this.numBlocks ? 'epilogue' : `block ${o}`;
   }
 
   get numBlocks(): number {
@@ -151,8 +158,8 @@ export class BlockRunner {
     await this.releaseSession();
     const block = part.order >= 0 && part.order < this.numBlocks ? this.layout.blocks[part.order] : undefined;
     const captureOutputs = block ? block.linears.map((l) => l.inputName).filter((t) => !part.inputs.includes(t)) : [];
-    const bytes = buildPartModel(this.model, part, feeds, captureOutputs);
-    const session = await ort.InferenceSession.create(bytes, sessionOptions(this.options.threads));
+    const { bytes, externalData } = buildPartModel(this.model, part, feeds, captureOutputs);
+    const session = await ort.InferenceSession.create(bytes, { ...sessionOptions(this.options.threads), externalData });
     this.active = { order: part.order, session };
     return session;
   }
@@ -169,15 +176,35 @@ export class BlockRunner {
   }
 }
 
-/** In-memory ModelProto of one part: its nodes, inline initializers, typed inputs, named outputs. */
-function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string, ort.Tensor>, captureOutputs: string[]): Uint8Array {
+/**
+ * In-memory ModelProto of one part: its nodes, typed inputs, named outputs, and initializers.
+ * Large float initializers are not encoded into the protobuf: each is marked EXTERNAL and handed
+ * to ORT as an in-memory external data buffer, so a part can exceed protobuf's 2 GB limit.
+ */
+function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string, ort.Tensor>, captureOutputs: string[]): PartModel {
   const graphInputs = new Map(model.graph.input.map((i) => [i.name, i]));
   const input = part.inputs.map((name) => graphInputs.get(name) ?? valueInfoFromTensor(name, feeds[name]!));
   const outputNames = [...new Set([...part.outputs, ...captureOutputs])];
+  const externalData: { path: string; data: Uint8Array }[] = [];
+  const initializer = part.initializers.map((name) => {
+    if (!isLargeFloat(model, name)) return model.inlineInitializer(name);
+    const path = `w${externalData.length}.bin`;
+    const data = model.readBytes(name);
+    externalData.push({ path, data });
+    const t = model.initializer(name);
+    return create(TensorProtoSchema, {
+      name, dims: t.dims, dataType: t.dataType, dataLocation: TensorProto_DataLocation.EXTERNAL,
+      externalData: [
+        create(StringStringEntryProtoSchema, { key: 'location', value: path }),
+        create(StringStringEntryProtoSchema, { key: 'offset', value: '0' }),
+        create(StringStringEntryProtoSchema, { key: 'length', value: String(data.byteLength) }),
+      ],
+    });
+  });
   const graph = create(GraphProtoSchema, {
     name: `${model.graph.name || 'decoder'} ${part.label}`,
     node: part.nodes,
-    initializer: part.initializers.map((n) => model.inlineInitializer(n)),
+    initializer,
     input,
     output: outputNames.map((name) => create(ValueInfoProtoSchema, { name })),
   });
@@ -187,7 +214,19 @@ function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string,
     producerName: 'sparsellm',
     graph,
   });
-  return toBinary(ModelProtoSchema, proto);
+  return { bytes: toBinary(ModelProtoSchema, proto), externalData };
+}
+
+interface PartModel {
+  bytes: Uint8Array;
+  externalData: { path: string; data: Uint8Array }[];
+}
+
+/** Float initializers of >= 1 KiB: passed to ORT as external data (small / shape tensors stay inline). */
+function isLargeFloat(model: OnnxModel, name: string): boolean {
+  const dt = model.dataType(name);
+  const bytesPer = dt === TensorProto_DataType.FLOAT ? 4 : dt === TensorProto_DataType.FLOAT16 || dt === TensorProto_DataType.BFLOAT16 ? 2 : 0;
+  return bytesPer > 0 && model.dims(name).reduce((a, d) => a * d, bytesPer) >= 1024;
 }
 
 function valueInfoFromTensor(name: string, t: ort.Tensor): ValueInfoProto {

@@ -82,15 +82,17 @@ function findInHubCache(spec: FileSpec): string | undefined {
 
 /** Downloads `url` (or one entry of the zip at `url`) to `dest` through a `.partial` file. Not testable offline. */
 async function download(url: string, zipEntry: string | undefined, dest: string, what: string, hint: string): Promise<void> {
-  process.stderr.write(`sparsellm: downloading ${what} from ${url}\n`);
   let res: Response;
   try {
     const headers: Record<string, string> = process.env.HF_TOKEN ? { authorization: `Bearer ${process.env.HF_TOKEN}` } : {};
-    res = await fetch(url, { headers, redirect: 'follow' });
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error('no answer within 30 s')), 30_000);
+    res = await fetch(url, { headers, redirect: 'follow', signal: abort.signal }).finally(() => clearTimeout(timer));
   } catch (e) {
     throw new UserError(`cannot download ${what} (${(e as Error).message}): ${hint}`);
   }
   if (!res.ok || !res.body) throw new UserError(`download of ${what} from ${url} failed (HTTP ${res.status}): ${hint}`);
+  process.stderr.write(`sparsellm: downloading ${what} from ${url}\n`);
   mkdirSync(dirname(dest), { recursive: true });
   const partial = `${dest}.partial`;
   try {

@@ -1,0 +1,122 @@
+/**
+ * Perplexity (ALGORITHMS.md §0.4): non-overlapping windows `ids[k·L : (k+1)·L]` of the whole token stream,
+ * the trailing remainder dropped, no context carried between windows; per window the mean cross-entropy of
+ * the shifted targets (L−1 predictions); ppl = exp(mean over windows). Log-softmax accumulates in float64.
+ *
+ * Per-document mode (own files, TinyStories): each document (with its BOS) scored on its own; documents longer
+ * than L are cut into windows overlapping by one token so every token after the BOS is predicted exactly once;
+ * ppl = exp(total NLL / predicted tokens).
+ *
+ * The model is abstract (`LogitsProvider`), so the pruning pipeline can score an in-memory model too.
+ */
+
+/** Logits [batch, seqlen, vocab] for row-major int64 input ids [batch, seqlen]. */
+export type LogitsProvider = (inputIds: BigInt64Array, batch: number, seqlen: number) => Promise<Float32Array>;
+
+export interface PerplexityOptions {
+  seqlen: number;
+  /** Windows (or document chunks) per model run. */
+  batch?: number;
+  /** Evaluate only the first N windows (tests, quick looks). */
+  maxWindows?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface PerplexityResult {
+  perplexity: number;
+  /** Mean NLL in nats (over windows, or per token in per-document mode). */
+  meanNll: number;
+  /** Windows (window mode) or model rows (document chunks) evaluated. */
+  windows: number;
+  /** Tokens fed to the model (windows × seqlen, or document tokens). */
+  tokens: number;
+  /** Tokens predicted (targets scored). */
+  predictedTokens: number;
+  seconds: number;
+}
+
+/** −log softmax(logits[row])[target], computed in float64. */
+export function tokenNll(logits: Float32Array, row: number, vocab: number, target: number): number {
+  const base = row * vocab;
+  let max = -Infinity;
+  for (let v = 0; v < vocab; v++) if (logits[base + v]! > max) max = logits[base + v]!;
+  let sum = 0;
+  for (let v = 0; v < vocab; v++) sum += Math.exp(logits[base + v]! - max);
+  return max + Math.log(sum) - logits[base + target]!;
+}
+
+function vocabOf(logits: Float32Array, rows: number): number {
+  const vocab = logits.length / rows;
+  if (!Number.isInteger(vocab) || vocab < 1) throw new Error(`logits of length ${logits.length} do not hold ${rows} rows`);
+  return vocab;
+}
+
+/** Reference window perplexity of one token stream. */
+export async function windowPerplexity(ids: ArrayLike<number>, model: LogitsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
+  const t0 = performance.now();
+  const L = opts.seqlen;
+  const batch = Math.max(1, opts.batch ?? 1);
+  let n = Math.floor(ids.length / L);
+  if (opts.maxWindows !== undefined) n = Math.min(n, opts.maxWindows);
+  if (n < 1) throw new RangeError(`${ids.length} tokens are fewer than one window of ${L}`);
+  let sumWindowNll = 0;
+  for (let w0 = 0; w0 < n; w0 += batch) {
+    const b = Math.min(batch, n - w0);
+    const input = new BigInt64Array(b * L);
+    for (let k = 0; k < b * L; k++) input[k] = BigInt(ids[w0 * L + k]!);
+    const logits = await model(input, b, L);
+    const vocab = vocabOf(logits, b * L);
+    for (let r = 0; r < b; r++) {
+      let nll = 0;
+      for (let s = 0; s < L - 1; s++) nll += tokenNll(logits, r * L + s, vocab, ids[(w0 + r) * L + s + 1]!);
+      sumWindowNll += nll / (L - 1); // CrossEntropyLoss() mean over the window's L−1 shifted targets
+    }
+    opts.onProgress?.(w0 + b, n);
+  }
+  const meanNll = sumWindowNll / n;
+  return {
+    perplexity: Math.exp(meanNll), meanNll, windows: n, tokens: n * L, predictedTokens: n * (L - 1),
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Cuts each document (ids starting with its BOS) into model rows of at most L tokens overlapping by one. */
+export function documentChunks(docs: ArrayLike<number>[], L: number): number[][] {
+  if (L < 2) throw new RangeError('seqlen must be at least 2');
+  const chunks: number[][] = [];
+  for (const d of docs) {
+    for (let start = 0; start + 1 < d.length; start += L - 1) chunks.push(Array.from(d).slice(start, start + L));
+  }
+  return chunks;
+}
+
+/** Per-document perplexity: token-weighted mean NLL over all predicted tokens. */
+export async function documentPerplexity(docs: ArrayLike<number>[], model: LogitsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
+  const t0 = performance.now();
+  const batch = Math.max(1, opts.batch ?? 1);
+  // Longest first so a batch pads little. Right padding leaves a causal model's logits at real positions unchanged.
+  const chunks = documentChunks(docs, opts.seqlen).sort((a, b) => b.length - a.length);
+  if (chunks.length === 0) throw new RangeError('no document has two or more tokens');
+  let nll = 0, predicted = 0, tokens = 0;
+  for (let c0 = 0; c0 < chunks.length; c0 += batch) {
+    const group = chunks.slice(c0, c0 + batch);
+    const len = group[0]!.length;
+    const input = new BigInt64Array(group.length * len);
+    group.forEach((ch, r) => {
+      for (let s = 0; s < len; s++) input[r * len + s] = BigInt(ch[Math.min(s, ch.length - 1)]!);
+    });
+    const logits = await model(input, group.length, len);
+    const vocab = vocabOf(logits, group.length * len);
+    group.forEach((ch, r) => {
+      for (let s = 0; s + 1 < ch.length; s++) nll += tokenNll(logits, r * len + s, vocab, ch[s + 1]!);
+      predicted += ch.length - 1;
+      tokens += ch.length;
+    });
+    opts.onProgress?.(Math.min(c0 + batch, chunks.length), chunks.length);
+  }
+  const meanNll = nll / predicted;
+  return {
+    perplexity: Math.exp(meanNll), meanNll, windows: chunks.length, tokens, predictedTokens: predicted,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}

@@ -1,0 +1,61 @@
+// Perplexity protocol (ALGORITHMS.md §0.4) and per-document scoring, on the real shared models.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { evalDocuments, evalTokens, resolveDataset } from '../src/data/datasets.js';
+import { documentChunks, documentPerplexity, windowPerplexity, type LogitsProvider } from '../src/data/perplexity.js';
+import { loadTokenizer } from '../src/data/tokenizer.js';
+import { FullModelSession, halfToFloat, resolveOnnxPath } from '../src/model/full-session.js';
+import { sharedDir } from './helpers.js';
+
+process.env.ORT_DISABLE_TELEMETRY = '1';
+const shared = sharedDir();
+
+test('uniform logits give ppl = vocab; windows drop the remainder', async () => {
+  const uniform: LogitsProvider = async (_ids, b, l) => new Float32Array(b * l * 7);
+  const r = await windowPerplexity(Int32Array.from({ length: 50 }, (_, i) => i % 7), uniform, { seqlen: 8, batch: 3 });
+  assert.equal(r.windows, 6);
+  assert.equal(r.tokens, 48);
+  assert.ok(Math.abs(r.perplexity - 7) < 1e-9);
+});
+
+test('document chunks overlap by one token so each token after BOS is predicted once', () => {
+  const chunks = documentChunks([[1, 2, 3, 4, 5, 6, 7], [1, 9], [1]], 4);
+  assert.deepEqual(chunks, [[1, 2, 3, 4], [4, 5, 6, 7], [1, 9]]);
+});
+
+test('fp16 logits are widened exactly', () => {
+  assert.deepEqual(Array.from(halfToFloat(Uint16Array.from([0x3c00, 0xc000, 0x0001, 0x7c00, 0x3555]))),
+    [1, -2, 2 ** -24, Infinity, Math.fround(0.333251953125)]);
+});
+
+test('stories260K per document on the TinyStories sample: 1,804 predicted tokens, ppl ≈ 3.548', async () => {
+  const dir = join(shared, 'models', 'stories260K');
+  const session = await FullModelSession.open(resolveOnnxPath(dir), { threads: 2 });
+  assert.equal(session.maxPositions, 512);
+  const tok = loadTokenizer(dir);
+  const docs = (await evalDocuments(resolveDataset(join(shared, 'models-src', 'eval-text', 'tinystories_sample.txt')))).map((d) => tok.encode(d));
+  assert.equal(docs.length, 5);
+  const model: LogitsProvider = (ids, b, l) => session.logits(ids, b, l);
+  let calls = 0;
+  const one = await documentPerplexity(docs, model, { seqlen: 512, batch: 1, onProgress: () => calls++ });
+  const batched = await documentPerplexity(docs, model, { seqlen: 512, batch: 5 });
+  await session.release();
+  assert.equal(one.predictedTokens, 1804);
+  assert.ok(Math.abs(one.perplexity - 3.548) / 3.548 < 0.02, `ppl ${one.perplexity}`);
+  assert.ok(Math.abs(batched.perplexity - one.perplexity) < 1e-4, 'right padding must not change the result');
+  assert.equal(calls, 5);
+});
+
+test('tiny-random-opt on PTB test (seqlen 128): full token count, finite ppl near the vocabulary size', async () => {
+  const dir = join(shared, 'models', 'tiny-random-opt');
+  const session = await FullModelSession.open(resolveOnnxPath(dir), { threads: 2 });
+  assert.equal(session.vocabSize, 50272);
+  const ids = await evalTokens(resolveDataset('ptb'), loadTokenizer(dir), 128, join(shared, 'data'));
+  assert.equal(ids.length, 97722);
+  // 763 windows would take minutes on 2 cores; the first 12 windows show the behaviour.
+  const r = await windowPerplexity(ids, (x, b, l) => session.logits(x, b, l), { seqlen: 128, batch: 4, maxWindows: 12 });
+  await session.release();
+  assert.equal(r.windows, 12);
+  assert.ok(Number.isFinite(r.perplexity) && r.perplexity > 50272 * 0.8 && r.perplexity < 50272 * 1.25, `ppl ${r.perplexity}`);
+});

@@ -48,10 +48,20 @@ export interface CudaSparseGptOptions {
   blocksize?: number;
   /** default 0.01 */
   percdamp?: number;
+  /** reference quirk (ALGORITHMS.md §1.4): write the dead-input fix + damping back into H; default false */
+  accumulateDamping?: boolean;
 }
 
+/** The same fields as the CPU SparseGptResult (src/native/sparsegpt.ts), plus where the work ran. */
 export interface CudaSparseGptResult {
+  /** OBS loss Σ (w − q)² / [H⁻¹]_qq / 2 */
   loss: number;
+  /** absolute damping finally added to diag(H) */
+  damping: number;
+  /** Cholesky failures recovered by multiplying the damping by 10 */
+  retries: number;
+  /** entries that are zero after the call */
+  pruned: number;
   seconds: number;
   /** where H⁻¹'s Cholesky factor was computed: 'cusolver' (GPU, fp32) or 'cpu-lapack' (CPU, fp64, uploaded) */
   cholesky: 'cusolver' | 'cpu-lapack';

@@ -99,8 +99,9 @@ static double NumberOpt(const Napi::Object& o, const char* key, double fallback)
   return v.As<Napi::Number>().DoubleValue();
 }
 
-// cudaSparseGptPrune(W, rows, cols, H, {sparsity, prunen, prunem, blocksize, percdamp}):
-//   Promise<{loss, seconds, cholesky, gemm}>; W is pruned in place, H is left as it was.
+// cudaSparseGptPrune(W, rows, cols, H, {sparsity, prunen, prunem, blocksize, percdamp, accumulateDamping}):
+//   Promise<{loss, damping, retries, pruned, seconds, cholesky, gemm}>; W is pruned in place, H is left as it
+//   was unless accumulateDamping (the same contract as the CPU sparsegptPrune).
 static Napi::Value CudaSparseGptPruneJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto W = ToF32(info[0], "W");
@@ -113,6 +114,7 @@ static Napi::Value CudaSparseGptPruneJs(const Napi::CallbackInfo& info) {
   opts.prunem = static_cast<int>(NumberOpt(o, "prunem", 0));
   opts.blocksize = static_cast<int>(NumberOpt(o, "blocksize", 128));
   opts.percdamp = NumberOpt(o, "percdamp", 0.01);
+  if (o.Has("accumulateDamping")) opts.accumulateDamping = o.Get("accumulateDamping").ToBoolean().Value();
   Require(env, rows > 0 && cols > 0, "rows and cols must be positive");
   Require(env, W.length == rows * cols, "W must hold rows*cols floats");
   Require(env, H.length == cols * cols, "H must hold cols*cols floats");
@@ -121,6 +123,7 @@ static Napi::Value CudaSparseGptPruneJs(const Napi::CallbackInfo& info) {
   if (opts.prunen > 0) {
     Require(env, opts.prunem > opts.prunen, "N:M needs 0 < prunen < prunem");
     Require(env, opts.blocksize % opts.prunem == 0, "blocksize must be a multiple of prunem");
+    Require(env, cols % opts.prunem == 0, "N:M needs cols to be a multiple of prunem");
   } else {
     Require(env, opts.sparsity >= 0 && opts.sparsity < 1, "sparsity must be in [0, 1)");
   }
@@ -130,6 +133,9 @@ static Napi::Value CudaSparseGptPruneJs(const Napi::CallbackInfo& info) {
       [result](Napi::Env e) {
         auto r = Napi::Object::New(e);
         r.Set("loss", result->loss);
+        r.Set("damping", result->damping);
+        r.Set("retries", result->retries);
+        r.Set("pruned", static_cast<double>(result->pruned));
         r.Set("seconds", result->seconds);
         r.Set("cholesky", result->cholesky);
         r.Set("gemm", result->gemm);

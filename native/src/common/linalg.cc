@@ -1,6 +1,7 @@
 #include "common/linalg.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -111,10 +112,16 @@ int UpperCholeskyOfInverse(const float* A, size_t n, float* U) {
   info = Trtri(int(n), B.data());  // L^{-1}, lower, column-major: L^{-1}(r,c) at B[r + c*n]
   if (info != 0) return info;
   // U(i,j) = L^{-1}(n-1-i, n-1-j) for j >= i.
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t j = 0; j < i; ++j) U[i * n + j] = 0.0f;
-    for (size_t j = i; j < n; ++j) U[i * n + j] = float(B[(n - 1 - i) + (n - 1 - j) * n]);
-  }
+  // (tiled: one side of this transpose-like copy is strided)
+  const size_t TS = 64;
+  for (size_t i0 = 0; i0 < n; i0 += TS)
+    for (size_t j0 = 0; j0 < n; j0 += TS) {
+      const size_t i1 = std::min(n, i0 + TS), j1 = std::min(n, j0 + TS);
+      for (size_t j = j0; j < j1; ++j) {
+        const T* col = &B[(n - 1 - j) * n];
+        for (size_t i = i0; i < i1; ++i) U[i * n + j] = j >= i ? float(col[n - 1 - i]) : 0.0f;
+      }
+    }
   return 0;
 }
 template int UpperCholeskyOfInverse<float>(const float*, size_t, float*);

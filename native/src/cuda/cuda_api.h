@@ -41,15 +41,21 @@ struct SparseGptOptions {
   int prunen = 0, prunem = 0;  // N:M — prune prunen of every prunem consecutive inputs in a row
   int blocksize = 128;
   double percdamp = 0.01;
+  bool accumulateDamping = false;  // reference quirk: write the fixed + damped H back into the caller's H
+  int maxRetries = 8;              // failed Cholesky: retry with 10x the damping
 };
 struct SparseGptResult {
   double loss = 0;     // sum over rows of the OBS losses / 2, as SparseGPT prints it
+  double damping = 0;  // absolute damping finally added to diag(H)
+  int retries = 0;     // Cholesky failures recovered by 10x damping
+  size_t pruned = 0;   // entries that are zero after the call
   double seconds = 0;  // wall time of the whole call (uploads included)
   std::string cholesky;  // "cusolver" (fp32 on the GPU) or "cpu-lapack" (fp64 on the CPU, uploaded)
   std::string gemm;      // "cublas" or "kernel"
 };
-// Prunes W [rows, cols] row-major in place with SparseGPT (ALGORITHMS.md §2.3). H is read, not modified.
-SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, const float* H, const SparseGptOptions& opts);
+// Prunes W [rows, cols] row-major in place with SparseGPT (ALGORITHMS.md §2.3). H is only read, unless
+// opts.accumulateDamping. Same options and result as the CPU solver (solvers/sparsegpt.h).
+SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, const SparseGptOptions& opts);
 
 // SparseLLM elementwise updates (ALGORITHMS.md §1.4 step 5 and §1.5 step 5), n elements each.
 void ReluZUpdate(float* z, const float* p, const float* m, size_t n, float alpha, float gamma);

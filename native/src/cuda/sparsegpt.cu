@@ -7,7 +7,9 @@
 //      columns of a row, chosen when the column loop reaches them), the OBS column loop (one warp per
 //      row, the row kept in shared memory), then the lazy update W[:, i2:] -= Err1 Hinv[i1:i2, i2:]
 //      (cuBLAS SGEMM, or the tiled kernel).
-// W is pruned in place (host memory: uploaded, downloaded). H is not modified.
+// W is pruned in place (host memory: uploaded, downloaded). H is not modified unless accumulateDamping.
+// Options, retries (10x damping on a failed Cholesky), sparsity 0 = no-op and the result fields follow the CPU
+// solver (solvers/sparsegpt.cc), so the two are interchangeable.
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
@@ -109,33 +111,34 @@ __global__ void ObsBlock(float* W, int rows, int cols, int i1, int B, const floa
 
 // Upper Cholesky factor of H^-1 on the CPU in fp64 (H already fixed and damped). Row-major symmetric
 // H read as column-major: potrf('L') then potri('L') give the row-major upper triangle of H^-1; after
-// mirroring, potrf('L') leaves U (H^-1 = U^T U) in the row-major upper triangle.
-void CholeskyInverseCpu(std::vector<float>& Hh, int n) {
+// mirroring, potrf('L') leaves U (H^-1 = U^T U) in the row-major upper triangle. False: not positive definite.
+bool CholeskyInverseCpu(std::vector<float>& Hh, int n) {
   std::vector<double> A(Hh.begin(), Hh.end());
   int info = 0;
   const char L = 'L';
   dpotrf_(&L, &n, A.data(), &n, &info);
-  if (info != 0)
-    throw std::runtime_error("SparseGPT: H is not positive definite (potrf info=" + std::to_string(info) +
-                             "); raise percdamp or use more calibration data");
+  if (info != 0) return false;
   dpotri_(&L, &n, A.data(), &n, &info);
-  if (info != 0) throw std::runtime_error("SparseGPT: H is singular (potri info=" + std::to_string(info) + ")");
+  if (info != 0) return false;
   for (int r = 0; r < n; ++r)
     for (int c = 0; c < r; ++c) A[static_cast<size_t>(r) * n + c] = A[static_cast<size_t>(c) * n + r];
   dpotrf_(&L, &n, A.data(), &n, &info);
-  if (info != 0)
-    throw std::runtime_error("SparseGPT: H^-1 is not positive definite (potrf info=" + std::to_string(info) + ")");
+  if (info != 0) return false;
   for (int r = 0; r < n; ++r)
     for (int c = 0; c < n; ++c) {
       size_t k = static_cast<size_t>(r) * n + c;
-      Hh[k] = c >= r ? static_cast<float>(A[k]) : 0.0f;
+      float v = c >= r ? static_cast<float>(A[k]) : 0.0f;
+      if (!std::isfinite(v) || (c == r && !(v > 0.0f))) return false;
+      Hh[k] = v;
     }
+  return true;
 }
 
-void CholeskyInverseGpu(Context& c, float* dA, int n) {
+// The same on the GPU with cuSOLVER, fp32 (as SparseGPT does it in torch). False: not positive definite.
+bool CholeskyInverseGpu(Context& c, float* dA, int n) {
   const CusolverApi& s = *c.solver;
   DeviceBuffer<int> dInfo(1);
-  auto potrf = [&](const char* what) {
+  auto potrf = [&]() {
     int lwork = 0;
     CheckSolver(s.PotrfBufferSize(c.solverHandle, kFillLower, n, dA, n, &lwork), "Spotrf_bufferSize");
     DeviceBuffer<float> work(static_cast<size_t>(lwork > 0 ? lwork : 1));
@@ -143,16 +146,15 @@ void CholeskyInverseGpu(Context& c, float* dA, int n) {
     int info = 0;
     Check(cudaMemcpyAsync(&info, dInfo.get(), sizeof(int), cudaMemcpyDeviceToHost, c.stream), "potrf info");
     Check(cudaStreamSynchronize(c.stream), "potrf");
-    if (info != 0)
-      throw std::runtime_error(std::string("SparseGPT: ") + what + " is not positive definite (cuSOLVER potrf info=" +
-                               std::to_string(info) + "); raise percdamp or use more calibration data");
+    return info == 0;
   };
-  potrf("H");
+  if (!potrf()) return false;
   if (s.Potri) {
     int lwork = 0;
     CheckSolver(s.PotriBufferSize(c.solverHandle, kFillLower, n, dA, n, &lwork), "Spotri_bufferSize");
     DeviceBuffer<float> work(static_cast<size_t>(lwork > 0 ? lwork : 1));
     CheckSolver(s.Potri(c.solverHandle, kFillLower, n, dA, n, work.get(), lwork, dInfo.get()), "Spotri");
+    Check(cudaStreamSynchronize(c.stream), "potri");  // `work` goes out of scope
   } else {
     // No potri in this cuSOLVER: solve L L^T X = I instead.
     DeviceBuffer<float> eye(static_cast<size_t>(n) * n);
@@ -164,12 +166,13 @@ void CholeskyInverseGpu(Context& c, float* dA, int n) {
     Check(cudaStreamSynchronize(c.stream), "potrs");  // `I` and `eye` go out of scope
   }
   MirrorUpper(c.stream, dA, n, false);  // column-major lower = row-major upper
-  potrf("H^-1");
-  MirrorUpper(c.stream, dA, n, true);   // keep U only
+  if (!potrf()) return false;
+  MirrorUpper(c.stream, dA, n, true);  // keep U only
+  return true;
 }
 }  // namespace
 
-SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, const float* H, const SparseGptOptions& o) {
+SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, const SparseGptOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   Probe();
   std::lock_guard<std::mutex> lock(GpuMutex());
@@ -177,16 +180,17 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, const float* 
   SparseGptResult result;
   const int n = static_cast<int>(cols), m = static_cast<int>(rows);
 
-  // 1. dead inputs and damping, on a host copy of H.
-  std::vector<float> Hh(H, H + cols * cols);
+  // 1. dead inputs and damping, on a host copy of H (same rounding as the CPU solver).
+  std::vector<float> A(H, H + cols * cols);
   std::vector<unsigned char> dead(cols, 0);
   bool anyDead = false;
-  for (size_t i = 0; i < cols; ++i)
-    if (Hh[i * cols + i] == 0.0f) dead[i] = 1, anyDead = true, Hh[i * cols + i] = 1.0f;
-  double diagSum = 0;
-  for (size_t i = 0; i < cols; ++i) diagSum += Hh[i * cols + i];
-  const float damp = static_cast<float>(o.percdamp * diagSum / static_cast<double>(cols));
-  for (size_t i = 0; i < cols; ++i) Hh[i * cols + i] += damp;
+  double meanDiag = 0;
+  for (size_t i = 0; i < cols; ++i) {
+    if (A[i * cols + i] == 0.0f) dead[i] = 1, anyDead = true, A[i * cols + i] = 1.0f;
+    meanDiag += A[i * cols + i];
+  }
+  meanDiag /= static_cast<double>(cols);
+  double damp = std::max(0.0, o.percdamp * meanDiag);
 
   DeviceBuffer<float> dW(rows * cols), dHinv(cols * cols);
   Check(cudaMemcpyAsync(dW.get(), W, rows * cols * sizeof(float), cudaMemcpyHostToDevice, c.stream), "upload W");
@@ -199,23 +203,51 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, const float* 
     Check(cudaStreamSynchronize(c.stream), "ZeroDeadColumns");  // dDead goes out of scope
   }
 
-  // 2. Hinv.
-  if (c.solver) {
-    Check(cudaMemcpyAsync(dHinv.get(), Hh.data(), cols * cols * sizeof(float), cudaMemcpyHostToDevice, c.stream),
-          "upload H");
-    CholeskyInverseGpu(c, dHinv.get(), n);
-    result.cholesky = "cusolver";
-  } else {
-    CholeskyInverseCpu(Hh, n);
-    Check(cudaMemcpyAsync(dHinv.get(), Hh.data(), cols * cols * sizeof(float), cudaMemcpyHostToDevice, c.stream),
-          "upload Hinv");
-    result.cholesky = "cpu-lapack";
+  // 2. Hinv; a failed Cholesky is retried with 10x the damping (as the CPU solver does).
+  std::vector<float> Ad;
+  for (;;) {
+    Ad = A;
+    for (size_t i = 0; i < cols; ++i) Ad[i * cols + i] = static_cast<float>(static_cast<double>(A[i * cols + i]) + damp);
+    bool ok;
+    if (c.solver) {
+      Check(cudaMemcpyAsync(dHinv.get(), Ad.data(), cols * cols * sizeof(float), cudaMemcpyHostToDevice, c.stream),
+            "upload H");
+      ok = CholeskyInverseGpu(c, dHinv.get(), n);
+      result.cholesky = "cusolver";
+    } else {
+      std::vector<float> Hh = Ad;
+      ok = CholeskyInverseCpu(Hh, n);
+      if (ok)
+        Check(cudaMemcpyAsync(dHinv.get(), Hh.data(), cols * cols * sizeof(float), cudaMemcpyHostToDevice, c.stream),
+              "upload Hinv");
+      Check(cudaStreamSynchronize(c.stream), "upload Hinv");  // Hh goes out of scope
+      result.cholesky = "cpu-lapack";
+    }
+    if (ok) break;
+    if (result.retries >= o.maxRetries)
+      throw std::runtime_error("sparsegpt (cuda): Cholesky of the damped Hessian failed after " +
+                               std::to_string(result.retries) + " retries (damping " + std::to_string(damp) + ")");
+    ++result.retries;
+    damp = damp > 0 ? damp * 10 : std::max(1e-8, 0.01 * std::fabs(meanDiag) + 1e-8);
   }
+  result.damping = damp;
   result.gemm = c.blas ? "cublas" : "kernel";
+  if (o.accumulateDamping) std::copy(Ad.begin(), Ad.end(), H);
+
+  auto finish = [&] {
+    Check(cudaMemcpyAsync(W, dW.get(), rows * cols * sizeof(float), cudaMemcpyDeviceToHost, c.stream), "download W");
+    Check(cudaStreamSynchronize(c.stream), "SparseGptPrune");
+    size_t zeros = 0;
+    for (size_t i = 0; i < rows * cols; ++i) zeros += W[i] == 0.0f;
+    result.pruned = zeros;
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return result;
+  };
+  const bool unstructured = o.prunen <= 0;
+  if (unstructured && o.sparsity == 0) return finish();  // nothing to prune: W stays as it is (like the CPU solver)
 
   // 3. blocks.
   const int bs = std::max(1, std::min(o.blocksize, n));
-  const bool unstructured = o.prunen <= 0;
   const size_t maxItems = rows * static_cast<size_t>(bs);
   DeviceBuffer<float> dErr(maxItems), dLoss(2);  // dLoss holds one double
   double* loss = reinterpret_cast<double*>(dLoss.get());
@@ -271,10 +303,8 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, const float* 
   }
   double total = 0;
   Check(cudaMemcpyAsync(&total, loss, sizeof(double), cudaMemcpyDeviceToHost, c.stream), "download loss");
-  Check(cudaMemcpyAsync(W, dW.get(), rows * cols * sizeof(float), cudaMemcpyDeviceToHost, c.stream), "download W");
-  Check(cudaStreamSynchronize(c.stream), "SparseGptPrune");
+  finish();
   result.loss = total;
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }
 

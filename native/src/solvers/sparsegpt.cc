@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <mutex>
 #include <stdexcept>
@@ -60,6 +62,8 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
     damp = damp > 0 ? damp * 10 : std::max(1e-8, 0.01 * std::fabs(meanDiag) + 1e-8);
   }
   res.damping = damp;
+  const double tChol = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  static const bool profile = std::getenv("SPARSELLM_PROFILE") != nullptr;
   if (opt.accumulateDamping) std::copy(Ad.begin(), Ad.end(), H);
 
   const bool unstructured = !opt.sp.nm();
@@ -130,6 +134,9 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(n - i2), int(nb), -1.0f, Err.data(),
                   int(B), &Hinv[i1 * n + i2], int(n), 1.0f, W + i2, int(cols));
   }
+  if (profile)
+    std::fprintf(stderr, "sparsegpt %zux%zu: hinv %.3fs total %.3fs\n", rows, cols, tChol,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   for (size_t r = 0; r < rows; ++r) res.loss += rowLoss[r];
   res.loss /= 2;
   for (size_t t = 0; t < rows * cols; ++t) res.pruned += W[t] == 0.0f;

@@ -15,7 +15,7 @@ test('--layers: all, first-half, last-half, ranges and lists', () => {
 });
 
 test('sparsity specs: range and N:M validity (prunen = weights pruned per group)', () => {
-  assert.deepEqual(sparsitySpec(0.7, undefined, undefined), { kind: 'unstructured', sparsity: 0.7 });
+  assert.deepEqual(sparsitySpec(0.7, undefined, undefined), { sparsity: 0.7 });
   assert.equal(targetSparsity(sparsitySpec(undefined, 2, 4)), 0.5);
   assert.equal(targetSparsity(sparsitySpec(undefined, 3, 4)), 0.75);
   for (const bad of [-0.1, 1, 1.5, Number.NaN]) assert.throws(() => sparsitySpec(bad, undefined, undefined), UserError);

@@ -4,18 +4,19 @@ import { UserError } from '../errors.js';
 export const METHODS = ['magnitude', 'wanda', 'sparsegpt', 'sparsellm'] as const;
 export type Method = (typeof METHODS)[number];
 
-/** Unstructured sparsity, or N:M where `prunen` is the number of weights PRUNED in each group of `prunem`. */
-export type SparsitySpec = { kind: 'unstructured'; sparsity: number } | { kind: 'nm'; prunen: number; prunem: number };
+import type { SparsitySpec } from '../native/sparsity.js';
+export type { SparsitySpec };
 
+/** SparseLLM settings; unset values take the solver's per-family defaults (those of the reference code). */
 export interface SparseLlmOptions {
-  alpha: number;
-  beta: number;
-  gamma: number;
-  epochs: number;
-  /** 'lstsq' (closed form, this project's default) or 'gd' (the reference's 10 gradient steps). */
-  fc2Update: 'lstsq' | 'gd';
+  alpha?: number;
+  beta?: number;
+  gamma?: number;
+  epochs?: number;
+  /** OPT fc2 refit: 'gd' (the reference's 10 gradient steps) or 'lstsq' (closed form). */
+  fc2Update?: 'lstsq' | 'gd';
   /** Reproduce the reference's fp16 casts and accumulated damping. */
-  referenceQuirks: boolean;
+  referenceQuirks?: boolean;
 }
 
 export interface PruneOptions {
@@ -26,6 +27,7 @@ export interface PruneOptions {
   nsamples: number;
   seqlen?: number;
   seed: number;
+  docSeparator?: string;
   layers: string;
   percdamp: number;
   blocksize: number;
@@ -46,20 +48,20 @@ export function sparsitySpec(sparsity: number | undefined, prunen: number | unde
       throw new UserError('N:M sparsity needs both --prunen (weights pruned per group) and --prunem (group size)');
     if (!Number.isInteger(prunen) || !Number.isInteger(prunem) || prunen <= 0 || prunem <= 1 || prunen >= prunem)
       throw new UserError(`--prunen ${prunen} --prunem ${prunem} is not a valid N:M pattern: need integers 0 < N < M (N = weights pruned per group of M, e.g. 2:4)`);
-    return { kind: 'nm', prunen, prunem };
+    return { prunen, prunem };
   }
   const s = sparsity ?? 0.5;
   if (!Number.isFinite(s) || s < 0 || s >= 1) throw new UserError(`--sparsity ${sparsity} is outside [0, 1): give the fraction of weights to prune, e.g. 0.5`);
-  return { kind: 'unstructured', sparsity: s };
+  return { sparsity: s };
 }
 
 export function describeSpec(spec: SparsitySpec): string {
-  return spec.kind === 'nm' ? `${spec.prunen}:${spec.prunem} (prune ${spec.prunen} of every ${spec.prunem})` : `${(spec.sparsity * 100).toFixed(0)}% unstructured`;
+  return 'prunen' in spec ? `${spec.prunen}:${spec.prunem} (prune ${spec.prunen} of every ${spec.prunem})` : `${(spec.sparsity * 100).toFixed(0)}% unstructured`;
 }
 
 /** Expected fraction of zeros a spec produces. */
 export function targetSparsity(spec: SparsitySpec): number {
-  return spec.kind === 'nm' ? spec.prunen / spec.prunem : spec.sparsity;
+  return 'prunen' in spec ? spec.prunen / spec.prunem : spec.sparsity;
 }
 
 /**

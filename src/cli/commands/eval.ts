@@ -1,13 +1,11 @@
 // `sparsellm eval`: perplexity of an ONNX model on WikiText-2, PTB, C4, TinyStories or the user's own file,
 // with the reference protocol (ALGORITHMS.md §0.4) or per document (--per-document).
-import { SingleBar } from 'cli-progress';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { evalDocuments, evalTokens, resolveDataset } from '../../data/datasets.js';
-import { documentPerplexity, windowPerplexity, type PerplexityResult } from '../../data/perplexity.js';
-import { loadTokenizer } from '../../data/tokenizer.js';
 import { UserError } from '../../errors.js';
 import { resolveModelArgument } from '../../hub/registry.js';
-import { FullModelSession, resolveOnnxPath } from '../../model/full-session.js';
+import { resolveOnnxPath } from '../../model/full-session.js';
+import { evaluateDatasets, evalJson, type EvalResults } from '../../pipeline/evaluate.js';
+import { createProgress } from '../../pipeline/progress.js';
 
 interface EvalArgs {
   model: string;
@@ -23,87 +21,29 @@ interface EvalArgs {
   quiet: boolean;
 }
 
-/** Reference window length: the model's positions (OPT: max_position_embeddings), capped at 2048. */
-export function chooseSeqlen(requested: number | undefined, maxPositions: number | undefined): number {
-  if (requested !== undefined) {
-    if (!Number.isInteger(requested) || requested < 2) throw new UserError(`--seqlen must be an integer ≥ 2, got ${requested}`);
-    if (maxPositions !== undefined && requested > maxPositions) {
-      throw new UserError(`--seqlen ${requested} is longer than the model's ${maxPositions} positions`);
-    }
-    return requested;
-  }
-  return Math.min(maxPositions ?? 2048, 2048);
-}
-
-function progressBar(label: string, quiet: boolean): { update(done: number, total: number): void; stop(): void } {
-  if (quiet) return { update() {}, stop() {} };
-  const bar = new SingleBar({
-    format: `${label} [{bar}] {value}/{total} batches | ETA {eta_formatted}`,
-    stream: process.stderr,
-    hideCursor: true,
-    clearOnComplete: true,
-  });
-  let started = false;
-  return {
-    update(done, total) {
-      if (!started) { bar.start(total, 0); started = true; }
-      bar.update(done);
-    },
-    stop() { if (started) bar.stop(); },
-  };
-}
-
 async function handler(argv: ArgumentsCamelCase<EvalArgs>): Promise<void> {
   if (!Number.isInteger(argv.batch) || argv.batch < 1) throw new UserError(`--batch must be a positive integer, got ${argv.batch}`);
   if (argv.maxWindows !== undefined && (!Number.isInteger(argv.maxWindows) || argv.maxWindows < 1)) {
     throw new UserError(`--max-windows must be a positive integer, got ${argv.maxWindows}`);
   }
   const names = argv.dataset.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw new UserError('--dataset is empty: name wikitext2, ptb, c4, tinystories or a .txt/.jsonl file');
-  const defs = names.map((n) => resolveDataset(n, { docSeparator: argv.docSeparator }));
   const onnx = resolveOnnxPath(await resolveModelArgument(argv.model));
-  const tok = loadTokenizer(onnx);
-  const session = await FullModelSession.open(onnx, { threads: argv.threads });
-  const seqlen = chooseSeqlen(argv.seqlen, session.maxPositions);
-  const model = (ids: BigInt64Array, b: number, l: number) => session.logits(ids, b, l);
-  const results: Record<string, PerplexityResult & { mode: string }> = {};
-  try {
-    for (const [k, def] of defs.entries()) {
-      const name = names[k]!;
-      const perDoc = argv.perDocument || def.evalMode === 'per-document';
-      const bar = progressBar(name, argv.quiet);
-      const opts = { seqlen, batch: argv.batch, maxWindows: argv.maxWindows, onProgress: bar.update };
-      try {
-        if (perDoc) {
-          const docs = (await evalDocuments(def, argv.dataDir)).map((d) => tok.encode(d));
-          if (!docs.some((d) => d.length >= 2)) throw new UserError(`${name} has no document with text to score`);
-          results[name] = { ...(await documentPerplexity(docs, model, opts)), mode: 'per-document' };
-        } else {
-          const ids = await evalTokens(def, tok, seqlen, argv.dataDir);
-          if (ids.length < seqlen) throw new UserError(`${name} has ${ids.length} tokens, fewer than one window of ${seqlen}; use a shorter --seqlen or --per-document`);
-          results[name] = { ...(await windowPerplexity(ids, model, opts)), mode: 'windows' };
-        }
-      } finally {
-        bar.stop();
-      }
-    }
-  } finally {
-    await session.release();
-  }
+  const results = await evaluateDatasets(onnx, names, {
+    seqlen: argv.seqlen, batch: argv.batch, perDocument: argv.perDocument, docSeparator: argv.docSeparator,
+    dataDir: argv.dataDir, maxWindows: argv.maxWindows, threads: argv.threads, progress: createProgress(!argv.quiet && !argv.json),
+  });
   if (argv.json) {
-    const pick = (f: (r: PerplexityResult & { mode: string }) => number) => Object.fromEntries(Object.entries(results).map(([n, r]) => [n, f(r)]));
-    const out = { perplexity: pick((r) => r.perplexity), tokens: pick((r) => r.mode === 'windows' ? r.tokens : r.predictedTokens), windows: pick((r) => r.windows) };
-    process.stdout.write(`${JSON.stringify(out)}\n`);
+    process.stdout.write(`${JSON.stringify(evalJson(results))}\n`);
     return;
   }
-  printTable(results, seqlen);
+  printTable(results);
 }
 
-function printTable(results: Record<string, PerplexityResult & { mode: string }>, seqlen: number): void {
+function printTable(results: EvalResults): void {
   const rows = [['dataset', 'mode', 'seqlen', 'windows', 'tokens', 'perplexity', 'time']];
   for (const [name, r] of Object.entries(results)) {
     rows.push([
-      name, r.mode, String(seqlen), String(r.windows), String(r.mode === 'windows' ? r.tokens : r.predictedTokens),
+      name, r.mode, String(r.seqlen), String(r.windows), String(r.mode === 'windows' ? r.tokens : r.predictedTokens),
       r.perplexity < 1e5 ? r.perplexity.toFixed(3) : r.perplexity.toExponential(4), `${r.seconds.toFixed(1)} s`,
     ]);
   }

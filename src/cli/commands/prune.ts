@@ -1,10 +1,143 @@
-import type { CommandModule } from 'yargs';
+// `sparsellm prune`: parses the options and runs the pipeline (src/pipeline/prune.ts).
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../../errors.js';
+import { METHODS, describeSpec, sparsitySpec, type Method, type PruneOptions } from '../../pipeline/options.js';
+import { interruption, runPrune, type PruneReport } from '../../pipeline/prune.js';
+import { createProgress } from '../../pipeline/progress.js';
 
-export const pruneCommand: CommandModule = {
+interface PruneArgs {
+  model: string;
+  method: Method;
+  sparsity?: number;
+  prunen?: number;
+  prunem?: number;
+  calib: string;
+  nsamples?: number;
+  seqlen?: number;
+  seed: number;
+  layers: string;
+  alpha?: number;
+  beta?: number;
+  gamma?: number;
+  epochs?: number;
+  fc2Update?: 'gd' | 'lstsq';
+  referenceQuirks: boolean;
+  percdamp: number;
+  blocksize: number;
+  out: string;
+  force: boolean;
+  resume: boolean;
+  eval?: string;
+  evalSeqlen?: number;
+  dataDir?: string;
+  docSeparator?: string;
+  maxMemory?: number;
+  json: boolean;
+  quiet: boolean;
+}
+
+function positive(name: string, v: number | undefined, integer = true): void {
+  if (v === undefined) return;
+  if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new UserError(`--${name} must be a positive ${integer ? 'integer' : 'number'}, got ${v}`);
+}
+
+async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
+  const spec = sparsitySpec(argv.sparsity, argv.prunen, argv.prunem);
+  if (argv.nsamples !== undefined && (!Number.isInteger(argv.nsamples) || argv.nsamples < 1)) throw new UserError(`--nsamples must be a positive integer, got ${argv.nsamples}`);
+  positive('seqlen', argv.seqlen);
+  positive('epochs', argv.epochs);
+  positive('blocksize', argv.blocksize);
+  for (const k of ['alpha', 'beta', 'gamma', 'percdamp'] as const) positive(k, argv[k], false);
+  if ('prunem' in spec && argv.blocksize % spec.prunem !== 0) throw new UserError(`--blocksize ${argv.blocksize} must be a multiple of --prunem ${spec.prunem}`);
+
+  const options: PruneOptions = {
+    model: argv.model,
+    method: argv.method,
+    spec,
+    calib: argv.calib,
+    // reference defaults: SparseGPT/Wanda 128 samples, SparseLLM 64 (OPT) — it keeps every FFN activation
+    nsamples: argv.nsamples ?? (argv.method === 'sparsellm' ? 64 : 128),
+    seqlen: argv.seqlen,
+    seed: argv.seed,
+    docSeparator: argv.docSeparator,
+    layers: argv.layers,
+    percdamp: argv.percdamp,
+    blocksize: argv.blocksize,
+    sparsellm: { alpha: argv.alpha, beta: argv.beta, gamma: argv.gamma, epochs: argv.epochs, fc2Update: argv.fc2Update, referenceQuirks: argv.referenceQuirks },
+    out: argv.out,
+    force: argv.force,
+    resume: argv.resume,
+    eval: (argv.eval ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    evalSeqlen: argv.evalSeqlen,
+    dataDir: argv.dataDir,
+    quiet: argv.quiet || argv.json,
+    maxMemoryGb: argv.maxMemory,
+  };
+  const progress = createProgress(!options.quiet);
+  progress.log(`sparsellm prune: ${options.method}, ${describeSpec(spec)}, ${options.nsamples} × ${options.seqlen ?? 'default'} tokens of ${options.calib}`);
+
+  const onSigint = () => {
+    if (interruption.requested) process.exit(130);
+    interruption.requested = true;
+    process.stderr.write('\nsparsellm: stopping after the current step (Ctrl-C again to quit at once)\n');
+  };
+  process.on('SIGINT', onSigint);
+  let report: PruneReport;
+  try {
+    report = await runPrune(options, progress);
+  } finally {
+    process.off('SIGINT', onSigint);
+    progress.stop();
+  }
+  if (argv.json) {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    return;
+  }
+  printSummary(report);
+}
+
+function printSummary(r: PruneReport): void {
+  const lines = [
+    `pruned ${r.sparsity.prunedLayers} linear layers of ${r.model} with ${r.method}: ${(r.sparsity.overall * 100).toFixed(2)}% zeros (target ${(r.sparsity.target * 100).toFixed(1)}%)`,
+    `output: ${r.output} (report: sparsellm-report.json beside it)`,
+    `time: ${r.timings.total!.toFixed(1)} s (calibration ${r.timings.calibration!.toFixed(1)}, statistics ${r.timings.statistics!.toFixed(1)}, solve ${r.timings.solve!.toFixed(1)}, re-run ${r.timings.rerun!.toFixed(1)}, export ${r.timings.export!.toFixed(1)}, eval ${r.timings.eval!.toFixed(1)})`,
+  ];
+  for (const [name, p] of Object.entries(r.perplexity ?? {})) lines.push(`perplexity ${name}: ${p.perplexity.toFixed(3)} (${p.mode}, ${p.windows} windows)`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+export const pruneCommand: CommandModule<object, PruneArgs> = {
   command: 'prune',
   describe: 'Prune a model with magnitude, Wanda, SparseGPT or SparseLLM and export it as ONNX',
-  handler: () => {
-    throw new UserError('`prune` is not yet available in this build', 3);
-  },
+  builder: (y: Argv) =>
+    y
+      .option('model', { type: 'string', demandOption: true, describe: 'model folder, .onnx file, known name (opt-125m, stories260K, ...) or hub id' })
+      .option('method', { choices: METHODS, default: 'sparsellm' as Method, describe: 'pruning method' })
+      .option('sparsity', { type: 'number', describe: 'fraction of weights to prune in each pruned layer, in [0, 1) (default 0.5)' })
+      .option('prunen', { type: 'number', describe: 'N:M sparsity: weights PRUNED in each group of --prunem (2 with --prunem 4 = 2:4)' })
+      .option('prunem', { type: 'number', describe: 'N:M sparsity: group size M' })
+      .option('calib', { type: 'string', default: 'c4', describe: 'calibration data: c4, wikitext2, ptb, tinystories or a .txt/.jsonl file' })
+      .option('nsamples', { type: 'number', describe: 'calibration sequences (default 128; 64 for sparsellm)' })
+      .option('seqlen', { type: 'number', describe: 'calibration sequence length (default: the model\'s positions, at most 2048)' })
+      .option('seed', { type: 'number', default: 0, describe: 'seed of the calibration sampling (Python random semantics)' })
+      .option('layers', { type: 'string', default: 'all', describe: 'blocks to prune: all, first-half (the SparseLLM paper), last-half, or 0-11 / 0,2,5-7' })
+      .option('alpha', { type: 'number', describe: 'SparseLLM α (default 0.1 OPT, 5 LLaMA, as the reference)' })
+      .option('beta', { type: 'number', describe: 'SparseLLM β (default 0.1 OPT, 5 LLaMA)' })
+      .option('gamma', { type: 'number', describe: 'SparseLLM γ (default 0.1 OPT, 5 LLaMA)' })
+      .option('epochs', { type: 'number', describe: 'SparseLLM alternating epochs (default 4)' })
+      .option('fc2-update', { choices: ['gd', 'lstsq'] as const, describe: 'SparseLLM OPT fc2 refit: gd (reference, default) or lstsq (closed form)' })
+      .option('reference-quirks', { type: 'boolean', default: false, describe: 'SparseLLM: reproduce the reference\'s fp16 casts and accumulated damping' })
+      .option('percdamp', { type: 'number', default: 0.01, describe: 'SparseGPT damping, fraction of mean(diag H)' })
+      .option('blocksize', { type: 'number', default: 128, describe: 'SparseGPT lazy-update block size' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output folder (must not exist unless --force / --resume)' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output folder' })
+      .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from its last finished block' })
+      .option('eval', { type: 'string', describe: 'evaluate the pruned model: wikitext2, ptb, c4, tinystories or a file (comma-separated)' })
+      .option('eval-seqlen', { type: 'number', describe: 'evaluation window (default: the model\'s positions, at most 2048)' })
+      .option('data-dir', { type: 'string', describe: 'folder with dataset files (also $SPARSELLM_DATA)' })
+      .option('doc-separator', { type: 'string', describe: 'document separator of your own text file (default <|endoftext|>)' })
+      .option('max-memory', { type: 'number', describe: 'memory budget in GB for the pre-run estimate (default: available memory)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the report as one JSON object on stdout' })
+      .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as unknown as Argv<PruneArgs>,
+  handler,
 };

@@ -1,0 +1,62 @@
+// A peak-memory estimate made before a prune starts, so a run that cannot fit stops with figures and advice
+// instead of being killed by the system hours later.
+import { existsSync, readFileSync } from 'node:fs';
+import { freemem } from 'node:os';
+import { UserError } from '../errors.js';
+import type { DecoderLayout } from '../model/index.js';
+import type { Method } from './options.js';
+
+export interface MemoryEstimate {
+  bytes: number;
+  parts: Record<string, number>;
+  nsamples: number;
+  seqlen: number;
+}
+
+export function estimatePeakMemory(layout: DecoderLayout, nsamples: number, seqlen: number, hidden: number, method: Method): MemoryEstimate {
+  const tokens = nsamples * seqlen;
+  let blockWeights = 0, hessians = 0, ffn = 0;
+  for (const b of layout.blocks) {
+    let w = 0;
+    const inputs = new Map<string, number>();
+    for (const l of b.linears) {
+      w += l.inFeatures * l.outFeatures * 4;
+      inputs.set(l.inputName, l.inFeatures);
+      ffn = Math.max(ffn, l.outFeatures, l.inFeatures);
+    }
+    blockWeights = Math.max(blockWeights, w);
+    hessians = Math.max(hessians, [...inputs.values()].reduce((s, n) => s + n * n * 4, 0));
+  }
+  const parts: Record<string, number> = {
+    // hidden states between blocks (up to two tensors cross a boundary), plus the next block's copy
+    activations: tokens * hidden * 4 * 3,
+    // one block's weights: original, pruned copy, session copy
+    blockWeights: blockWeights * 3,
+    hessians: method === 'wanda' ? 0 : hessians,
+    // SparseLLM keeps the FFN input and its auxiliary variables (z, p, s, targets) for all tokens
+    sparsellm: method === 'sparsellm' ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * 5 + ffn * ffn * 8 : 0,
+    runtime: 300 * 2 ** 20,
+  };
+  return { bytes: Object.values(parts).reduce((a, b) => a + b, 0), parts, nsamples, seqlen };
+}
+
+export function availableMemoryBytes(): number {
+  if (existsSync('/proc/meminfo')) {
+    const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  }
+  return freemem();
+}
+
+const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GB`;
+
+/** Throws a UserError when the estimate exceeds available memory (or --max-memory). */
+export function checkMemory(estimate: MemoryEstimate, maxMemoryGb?: number): void {
+  const limit = maxMemoryGb !== undefined ? maxMemoryGb * 2 ** 30 : availableMemoryBytes();
+  if (estimate.bytes <= limit) return;
+  const biggest = Object.entries(estimate.parts).sort((a, b) => b[1] - a[1]).slice(0, 2).map(([k, v]) => `${k} ${gb(v)}`).join(', ');
+  const fit = Math.max(1, Math.floor((estimate.nsamples * limit) / estimate.bytes));
+  throw new UserError(
+    `estimated peak memory ${gb(estimate.bytes)} (${biggest}) exceeds the ${gb(limit)} available: lower --nsamples (about ${fit} would fit) or --seqlen`,
+  );
+}

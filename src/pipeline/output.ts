@@ -1,0 +1,55 @@
+// The output folder: built in `<out>.partial` and moved into place only when complete, so an interrupted or
+// failed run never leaves a half-written model where the user expects one. The input is only ever read.
+import { accessSync, constants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { UserError } from '../errors.js';
+
+/** Files copied beside the pruned model so it loads like the original (config, tokenizer). */
+const COMPANION_FILES = [
+  'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
+  'tokenizer.model', 'vocab.json', 'merges.txt', 'genai_config.json', 'added_tokens.json',
+];
+
+export interface OutputPlan {
+  out: string;
+  partial: string;
+  /** Path of the .onnx inside the output folder, same relative layout as the input (e.g. onnx/model.onnx). */
+  onnxRelative: string;
+  /** Folder of the input model that holds config/tokenizer files. */
+  modelRoot: string;
+}
+
+export function planOutput(out: string, onnxFile: string, force: boolean, resume: boolean): OutputPlan {
+  const outAbs = resolve(out);
+  const onnxDir = dirname(resolve(onnxFile));
+  const modelRoot = basename(onnxDir) === 'onnx' ? dirname(onnxDir) : onnxDir;
+  if (outAbs === modelRoot || outAbs === onnxDir) throw new UserError(`--out ${out} is the input model's folder: choose a new folder (the input is never modified)`);
+  if (existsSync(outAbs) && !force && !resume) throw new UserError(`output folder ${out} already exists: choose another --out or pass --force to replace it`);
+  const parent = dirname(outAbs);
+  try {
+    mkdirSync(parent, { recursive: true });
+    accessSync(parent, constants.W_OK);
+  } catch {
+    throw new UserError(`cannot write to ${parent}: choose an --out folder you can write to`);
+  }
+  return { out: outAbs, partial: `${outAbs}.partial`, onnxRelative: relative(modelRoot, resolve(onnxFile)), modelRoot };
+}
+
+export function copyCompanionFiles(plan: OutputPlan): string[] {
+  const copied: string[] = [];
+  for (const f of COMPANION_FILES) {
+    const src = join(plan.modelRoot, f);
+    if (existsSync(src) && statSync(src).isFile()) {
+      copyFileSync(src, join(plan.partial, f));
+      copied.push(f);
+    }
+  }
+  return copied;
+}
+
+/** Moves the finished `<out>.partial` into place (replacing an old output when --force), dropping checkpoints. */
+export function commitOutput(plan: OutputPlan, keep: (name: string) => boolean = (n) => n !== '.checkpoint'): void {
+  for (const name of readdirSync(plan.partial)) if (!keep(name)) rmSync(join(plan.partial, name), { recursive: true, force: true });
+  if (existsSync(plan.out)) rmSync(plan.out, { recursive: true, force: true });
+  renameSync(plan.partial, plan.out);
+}

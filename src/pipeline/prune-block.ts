@@ -1,0 +1,156 @@
+// Prunes the linear layers of one decoder block with the chosen method, from the block's statistics.
+// The method table says, per method, how one linear is pruned locally; SparseLLM additionally prunes the
+// FFN globally (fc1+fc2 for OPT, gate+up+down for LLaMA) and the attention projections locally with SparseGPT,
+// as the reference does (ALGORITHMS.md §1.3, §1.6).
+import type { DecoderBlock, FamilySpec, LinearLayer } from '../model/index.js';
+import { magnitudePrune } from '../native/magnitude.js';
+import { sparsegptPrune } from '../native/sparsegpt.js';
+import { sparsellmLlama, sparsellmOpt, type SparseLlmResult } from '../native/sparsellm.js';
+import type { SparsitySpec } from '../native/sparsity.js';
+import { wandaPrune } from '../native/wanda.js';
+import type { BlockStatistics } from './statistics.js';
+import type { Method, PruneOptions } from './options.js';
+
+export interface LinearReport {
+  block: number;
+  role: string;
+  in: number;
+  out: number;
+  sparsity: number;
+  /** ‖(W − Ŵ)X‖² / ‖WX‖² over the calibration inputs (from the Hessian), null without calibration. */
+  relativeError: number | null;
+  solver: string;
+  seconds: number;
+  /** SparseGPT Cholesky retries with more damping (0 = none). */
+  dampingRetries?: number;
+}
+
+export interface BlockPruneResult {
+  weights: Map<string, Float32Array>;
+  linears: LinearReport[];
+  sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; seconds: number };
+}
+
+type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: PruneOptions, spec: SparsitySpec) => Promise<{ retries?: number }>;
+
+const LOCAL_SOLVERS: Record<Method, LocalSolver> = {
+  magnitude: async (W, l, _s, _o, spec) => {
+    await magnitudePrune(W, l.outFeatures, l.inFeatures, spec);
+    return {};
+  },
+  wanda: async (W, l, s, _o, spec) => {
+    await wandaPrune(W, l.outFeatures, l.inFeatures, s!.scaler(l.role), spec);
+    return {};
+  },
+  sparsegpt: async (W, l, s, o, spec) => {
+    const r = await sparsegptPrune(W, l.outFeatures, l.inFeatures, s!.hessian(l.role).H, { ...spec, percdamp: o.percdamp, blocksize: o.blocksize });
+    return { retries: r.retries };
+  },
+  // SparseLLM prunes the attention projections locally with SparseGPT.
+  sparsellm: (W, l, s, o, spec) => LOCAL_SOLVERS.sparsegpt(W, l, s, o, spec),
+};
+
+/** The FFN roles SparseLLM treats globally, per family. */
+export function globalFfnRoles(family: FamilySpec): string[] {
+  return family.ffn === 'relu-fc' ? ['fc1', 'fc2'] : ['gate_proj', 'up_proj', 'down_proj'];
+}
+
+/** Role whose input is the FFN input (kept whole for SparseLLM). */
+export function ffnInputRole(family: FamilySpec): string {
+  return family.ffn === 'relu-fc' ? 'fc1' : 'up_proj';
+}
+
+export async function pruneBlock(
+  block: DecoderBlock,
+  family: FamilySpec,
+  weights: Map<string, Float32Array>,
+  biases: Map<string, Float32Array>,
+  stats: BlockStatistics | null,
+  options: PruneOptions,
+  spec: SparsitySpec,
+  relativeError: (W: Float32Array, Wp: Float32Array, l: LinearLayer) => Promise<number | null>,
+): Promise<BlockPruneResult> {
+  const pruned = new Map<string, Float32Array>();
+  const reports: LinearReport[] = [];
+  const global = options.method === 'sparsellm' ? new Set(globalFfnRoles(family)) : new Set<string>();
+  const linear = (role: string) => block.linears.find((l) => l.role === role)!;
+
+  for (const l of block.linears) {
+    if (global.has(l.role)) continue;
+    const W = weights.get(l.role)!.slice();
+    const t0 = performance.now();
+    const r = await LOCAL_SOLVERS[options.method](W, l, stats, options, spec);
+    const seconds = (performance.now() - t0) / 1000;
+    pruned.set(l.role, W);
+    reports.push(await linearReport(l, W, weights.get(l.role)!, seconds, options.method === 'sparsellm' ? 'sparsegpt' : options.method, r.retries, relativeError));
+  }
+
+  let sparsellm: BlockPruneResult['sparsellm'];
+  if (global.size > 0) {
+    const { X, tokens } = stats!.ffnInput();
+    const o = options.sparsellm;
+    const solverOptions = {
+      ...spec,
+      alpha: o.alpha,
+      beta: o.beta,
+      gamma: o.gamma,
+      epochs: o.epochs,
+      percdamp: options.percdamp,
+      blocksize: options.blocksize,
+      fc2Update: o.fc2Update,
+      referenceQuirks: o.referenceQuirks,
+    };
+    const t0 = performance.now();
+    let result: SparseLlmResult;
+    if (family.ffn === 'relu-fc') {
+      const fc1 = linear('fc1'), fc2 = linear('fc2');
+      const W1 = weights.get('fc1')!.slice(), W2 = weights.get('fc2')!.slice();
+      result = await sparsellmOpt(
+        {
+          tokens, hidden: fc1.inFeatures, ffn: fc1.outFeatures, X, W1, W2,
+          b1: biases.get('fc1') ?? new Float32Array(fc1.outFeatures),
+          b2: biases.get('fc2') ?? new Float32Array(fc2.outFeatures),
+          H1: stats!.hessian('fc1').H, H2: stats!.hessian('fc2').H, nsamples: stats!.sequences,
+        },
+        solverOptions,
+      );
+      pruned.set('fc1', W1);
+      pruned.set('fc2', W2);
+    } else {
+      const up = linear('up_proj');
+      const Wg = weights.get('gate_proj')!.slice(), Wu = weights.get('up_proj')!.slice(), Wd = weights.get('down_proj')!.slice();
+      result = await sparsellmLlama(
+        { tokens, hidden: up.inFeatures, ffn: up.outFeatures, X, Wg, Wu, Wd, Hx: stats!.hessian('up_proj').H, Hd: stats!.hessian('down_proj').H, nsamples: stats!.sequences },
+        solverOptions,
+      );
+      pruned.set('gate_proj', Wg);
+      pruned.set('up_proj', Wu);
+      pruned.set('down_proj', Wd);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    for (const role of global) {
+      reports.push(await linearReport(linear(role), pruned.get(role)!, weights.get(role)!, seconds / global.size, 'sparsellm', undefined, relativeError));
+    }
+    sparsellm = {
+      epochs: result.epochs.map((e) => ({ objective: e.objective, outputError: e.outputError })),
+      outputError: result.outputError,
+      seconds,
+    };
+  }
+  // keep the block's order of linears in the report
+  const order = new Map(block.linears.map((l, k) => [l.role, k]));
+  reports.sort((a, b) => order.get(a.role)! - order.get(b.role)!);
+  return { weights: pruned, linears: reports, sparsellm };
+}
+
+async function linearReport(
+  l: LinearLayer, Wp: Float32Array, W: Float32Array, seconds: number, solver: string, retries: number | undefined,
+  relativeError: (W: Float32Array, Wp: Float32Array, l: LinearLayer) => Promise<number | null>,
+): Promise<LinearReport> {
+  let zeros = 0;
+  for (let k = 0; k < Wp.length; k++) if (Wp[k] === 0) zeros++;
+  return {
+    block: l.block, role: l.role, in: l.inFeatures, out: l.outFeatures, sparsity: zeros / Wp.length,
+    relativeError: await relativeError(W, Wp, l), solver, seconds, ...(retries ? { dampingRetries: retries } : {}),
+  };
+}

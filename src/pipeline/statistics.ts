@@ -1,0 +1,75 @@
+// Calibration statistics of one decoder block, gathered from the dense forward pass with hooks:
+// - one SparseGPT Hessian per distinct linear input (q/k/v share theirs, as do gate/up), H = (2/n) Σ XᵀX;
+// - one Wanda scaler per distinct input, Σ x² / n (per input channel);
+// - for SparseLLM, the FFN's input activations X (token-major), kept whole for the global updates.
+import { HessianAccumulator } from '../native/hessian.js';
+import { WandaScaler } from '../native/wanda.js';
+import type { DecoderBlock } from '../model/index.js';
+import type { Method } from './options.js';
+
+export interface BlockStatistics {
+  hessian(role: string): HessianAccumulator;
+  scaler(role: string): Float32Array;
+  /** FFN input rows [tokens, hidden] (SparseLLM only). */
+  ffnInput(): { X: Float32Array; tokens: number };
+  sequences: number;
+}
+
+export class BlockStatisticsCollector implements BlockStatistics {
+  private readonly hessians = new Map<string, HessianAccumulator>();
+  private readonly scalers = new Map<string, WandaScaler>();
+  private readonly ffnChunks: Float32Array[] = [];
+  private readonly inputOf: Map<string, string>;
+  sequences = 0;
+
+  constructor(
+    private readonly block: DecoderBlock,
+    private readonly method: Method,
+    /** Role whose input is the FFN input (fc1 / up_proj), when SparseLLM keeps activations. */
+    private readonly ffnInputRole: string | null,
+  ) {
+    this.inputOf = new Map(block.linears.map((l) => [l.role, l.inputName]));
+    for (const l of block.linears) {
+      if (method === 'wanda') {
+        if (!this.scalers.has(l.inputName)) this.scalers.set(l.inputName, new WandaScaler(l.inFeatures));
+      } else if (!this.hessians.has(l.inputName)) {
+        this.hessians.set(l.inputName, new HessianAccumulator(l.inFeatures));
+      }
+    }
+  }
+
+  /** Adds one micro-batch of captured linear inputs (role -> [batch·seqlen, in]). */
+  async add(captures: Map<string, Float32Array>, batch: number, seqlen: number): Promise<void> {
+    const done = new Set<string>();
+    for (const l of this.block.linears) {
+      if (done.has(l.inputName)) continue;
+      done.add(l.inputName);
+      const X = captures.get(l.role);
+      if (!X) throw new Error(`no captured input for ${l.role} in block ${this.block.index}`);
+      if (this.method === 'wanda') await this.scalers.get(l.inputName)!.add(X, batch * seqlen, batch);
+      else await this.hessians.get(l.inputName)!.add(X, batch * seqlen, batch);
+    }
+    if (this.ffnInputRole) this.ffnChunks.push(captures.get(this.ffnInputRole)!);
+    this.sequences += batch;
+  }
+
+  hessian(role: string): HessianAccumulator {
+    return this.hessians.get(this.inputOf.get(role)!)!;
+  }
+
+  scaler(role: string): Float32Array {
+    return this.scalers.get(this.inputOf.get(role)!)!.scaler;
+  }
+
+  ffnInput(): { X: Float32Array; tokens: number } {
+    const hidden = this.block.linears.find((l) => l.role === this.ffnInputRole)!.inFeatures;
+    const total = this.ffnChunks.reduce((s, c) => s + c.length, 0);
+    const X = new Float32Array(total);
+    let at = 0;
+    for (const c of this.ffnChunks) {
+      X.set(c, at);
+      at += c.length;
+    }
+    return { X, tokens: total / hidden };
+  }
+}

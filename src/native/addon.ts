@@ -24,6 +24,7 @@ export interface NativeAddon {
     N: number, d: number, ffn: number, nsamples: number, options: object,
   ): Promise<unknown>;
   sparsellmStep(name: string, arrays: Record<string, Float32Array>, sizes: Record<string, number>, params: object): Promise<void>;
+  crossEntropyRows(logits: Float32Array, rows: number, vocab: number, targets: Int32Array, nll: Float64Array): Promise<void>;
   [name: string]: unknown;
 }
 

@@ -1,0 +1,34 @@
+#include "binding/registry.h"
+#include "common/async.h"
+#include "common/cross_entropy.h"
+
+namespace sparsellm {
+
+// crossEntropyRows(logits: Float32Array, rows, vocab, targets: Int32Array, nll: Float64Array): Promise<void>
+static Napi::Value CrossEntropyRowsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = ToF32(info[0], "logits");
+  size_t rows = info[1].As<Napi::Number>().Int64Value();
+  size_t vocab = info[2].As<Napi::Number>().Int64Value();
+  Require(env, info[3].IsTypedArray() && info[3].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array, "targets must be an Int32Array");
+  Require(env, info[4].IsTypedArray() && info[4].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array, "nll must be a Float64Array");
+  auto targets = info[3].As<Napi::Int32Array>();
+  auto nll = info[4].As<Napi::Float64Array>();
+  Require(env, logits.length == rows * vocab, "logits must hold rows*vocab floats");
+  Require(env, targets.ElementLength() == rows && nll.ElementLength() == rows, "targets and nll must hold one value per row");
+  for (size_t r = 0; r < rows; ++r) Require(env, targets[r] < int32_t(vocab), "a target id is outside the vocabulary");
+  const int32_t* t = targets.Data();
+  double* out = nll.Data();
+  auto* w = new PromiseWorker(env, [=] { CrossEntropyRows(logits.data, rows, vocab, t, out); }, nullptr);
+  w->Keep(info[0]);
+  w->Keep(info[3]);
+  w->Keep(info[4]);
+  w->Queue();
+  return w->Promise();
+}
+
+SPARSELLM_REGISTER(cross_entropy, [](Napi::Env env, Napi::Object exports) {
+  exports.Set("crossEntropyRows", Napi::Function::New(env, CrossEntropyRowsJs));
+});
+
+}  // namespace sparsellm

@@ -84,7 +84,7 @@ export function linePanel(o: {
   width?: number; height?: number; xCategories?: string[]; yZero?: boolean; xTicks?: number[];
 }): Panel {
   const W = o.width ?? 560, H = o.height ?? 340;
-  const L = 64, R = 150, T = 34, B = 46;
+  const L = 64, R = 175, T = 34, B = 46;
   const series = o.series.filter((s) => s.points.length > 0);
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1]));

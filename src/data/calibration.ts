@@ -34,6 +34,8 @@ export interface CalibrationSource {
   close(): void;
 }
 
+const tokenCache = new Map<string, Int32Array>();
+
 export async function prepareCalibration(
   dataset: string | DatasetDef, tok: TextTokenizer, opts: { dataDir?: string; docSeparator?: string } = {},
 ): Promise<CalibrationSource> {
@@ -43,7 +45,15 @@ export async function prepareCalibration(
     const store = await openDocuments(await splitFile(def, def.calibrationSplit, opts.dataDir));
     return documentSource(def.name, store, tok);
   }
-  const ids = Int32Array.from(tok.encode(await splitText(def, def.calibrationSplit, opts.dataDir)));
+  // Tokenizing a split (PTB train: 5 MB) takes seconds; repeated runs in one process (sweeps, benches) reuse it.
+  const text = await splitText(def, def.calibrationSplit, opts.dataDir);
+  const key = `${tok.source}\u0000${def.name}\u0000${text.length}\u0000${text.slice(0, 256)}`;
+  let ids = tokenCache.get(key);
+  if (!ids) {
+    ids = Int32Array.from(tok.encode(text));
+    tokenCache.clear(); // keep one split at most
+    tokenCache.set(key, ids);
+  }
   return streamSource(def.name, ids);
 }
 

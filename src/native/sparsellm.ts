@@ -24,8 +24,13 @@ export type SparseLlmOptions = SparsitySpec & {
   referenceQuirks?: boolean;
   /** ridge of the least-squares normal equations, relative to mean(diag(AᵀA)); default 1e-6 */
   lstsqRidge?: number;
-  /** return the weights of the epoch with the lowest output reconstruction error (default false = last epoch, as the reference) */
+  /** return the weights of the epoch with the lowest FFN output reconstruction error on the calibration data (default true; false = last epoch, as the reference) */
   keepBest?: boolean;
+  /** after pruning each epoch, refit fc2/down by least squares on the activations the pruned fc1/up/gate really produce,
+   * then prune it with their Hessian (default true; false = the reference, fc2 stays fitted to the auxiliary p) */
+  outputRefit?: boolean;
+  /** ridge of that refit relative to mean(diag(AᵀA)), default 1e-3 */
+  refitRidge?: number;
   /** LLaMA s update: 'newton' (DEFAULT: safeguarded elementwise Newton, never increases the objective) or 'gd' (reference: sSteps GD steps of size sLr; diverges on our test data at α=γ=5) */
   sUpdate?: 'gd' | 'newton';
   sSteps?: number;

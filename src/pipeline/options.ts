@@ -17,6 +17,12 @@ export interface SparseLlmOptions {
   fc2Update?: 'lstsq' | 'gd';
   /** Reproduce the reference's fp16 casts and accumulated damping. */
   referenceQuirks?: boolean;
+  /** Keep the epoch whose FFN output error on the calibration data is lowest (epoch 0 = SparseGPT). */
+  keepBest?: boolean;
+  /** Refit fc2/down on the real sparse activations each epoch (default true; false = reference). */
+  outputRefit?: boolean;
+  refitRidge?: number;
+  lstsqRidge?: number;
 }
 
 export interface PruneOptions {
@@ -37,6 +43,8 @@ export interface PruneOptions {
   resume: boolean;
   eval: string[];
   evalSeqlen?: number;
+  /** Evaluate only the first N windows per dataset (quick looks; not the reference number). */
+  evalMaxWindows?: number;
   dataDir?: string;
   quiet: boolean;
   maxMemoryGb?: number;

@@ -99,6 +99,10 @@ export async function pruneBlock(
       blocksize: options.blocksize,
       fc2Update: o.fc2Update,
       referenceQuirks: o.referenceQuirks,
+      keepBest: o.keepBest,
+      outputRefit: o.outputRefit,
+      refitRidge: o.refitRidge,
+      lstsqRidge: o.lstsqRidge,
     };
     const t0 = performance.now();
     let result: SparseLlmResult;

@@ -4,9 +4,10 @@
 // Memory: one block's session plus the calibration activations (and SparseLLM's FFN activations).
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { prepareCalibration } from '../data/calibration.js';
+import { prepareCalibration, type CalibrationSource } from '../data/calibration.js';
+import { resolveDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
-import { UserError } from '../errors.js';
+import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type LinearLayer } from '../model/index.js';
 import { readModelConfig } from '../model/full-session.js';
@@ -15,7 +16,7 @@ import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
 import { estimatePeakMemory, checkMemory } from './memory.js';
 import { parseLayers, targetSparsity, type PruneOptions } from './options.js';
-import { copyCompanionFiles, commitOutput, planOutput } from './output.js';
+import { copyCompanionFiles, commitOutput, createPartial, planOutput } from './output.js';
 import { ffnInputRole, pruneBlock, type LinearReport } from './prune-block.js';
 import type { Progress } from './progress.js';
 import { BlockStatisticsCollector } from './statistics.js';
@@ -65,7 +66,7 @@ async function relativeErrorFromHessian(W: Float32Array, Wp: Float32Array, H: Fl
   return den > 0 ? (await quad(D)) / den : 0;
 }
 
-function assertFinite(values: Float32Array, what: string): void {
+export function assertFinite(values: Float32Array, what: string): void {
   for (let k = 0; k < values.length; k++) {
     if (!Number.isFinite(values[k]!)) throw new UserError(`${what} contains NaN or Inf (at element ${k}): refusing to write a broken model`);
   }
@@ -102,26 +103,40 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
 
   const hidden = layout.blocks[0]!.linears[0]!.inFeatures;
   if (needsCalibration) checkMemory(estimatePeakMemory(layout, o.nsamples, seqlen, hidden, o.method), o.maxMemoryGb);
-
-  if (!o.resume && existsSync(plan.partial)) rmSync(plan.partial, { recursive: true, force: true });
-  mkdirSync(plan.partial, { recursive: true });
-  const settings = { method: o.method, spec, calib: o.calib, nsamples: o.nsamples, seqlen, seed: o.seed, layers: [...selected], percdamp: o.percdamp, blocksize: o.blocksize, sparsellm: o.sparsellm };
-  const checkpoint = new Checkpoint(plan.partial, checkpointKey(onnxFile, settings), o.resume);
-
+  // Evaluation datasets and window, checked now rather than after the prune.
+  for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
+  if (o.evalSeqlen !== undefined) {
+    if (!Number.isInteger(o.evalSeqlen) || o.evalSeqlen < 2) throw new UserError(`--eval-seqlen must be an integer ≥ 2, got ${o.evalSeqlen}`);
+    if (typeof maxPos === 'number' && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
+  }
+  // Tokenizer and calibration text (missing, corrupt, too short) before `<out>.partial` exists.
+  let source: CalibrationSource | undefined;
+  if (needsCalibration) {
+    const t = clock();
+    const tok = loadTokenizer(onnxFile);
+    source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
+    if (source.tokenCount !== undefined && source.tokenCount <= seqlen) {
+      source.close();
+      throw new UserError(`calibration text ${o.calib} has ${source.tokenCount} tokens, fewer than one window of ${seqlen}: use a longer text or a shorter --seqlen`);
+    }
+    timings.calibration += clock() - t;
+  }
   const runner = await BlockRunner.open(model);
+
+  // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it
+  // resumed an earlier run's checkpoint (never thrown away by a later failure).
+  const resumed = o.resume && existsSync(plan.partial);
+  if (!o.resume && existsSync(plan.partial)) rmSync(plan.partial, { recursive: true, force: true });
+  createPartial(plan);
+  const settings = { method: o.method, spec, calib: o.calib, nsamples: o.nsamples, seqlen, seed: o.seed, layers: [...selected], percdamp: o.percdamp, blocksize: o.blocksize, sparsellm: o.sparsellm };
   const reports: LinearReport[] = [];
   const sparsellmReports: PruneReport['sparsellm'] = [];
   try {
+    const checkpoint = new Checkpoint(plan.partial, checkpointKey(onnxFile, settings), o.resume);
     // 1. Calibration windows -> prologue states, in micro-batches of whole sequences.
     let states: BlockState[] = [];
-    if (needsCalibration) {
-      let t = clock();
-      const tok = loadTokenizer(onnxFile);
-      const source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
-      if (source.tokenCount !== undefined && source.tokenCount <= seqlen) {
-        source.close();
-        throw new UserError(`calibration text ${o.calib} has ${source.tokenCount} tokens, fewer than one window of ${seqlen}: use a longer text or a shorter --seqlen`);
-      }
+    if (source) {
+      const t = clock();
       const batch = Math.max(1, Math.min(o.nsamples, Math.floor(4096 / seqlen)));
       progress.start('calibration', o.nsamples);
       let pending: BigInt64Array[] = [];
@@ -198,7 +213,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     let perplexity: EvalResults | undefined;
     if (o.eval.length) {
       t = clock();
-      perplexity = await evaluateDatasets(outOnnx, o.eval, { seqlen: o.evalSeqlen, dataDir: o.dataDir, docSeparator: o.docSeparator, progress });
+      perplexity = await evaluateDatasets(outOnnx, o.eval, { seqlen: o.evalSeqlen, maxWindows: o.evalMaxWindows, dataDir: o.dataDir, docSeparator: o.docSeparator, progress });
       timings.eval += clock() - t;
     }
     timings.total = clock() - tStart;
@@ -225,6 +240,10 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
     commitOutput(plan);
     return report;
+  } catch (e) {
+    const interrupted = isUserError(e) && e.exitCode === 130;
+    if (!interrupted && !resumed) rmSync(plan.partial, { recursive: true, force: true });
+    throw e;
   } finally {
     await runner.dispose();
   }

@@ -26,7 +26,9 @@ static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f, 
   s.gdLr = OptNumber(o, "gdLr", 0.01);
   s.referenceQuirks = OptBool(o, "referenceQuirks", false);
   s.lstsqRidge = OptNumber(o, "lstsqRidge", 1e-6);
-  s.keepBest = OptBool(o, "keepBest", false);
+  s.keepBest = OptBool(o, "keepBest", true);
+  s.outputRefit = OptBool(o, "outputRefit", true);
+  s.refitRidge = OptNumber(o, "refitRidge", 1e-3);
   std::string su = OptString(o, "sUpdate", "newton");
   Require(o.Env(), su == "gd" || su == "newton", "sUpdate must be 'gd' or 'newton'");
   s.sNewton = su == "newton";

@@ -234,6 +234,21 @@ void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, 
   }, 1024);
 }
 
+// Output-layer refit on the real sparse activations A [N, f]: W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense),
+// then SparseGPT with H = (2/nsamples) AᵀA. Since W is the least-squares solution, SparseGPT's
+// ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the pruned layer fits the dense targets directly.
+SparseGptResult RefitOutputLayer(const float* A, const float* Y, const float* b, size_t N, size_t f, size_t d,
+                                 double nsamples, const SparseLlmOptions& o, float* W) {
+  Buf Ga(f * f);
+  Gram(A, N, f, 1.0f, Ga.data());
+  SpdFactor Fa;
+  FactorGram(Fa, Ga.data(), f, o.refitRidge, "the sparse activations (output refit)");
+  LeastSquares(A, Y, b, N, f, d, Fa, W);
+  CheckFinite(W, d * f, "output layer after the refit");
+  for (size_t i = 0; i < f * f; ++i) Ga[i] *= float(2.0 / nsamples);
+  return SparseGptPrune(W, d, f, Ga.data(), PruneOptions(o, false));
+}
+
 // ---------------------------------------------------------------- OPT (ReLU) FFN, §1.4
 
 SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float* W1, const float* b1, float* W2,
@@ -310,6 +325,12 @@ SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float
     // (3) prune fc1 then fc2 with SparseGPT (mask from scratch)
     st.prune.push_back(SparseGptPrune(W1, f, d, H1work.data(), PruneOptions(o, o.referenceQuirks)));
     st.prune.push_back(SparseGptPrune(W2, d, f, H2.data(), PruneOptions(o, false)));
+    if (o.outputRefit) {  // (3b) fc2 refit on ReLU(W1ˢ X + b1)
+      GemmNT(N, f, d, 1.0f, X, W1, 0.0f, R.data());
+      AddRowVector(R.data(), N, f, b1);
+      for (size_t i = 0; i < N * f; ++i) R[i] = Relu(R[i]);
+      st.prune.back() = RefitOutputLayer(R.data(), Y.data(), b2, N, f, d, nsamples, o, W2);
+    }
     // (4) p update, Eq. 4.6: p = (β W2ᵀW2 + γI)⁻¹ (β W2ᵀ(Y − b2) + γ ReLU(z))
     for (size_t i = 0; i < N * f; ++i) R[i] = Relu(Z[i]);
     SparseLlmPUpdate(P.data(), Y.data(), W2, b2, R.data(), N, d, f, o.beta, o.gamma);
@@ -415,6 +436,12 @@ SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, flo
     st.prune.push_back(SparseGptPrune(Wu, f, d, Hu.data(), PruneOptions(o, o.referenceQuirks)));
     st.prune.push_back(SparseGptPrune(Wg, f, d, Hg.data(), PruneOptions(o, o.referenceQuirks)));
     st.prune.push_back(SparseGptPrune(Wd, d, f, Hd.data(), PruneOptions(o, false)));
+    if (o.outputRefit) {  // (3b) down refit on silu(WgˢX) ⊙ WuˢX
+      GemmNT(N, f, d, 1.0f, X, Wg, 0.0f, R1.data());
+      GemmNT(N, f, d, 1.0f, X, Wu, 0.0f, R2.data());
+      for (size_t i = 0; i < N * f; ++i) R1[i] = Silu(R1[i]) * R2[i];
+      st.prune.back() = RefitOutputLayer(R1.data(), Y.data(), nullptr, N, f, d, nsamples, o, Wd);
+    }
     // (4) p update, Eq. 4.10: p = (β WdᵀWd + γI)⁻¹ (β WdᵀY + γ silu(s)⊙z)
     for (size_t i = 0; i < N * f; ++i) R1[i] = Silu(S[i]) * Z[i];
     SparseLlmPUpdate(P.data(), Y.data(), Wd, nullptr, R1.data(), N, d, f, o.beta, o.gamma);

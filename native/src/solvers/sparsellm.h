@@ -20,7 +20,12 @@ struct SparseLlmOptions {
   double gdLr = 0.01;
   bool referenceQuirks = false;  // fp16 rounding of Xinv/p/z(/s) and damping accumulation in fc1/up/gate's H
   double lstsqRidge = 1e-6;      // ridge of the normal equations, relative to mean(diag(Gram))
-  bool keepBest = false;         // keep the epoch whose sparse weights give the lowest output error
+  bool keepBest = true;          // keep the epoch whose sparse weights give the lowest output error
+  // After pruning each epoch, refit the output layer (fc2 / down) by least squares on the activations the pruned
+  // input layers really produce, then prune it with their Hessian (this project's default; the reference keeps
+  // fc2 fitted to the auxiliary p, see README).
+  bool outputRefit = true;
+  double refitRidge = 1e-3;      // ridge of that refit, relative to mean(diag(AᵀA))
   bool sNewton = true;           // LLaMA s update: true = safeguarded elementwise Newton (default), false = reference GD (diverges at α=γ=5)
   int sSteps = 2;
   double sLr = 0.01;

@@ -9,7 +9,9 @@ import { inspectCommand } from './commands/inspect.js';
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
 function fail(message: string, code: number): never {
-  process.stderr.write(`sparsellm: ${message.split('\n')[0]}\n`);
+  // One line: multi-line messages (yargs' "Invalid values:\n  Argument: ...") are joined, not cut.
+  const line = message.split('\n').map((s) => s.trim()).filter(Boolean).join(' ');
+  process.stderr.write(`sparsellm: ${line}\n`);
   process.exit(code);
 }
 
@@ -23,6 +25,8 @@ export async function main(argv: string[]): Promise<void> {
       .command(inspectCommand)
       .demandCommand(1, 'Name a command: prune, eval or inspect (see --help).')
       .strict()
+      // `--calib a --calib b`: the last value wins (an array would reach the commands as a string option)
+      .parserConfiguration({ 'duplicate-arguments-array': false })
       .recommendCommands()
       .fail((msg, err) => {
         if (err) throw err;

@@ -54,6 +54,9 @@ async function download(repo: string, file: string, dest: string, optional: bool
 export async function fetchHubModel(repo: string): Promise<string> {
   const reg = loadRegistry();
   const folder = join(cacheDir(), repo.replace('/', '--'));
+  if (['HF_HUB_OFFLINE', 'SPARSELLM_OFFLINE'].some((k) => /^(1|true|yes|on)$/i.test(process.env[k] ?? ''))) {
+    throw new UserError(`${repo} is not in the model cache ${folder} and downloads are off (HF_HUB_OFFLINE / SPARSELLM_OFFLINE): put the exported model in a folder and pass --model FOLDER`);
+  }
   for (const file of reg.files) {
     const dest = join(folder, file);
     if (existsSync(dest)) continue;

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { defaultThreads, native } from '../native/addon.js';
 import type { BlockPruneResult, LinearReport } from './prune-block.js';
 
 export interface CheckpointBlock {
@@ -18,6 +19,8 @@ export interface CheckpointBlock {
 
 interface Manifest {
   key: string;
+  /** Solver (OpenBLAS) threads of the run: SparseGPT's blocked sums depend on it, so a resume uses the same count. */
+  threads?: number;
   blocks: CheckpointBlock[];
 }
 
@@ -34,6 +37,8 @@ function writeAtomic(path: string, data: string | Uint8Array): void {
 export class Checkpoint {
   private readonly dir: string;
   private manifest: Manifest;
+  /** Set when a resume switched the solver threads to the interrupted run's count. */
+  readonly pinnedThreads: number | undefined;
 
   constructor(partialDir: string, private readonly key: string, resume: boolean) {
     this.dir = join(partialDir, '.checkpoint');
@@ -42,8 +47,13 @@ export class Checkpoint {
       const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
       if (m.key !== key) throw new UserError(`the checkpoint in ${this.dir} was made with another model or other settings: rerun with the same arguments, or without --resume (add --force) to start over`);
       this.manifest = m;
+      // Same solver thread count as the interrupted run, so the result is byte-identical to an uninterrupted one.
+      if (m.threads !== undefined && m.threads !== defaultThreads()) {
+        native().setThreads(m.threads);
+        this.pinnedThreads = m.threads;
+      }
     } else {
-      this.manifest = { key, blocks: [] };
+      this.manifest = { key, threads: defaultThreads(), blocks: [] };
     }
     mkdirSync(this.dir, { recursive: true });
   }

@@ -48,7 +48,7 @@ export function availableMemoryBytes(): number {
   return freemem();
 }
 
-const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GB`;
+const gb = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GB` : `${Math.round(b / 2 ** 20)} MB`);
 
 /** Throws a UserError when the estimate exceeds available memory (or --max-memory). */
 export function checkMemory(estimate: MemoryEstimate, maxMemoryGb?: number): void {

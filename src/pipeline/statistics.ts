@@ -5,6 +5,7 @@
 import { HessianAccumulator } from '../native/hessian.js';
 import { WandaScaler } from '../native/wanda.js';
 import type { DecoderBlock } from '../model/index.js';
+import { UserError } from '../errors.js';
 import type { Method } from './options.js';
 
 export interface BlockStatistics {
@@ -54,11 +55,27 @@ export class BlockStatisticsCollector implements BlockStatistics {
   }
 
   hessian(role: string): HessianAccumulator {
-    return this.hessians.get(this.inputOf.get(role)!)!;
+    const h = this.hessians.get(this.inputOf.get(role)!)!;
+    // NaN/Inf inputs (or inputs too large for float32 squares) show on the diagonal
+    this.checkFinite(role, h.H, h.columns + 1);
+    return h;
   }
 
   scaler(role: string): Float32Array {
-    return this.scalers.get(this.inputOf.get(role)!)!.scaler;
+    const s = this.scalers.get(this.inputOf.get(role)!)!.scaler;
+    this.checkFinite(role, s, 1);
+    return s;
+  }
+
+  /** A solver fed non-finite statistics fails obscurely or writes NaN weights: stop with the layer's name instead. */
+  private checkFinite(role: string, values: Float32Array, stride: number): void {
+    for (let k = 0; k < values.length; k += stride) {
+      if (!Number.isFinite(values[k]!)) {
+        throw new UserError(
+          `block ${this.block.index} ${role}: its calibration inputs overflow (NaN or Inf in their statistics), so the model breaks down on the calibration text in float32; check the model's weights, or use --method magnitude`,
+        );
+      }
+    }
   }
 
   ffnInput(): { X: Float32Array; tokens: number } {

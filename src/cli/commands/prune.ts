@@ -1,4 +1,5 @@
 // `sparsellm prune`: parses the options and runs the pipeline (src/pipeline/prune.ts).
+import { resolve } from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../../errors.js';
 import { METHODS, describeSpec, sparsitySpec, type Method, type PruneOptions } from '../../pipeline/options.js';
@@ -48,7 +49,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
   positive('epochs', argv.epochs);
   positive('blocksize', argv.blocksize);
   for (const k of ['alpha', 'beta', 'gamma', 'percdamp'] as const) positive(k, argv[k], false);
-  if ('prunem' in spec && argv.blocksize % spec.prunem !== 0) throw new UserError(`--blocksize ${argv.blocksize} must be a multiple of --prunem ${spec.prunem}`);
+  if ('prunem' in spec && (argv.method === 'sparsegpt' || argv.method === 'sparsellm') && argv.blocksize % spec.prunem !== 0) throw new UserError(`--prunem ${spec.prunem} must divide SparseGPT's --blocksize ${argv.blocksize}: use M = 2, 4, 8, ... or pass a --blocksize that is a multiple of ${spec.prunem}`);
 
   const options: PruneOptions = {
     model: argv.model,
@@ -77,9 +78,13 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
   progress.log(`sparsellm prune: ${options.method}, ${describeSpec(spec)}, ${options.nsamples} × ${options.seqlen ?? 'default'} tokens of ${options.calib}`);
 
   const onSigint = () => {
-    if (interruption.requested) process.exit(130);
+    if (interruption.requested) {
+      process.stderr.write(`sparsellm: interrupted: finished blocks are kept in ${resolve(argv.out)}.partial; rerun the same command with --resume to continue\n`);
+      process.exit(130);
+    }
     interruption.requested = true;
-    process.stderr.write('\nsparsellm: stopping after the current step (Ctrl-C again to quit at once)\n');
+    // on a terminal, say at once that Ctrl-C was seen; the final message (one line) says how to resume
+    if (process.stderr.isTTY) process.stderr.write('\nsparsellm: stopping after the current step (Ctrl-C again to quit at once)\n');
   };
   process.on('SIGINT', onSigint);
   let report: PruneReport;

@@ -51,10 +51,13 @@ interface Sweep {
   values: number[];
   methods: Method[];
   describe: string;
+  cap?: Partial<Record<Method, number>>;
 }
 
 interface Plan {
   hidden: number[];
+  /** largest hidden size per method (default: all) */
+  hiddenCap?: Partial<Record<Method, number>>;
   hiddenLayers: number;
   hiddenNs: number;
   hiddenSeq: number;
@@ -81,12 +84,12 @@ const PLANS: Record<Mode, Plan> = {
     kernels: { hidden: 256, tokens: 512, ortShapes: [[4, 128]], sparsellm: false },
   },
   default: {
-    hidden: [64, 128, 256, 512, 768], hiddenLayers: 2, hiddenNs: 16, hiddenSeq: 128,
-    stories: { nsamples: 32, seqlen: 256, specs: SPECS },
+    hidden: [64, 128, 256, 512, 768], hiddenCap: { sparsellm: 512 }, hiddenLayers: 2, hiddenNs: 16, hiddenSeq: 128,
+    stories: { nsamples: 32, seqlen: 128, specs: SPECS },
     sweepHidden: 256, nsamples: [8, 16, 32, 64, 128], nsamplesMethods: ['sparsegpt', 'sparsellm'],
-    seqlens: [128, 256, 512, 1024, 2048], seqlenNs: 8, seqlenMethods: ['sparsegpt', 'sparsellm'],
+    seqlens: [128, 256, 512, 1024, 2048], seqlenNs: 8, seqlenMethods: ['sparsegpt'],
     layers: [2, 4, 8, 12], layersHidden: 256,
-    kernels: { hidden: 768, tokens: 2048, ortShapes: [[16, 128], [2, 1024]], sparsellm: true },
+    kernels: { hidden: 768, tokens: 2048, ortShapes: [[16, 128], [2, 1024]], sparsellm: false },
   },
   full: {
     hidden: [64, 128, 256, 384, 512, 768], hiddenLayers: 2, hiddenNs: 16, hiddenSeq: 128,
@@ -103,7 +106,7 @@ const plan = PLANS[mode];
 function sweeps(p: Plan): Sweep[] {
   const L = p.hiddenLayers;
   return [
-    { name: 'hidden', values: p.hidden, methods: METHODS, model: (h) => ({ hidden: h, layers: L }), nsamples: () => p.hiddenNs, seqlen: () => p.hiddenSeq,
+    { name: 'hidden', values: p.hidden, methods: METHODS, cap: p.hiddenCap, model: (h) => ({ hidden: h, layers: L }), nsamples: () => p.hiddenNs, seqlen: () => p.hiddenSeq,
       describe: `OPT-shaped, ${L} layers, ffn 4d, ${p.hiddenNs}×${p.hiddenSeq} calibration tokens` },
     { name: 'nsamples', values: p.nsamples, methods: p.nsamplesMethods, model: () => ({ hidden: p.sweepHidden, layers: L }), nsamples: (v) => v, seqlen: () => p.hiddenSeq,
       describe: `${modelName({ hidden: p.sweepHidden, layers: L })}, seqlen ${p.hiddenSeq}` },
@@ -177,13 +180,37 @@ function optModel(shape: OptShape): ModelRef {
 
 const STORIES: ModelRef = { path: 'stories260K', name: 'stories260K', hidden: 64, layers: 5, linearParams: 5 * (4 * 64 * 64 + 3 * 64 * 172) };
 
-async function prune(model: ModelRef, method: Method, spec: Spec, nsamples: number, seqlen: number, evalSet?: string): Promise<RunRecord> {
+/**
+ * Calibration text of the generated (random-weight) models: the embedded tinystories sample has only ~1.8k tokens,
+ * fewer than one 2048 window, so it is repeated; the content does not matter for timing.
+ */
+function longCalibrationText(): string {
+  const p = join(outRoot, 'calibration-long.txt');
+  const sample = readFileSync(join(root, 'calibration', 'data', 'tinystories_sample.txt'), 'utf8');
+  writeFileSync(p, Array(12).fill(sample).join('\n'));
+  return p;
+}
+let longCalib: string | undefined;
+const failures: string[] = [];
+
+async function prune(model: ModelRef, method: Method, spec: Spec, nsamples: number, seqlen: number, evalSet?: string): Promise<RunRecord | undefined> {
   const key = JSON.stringify([model.path, method, spec.label, nsamples, seqlen, evalSet ?? '']);
   const hit = memo.get(key);
   if (hit) return hit;
   const out = join(outRoot, `run-${++runCount}`);
-  const { result, wall } = await runChild({ model: model.path, method, sparsity: spec.sparsity, prunen: spec.prunen, prunem: spec.prunem, nsamples, seqlen, out, eval: evalSet ? [evalSet] : [] });
-  if (!keep) rmSync(out, { recursive: true, force: true });
+  const calib = model === STORIES ? 'tinystories' : (longCalib ??= longCalibrationText());
+  let child: Awaited<ReturnType<typeof runChild>>;
+  try {
+    child = await runChild({ model: model.path, method, sparsity: spec.sparsity, prunen: spec.prunen, prunem: spec.prunem, nsamples, seqlen, out, eval: evalSet ? [evalSet] : [], calib });
+  } catch (e) {
+    const msg = `${method} ${spec.label} ${model.name} ${nsamples}×${seqlen}: ${(e as Error).message.split('\n').find((l) => /Error/.test(l)) ?? (e as Error).message.slice(0, 200)}`;
+    failures.push(msg);
+    process.stderr.write(`[${elapsed()}] FAILED ${msg}\n`);
+    return undefined;
+  } finally {
+    if (!keep) rmSync(out, { recursive: true, force: true });
+  }
+  const { result, wall } = child;
   const t = result.report.timings as Record<string, number>;
   const phases = {} as Record<Phase, number>;
   let named = 0;
@@ -314,7 +341,10 @@ async function main(): Promise<void> {
   const storiesPath = resolveModelFile(await resolveModelArgument('stories260K'));
   const dense = await evaluateDatasets(storiesPath, ['tinystories']);
   const storiesRuns: RunRecord[] = [];
-  for (const spec of plan.stories.specs) for (const m of METHODS) storiesRuns.push(await prune(STORIES, m, spec, plan.stories.nsamples, plan.stories.seqlen, 'tinystories'));
+  for (const spec of plan.stories.specs) for (const m of METHODS) {
+    const r = await prune(STORIES, m, spec, plan.stories.nsamples, plan.stories.seqlen, 'tinystories');
+    if (r) storiesRuns.push(r);
+  }
 
   // 1 + 2. Sweeps (hidden = the per-method table on growing OPT-shaped models).
   const sweepResults: { sweep: Sweep; runs: RunRecord[]; exponents: Exponents[] }[] = [];
@@ -324,7 +354,9 @@ async function main(): Promise<void> {
     for (const m of sw.methods) {
       const byValue = new Map<number, RunRecord>();
       for (const v of sw.values) {
+        if (v > (sw.cap?.[m] ?? Infinity)) continue;
         const r = await prune(optModel(sw.model(v)), m, S50, sw.nsamples(v), sw.seqlen(v));
+        if (!r) continue;
         byValue.set(v, r);
         runs.push(r);
       }
@@ -333,7 +365,10 @@ async function main(): Promise<void> {
     sweepResults.push({ sweep: sw, runs, exponents: exps });
   }
   const bigRuns: RunRecord[] = [];
-  if (plan.big) for (const m of METHODS) bigRuns.push(await prune(optModel(plan.big.shape), m, S50, plan.big.nsamples, plan.big.seqlen));
+  if (plan.big) for (const m of METHODS) {
+    const r = await prune(optModel(plan.big.shape), m, S50, plan.big.nsamples, plan.big.seqlen);
+    if (r) bigRuns.push(r);
+  }
 
   // ----- tables
   const tables: Table[] = [];
@@ -372,8 +407,8 @@ async function main(): Promise<void> {
     title: `4. stories260K perplexity on tinystories (per document), ${plan.stories.nsamples}×${plan.stories.seqlen} calibration tokens; dense ${denseP.toFixed(2)}`,
     head: ['method', ...plan.stories.specs.map((s) => `ppl ${s.label}`), ...plan.stories.specs.map((s) => `prune s ${s.label}`)],
     rows: METHODS.map((m) => {
-      const rs = plan.stories.specs.map((s) => storiesRuns.find((r) => r.method === m && r.spec === s.label)!);
-      return [m, ...rs.map((r) => (r.perplexity ?? NaN).toFixed(2)), ...rs.map((r) => s1(r.prune))];
+      const rs = plan.stories.specs.map((s) => storiesRuns.find((r) => r.method === m && r.spec === s.label));
+      return [m, ...rs.map((r) => (r?.perplexity ?? NaN).toFixed(2)), ...rs.map((r) => (r ? s1(r.prune) : '-'))];
     }),
   });
 
@@ -398,12 +433,13 @@ async function main(): Promise<void> {
   for (const t of tables) console.log(textTable(t));
   console.log(`\nbench ${mode}: ${runCount} prunes in child processes, ${totalSeconds.toFixed(0)} s; load average ${meta.loadAverageAtStart.join(' ')} → ${metaEnd.loadAverageAtEnd.join(' ')}`);
   console.log(finalLine);
+  for (const f of failures) console.log(`FAILED: ${f}`);
 
   const results = {
     meta: metaEnd, plan: { ...plan, sweeps: sweeps(plan).map(({ name, values, methods, describe }) => ({ name, values, methods, describe })) },
     densePerplexity: { stories260K: denseP }, runs: [...memo.values()], perMethod, stories: storiesRuns,
     sweeps: sweepResults.map(({ sweep, runs, exponents }) => ({ name: sweep.name, describe: sweep.describe, runs, exponents })),
-    bigModel: bigRuns, kernels, largest, finalLine,
+    bigModel: bigRuns, kernels, largest, finalLine, failures,
   };
   writeFileSync(join(here, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(here, 'results.svg'), chart(results.sweeps, perMethod, storiesRuns, kernels, denseP, metaEnd));
@@ -425,13 +461,16 @@ function markdown(tables: Table[], meta: ReturnType<typeof machine> & { mode: Mo
       'so absolute times are inflated and noisy (often ±30% run to run); ratios within one run (phase shares, exponents, % of SGEMM) are more trustworthy than the seconds.',
     '',
     'Models: stories260K (the bundled LLaMA, 5 layers, d=64) and OPT-shaped models with random weights (N(0, 0.02²)) generated by `bench/opt-model.ts` in the layout of tiny-random-opt ' +
-      '(named `opt-h<hidden>-l<layers>-p<positions>`, ffn = 4·hidden, head dim 64 from d=256 up, vocab 512 with the stories260K tokenizer). Calibration data: `tinystories`. ' +
+      '(named `opt-h<hidden>-l<layers>-p<positions>`, ffn = 4·hidden, head dim 64 from d=256 up, vocab 512 with the stories260K tokenizer). ' +
+      'Calibration: `tinystories` for stories260K; for the generated models its sample text repeated 12× (the embedded set has ~1.8k tokens, less than one 2048 window). ' +
+      (meta.mode === 'default' ? 'SparseLLM stops at d=512 in the hidden sweep and the SparseLLM solver row of bench/solvers.ts is left out, to keep the default under 10 min (both are in `--full`). ' : '') +
       'Peak RSS is `process.resourceUsage().maxRSS` of the prune process (Node + onnxruntime + OpenBLAS, everything).',
     '',
     '![charts](results.svg)',
     '',
     ...tables.map(mdTable),
     `**${finalLine}**`,
+    ...(failures.length ? ['', 'Failed runs:', ...failures.map((f) => `- ${f}`)] : []),
     '',
     'Raw figures: [results.json](results.json). Reproduce: `npm run bench` (or `-- --quick`, `-- --full`).',
     '',

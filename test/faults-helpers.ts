@@ -1,0 +1,93 @@
+// Helpers of the fault tests (issue #8): run the CLI as a child process, hash input files, build broken models.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { projectRoot } from './helpers.js';
+
+export const MAIN = join(projectRoot, 'src', 'cli', 'main.ts');
+export const STORIES = join(projectRoot, 'models', 'stories260K');
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+/** Starts `sparsellm ARGS` (src through tsx); `done` resolves when it exits. */
+export function startCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<CliResult> } {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+    cwd: projectRoot,
+    env: { ...process.env, SPARSELLM_DEBUG: '', HF_HUB_OFFLINE: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '', stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<CliResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, seconds: (performance.now() - t0) / 1000 }));
+  });
+  return { child, done };
+}
+
+export const runCli = (args: string[], env?: Record<string, string>) => startCli(args, env).done;
+
+/** Runs `jobs` with at most `width` at a time (2-core machines: a few children at once). */
+export async function pool<T>(jobs: (() => Promise<T>)[], width = 4): Promise<T[]> {
+  const results: T[] = new Array(jobs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) {
+      const k = next++;
+      results[k] = await jobs[k]!();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
+  return results;
+}
+
+/** sha256 of every file under each path (files or folders), keyed by path. */
+export function hashTree(...paths: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (p: string) => {
+    if (!existsSync(p)) return;
+    if (statSync(p).isDirectory()) for (const e of readdirSync(p).sort()) walk(join(p, e));
+    else out.set(p, createHash('sha256').update(readFileSync(p)).digest('hex'));
+  };
+  for (const p of paths) walk(p);
+  return out;
+}
+
+/** The one stderr line of a failed run, checked for the one-line rule (no stack trace, not an internal error). */
+export function oneLine(r: CliResult): string {
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  if (lines.length !== 1) throw new Error(`expected one stderr line, got ${lines.length}:\n${r.stderr}`);
+  const line = lines[0]!;
+  if (!line.startsWith('sparsellm: ')) throw new Error(`stderr line does not start with "sparsellm: ": ${line}`);
+  if (/internal error|\bat .+:\d+:\d+/.test(line)) throw new Error(`not a user-facing message: ${line}`);
+  return line;
+}
+
+export function tempRoot(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A copy of the bundled stories260K folder (without files named in `omit`). */
+export function copyStories(dest: string, omit: string[] = []): string {
+  mkdirSync(dest, { recursive: true });
+  cpSync(STORIES, dest, { recursive: true, filter: (src) => !omit.some((o) => src.endsWith(`/${o}`)) });
+  return dest;
+}
+
+/** Every file of an output folder except the report (timings differ), as relative path -> sha256. */
+export function outputHashes(out: string): Map<string, string> {
+  const all = hashTree(out);
+  return new Map([...all].filter(([p]) => !p.endsWith('sparsellm-report.json')).map(([p, h]) => [p.slice(out.length), h]));
+}

@@ -1,0 +1,32 @@
+// Guards the paper's central claim (PAPERS.md §3.3): at high sparsity SparseLLM's global FFN pruning gives lower
+// perplexity than SparseGPT. Short version of `npm run repro` (90 % only, first 8 evaluation windows of 512).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { PruneOptions } from '../src/pipeline/options.js';
+import { createProgress } from '../src/pipeline/progress.js';
+import { runPrune } from '../src/pipeline/prune.js';
+import { sharedDir } from './helpers.js';
+
+const work = mkdtempSync(join(tmpdir(), 'sparsellm-gain-'));
+
+async function perplexities(model: string, method: PruneOptions['method'], evals: string[]): Promise<Record<string, number>> {
+  const r = await runPrune({
+    model, method, spec: { sparsity: 0.9 }, calib: 'ptb', nsamples: 16, seqlen: 256, seed: 0, layers: 'all', percdamp: 0.01,
+    blocksize: 128, sparsellm: {}, out: join(work, `${method}`), force: true, resume: false, eval: evals, evalSeqlen: 512,
+    evalMaxWindows: 8, quiet: true,
+  }, createProgress(false));
+  return Object.fromEntries(Object.entries(r.perplexity!).map(([k, v]) => [k, v.perplexity]));
+}
+
+for (const name of ['tiny-wikitext-opt', 'stories260K']) {
+  test(`${name} at 90 %: SparseLLM has lower PTB and WikiText-2 perplexity than SparseGPT`, async () => {
+    const model = join(sharedDir(), 'models', name);
+    const evals = ['ptb', 'wikitext2'];
+    const sgpt = await perplexities(model, 'sparsegpt', evals);
+    const sllm = await perplexities(model, 'sparsellm', evals);
+    for (const e of evals) assert.ok(sllm[e]! < sgpt[e]!, `${e}: sparsellm ${sllm[e]} vs sparsegpt ${sgpt[e]}`);
+  });
+}

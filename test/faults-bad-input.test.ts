@@ -93,7 +93,8 @@ function pruneCases(): Case[] {
     return { name, args: ['prune', '--model', model, ...fast, ...extra, '--out', out], expect, out, ...more };
   };
   return [
-    p('missing path', fx('does-not-exist'), [], /does-not-exist" is neither a path nor a known name/),
+    p('missing path', fx('does-not-exist'), [], /model not found: .*does-not-exist \(no such file or folder\)/),
+    p('missing .onnx file', 'nowhere/model.onnx', [], /model not found: nowhere\/model\.onnx \(no such file or folder\)/),
     p('truncated onnx', fx('truncated.onnx'), [], /truncated\.onnx is not a valid ONNX model \(truncated or not ONNX/),
     p('not onnx', fx('not-onnx.onnx'), [], /not-onnx\.onnx is not a valid ONNX model/),
     p('not a decoder LM', fx('matmul'), [], /is not a decoder LM this tool understands/),
@@ -115,6 +116,7 @@ function pruneCases(): Case[] {
     p('too-short calibration text', STORIES, ['--calib', fx('short.txt')], /calibration text .*short\.txt has \d+ tokens, fewer than one window of 64/),
     p('seqlen above positions', STORIES, ['--seqlen', '1000'], /--seqlen 1000 is longer than the model's 512 positions/),
     p('nsamples 0', STORIES, ['--nsamples', '0'], /--nsamples must be a positive integer, got 0/),
+    { name: 'no --quiet: still one line', args: ['prune', '--model', STORIES, '--calib', fx('short.txt'), '--out', fx('out-verbose')], expect: /calibration text .*short\.txt has \d+ tokens, fewer than one window of 512/, out: fx('out-verbose') },
     p('output exists', STORIES, [], /output folder .*existing-out already exists: choose another --out or pass --force/, { out: fx('existing-out'), outExisted: true }),
     p('output under a file', STORIES, [], /cannot create --out .*a-file\/sub: .*a-file is a file, not a folder/, { out: fx('a-file/sub') }),
     p('output in /proc', STORIES, [], /cannot write to \/proc: choose an --out folder you can write to/, { out: '/proc/sparsellm-out' }),
@@ -133,7 +135,7 @@ function pruneCases(): Case[] {
 
 function evalInspectCases(): Case[] {
   return [
-    { name: 'eval: missing model', args: ['eval', '--model', fx('nothing-here'), '--dataset', 'tinystories'], expect: /is neither a path nor a known name/ },
+    { name: 'eval: missing model', args: ['eval', '--model', fx('nothing-here'), '--dataset', 'tinystories'], expect: /model not found: .*nothing-here \(no such file or folder\)/ },
     { name: 'eval: unknown dataset', args: ['eval', '--model', STORIES, '--dataset', 'wiki'], expect: /unknown dataset "wiki"/ },
     { name: 'eval: window above positions', args: ['eval', '--model', STORIES, '--dataset', 'tinystories', '--seqlen', '5000'], expect: /--seqlen 5000 is longer than the model's 512 positions/ },
     { name: 'eval: text shorter than a window', args: ['eval', '--model', STORIES, '--dataset', fx('short.txt'), '--seqlen', '64'], expect: /short\.txt has \d+ tokens, fewer than one window of 64; use a shorter --seqlen or --per-document/ },

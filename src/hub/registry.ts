@@ -2,7 +2,7 @@
 // Hub downloads go to a cache (SPARSELLM_CACHE, else $HF_HOME-like ~/.cache/sparsellm/models) and are reused offline.
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, createWriteStream, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +68,9 @@ export async function fetchHubModel(repo: string): Promise<string> {
 /** Turns the user's MODEL argument into a local path (folder or .onnx file). */
 export async function resolveModelArgument(model: string): Promise<string> {
   if (existsSync(model)) return resolve(model);
+  if (isAbsolute(model) || /^\.{1,2}\//.test(model) || model.endsWith('.onnx') || model.split('/').length > 2) {
+    throw new UserError(`model not found: ${model} (no such file or folder)`);
+  }
   const reg = loadRegistry();
   const entry = reg.models[model];
   if (entry?.bundled) return join(projectRoot, entry.bundled);

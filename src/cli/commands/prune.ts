@@ -4,7 +4,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../../errors.js';
 import { METHODS, describeSpec, sparsitySpec, type Method, type PruneOptions } from '../../pipeline/options.js';
 import { interruption, runPrune, type PruneReport } from '../../pipeline/prune.js';
-import { createProgress } from '../../pipeline/progress.js';
+import { createProgress, type Progress } from '../../pipeline/progress.js';
 
 interface PruneArgs {
   model: string;
@@ -74,8 +74,19 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     quiet: argv.quiet || argv.json,
     maxMemoryGb: argv.maxMemory,
   };
-  const progress = createProgress(!options.quiet);
-  progress.log(`sparsellm prune: ${options.method}, ${describeSpec(spec)}, ${options.nsamples} × ${options.seqlen ?? 'default'} tokens of ${options.calib}`);
+  // The header goes out with the first progress output, i.e. after runPrune's checks: a bad input prints one line.
+  const bars = createProgress(!options.quiet);
+  let header: string | undefined = `sparsellm prune: ${options.method}, ${describeSpec(spec)}, ${options.nsamples} × ${options.seqlen ?? 'default'} tokens of ${options.calib}`;
+  const flushHeader = () => {
+    if (header !== undefined) bars.log(header);
+    header = undefined;
+  };
+  const progress: Progress = {
+    start: (label, total) => (flushHeader(), bars.start(label, total)),
+    tick: (n, detail) => bars.tick(n, detail),
+    stop: () => bars.stop(),
+    log: (line) => (flushHeader(), bars.log(line)),
+  };
 
   const onSigint = () => {
     if (interruption.requested) {

@@ -6,7 +6,7 @@
  */
 import { analyzeDecoder, OnnxModel, resolveModelFile } from '../src/model/index.js';
 import { resolveModelArgument } from '../src/hub/registry.js';
-import { estimatePeakMemory } from '../src/pipeline/memory.js';
+import { estimatePeakMemory, modelShape } from '../src/pipeline/memory.js';
 import { sparsitySpec, type Method, type PruneOptions } from '../src/pipeline/options.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
@@ -54,7 +54,6 @@ const report = await runPrune(options, createProgress(false));
 const maxRssKb = process.resourceUsage().maxRSS;
 const model = OnnxModel.load(resolveModelFile(await resolveModelArgument(a.model)));
 const layout = analyzeDecoder(model);
-const hidden = layout.blocks[0]!.linears[0]!.inFeatures;
-const estimateBytes = a.method === 'magnitude' ? 0 : estimatePeakMemory(layout, a.nsamples, a.seqlen, hidden, a.method).bytes;
+const estimateBytes = a.method === 'magnitude' ? 0 : estimatePeakMemory(layout, a.nsamples, a.seqlen, modelShape(model, layout, a.nsamples, a.seqlen), a.method).bytes;
 const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes };
 process.stdout.write(`${JSON.stringify(result)}\n`);

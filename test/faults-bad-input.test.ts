@@ -10,7 +10,7 @@ import {
   ValueInfoProtoSchema,
 } from 'onnx-buf';
 import { OnnxModel, analyzeDecoder } from '../src/model/index.js';
-import { checkMemory, estimatePeakMemory } from '../src/pipeline/memory.js';
+import { checkMemory, estimatePeakMemory, modelShape } from '../src/pipeline/memory.js';
 import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult } from './faults-helpers.js';
 import { sharedDir } from './helpers.js';
 
@@ -194,7 +194,7 @@ describe('memory estimate', () => {
     const model = OnnxModel.load(join(STORIES, 'onnx', 'model.onnx'));
     const layout = analyzeDecoder(model);
     for (const method of ['wanda', 'sparsegpt', 'sparsellm'] as const) {
-      const e = estimatePeakMemory(layout, 8, 128, 64, method);
+      const e = estimatePeakMemory(layout, 8, 128, modelShape(model, layout, 8, 128), method);
       assert.ok(e.bytes > 0);
       assert.doesNotThrow(() => checkMemory(e));
       assert.doesNotThrow(() => checkMemory(e, 4));
@@ -202,8 +202,9 @@ describe('memory estimate', () => {
   });
 
   it('a budget below the estimate stops with the figure and a --nsamples that would fit', () => {
-    const layout = analyzeDecoder(OnnxModel.load(join(STORIES, 'onnx', 'model.onnx')));
-    const e = estimatePeakMemory(layout, 128, 512, 64, 'sparsellm');
+    const model = OnnxModel.load(join(STORIES, 'onnx', 'model.onnx'));
+    const layout = analyzeDecoder(model);
+    const e = estimatePeakMemory(layout, 128, 512, modelShape(model, layout, 128, 512), 'sparsellm');
     const limitGb = (e.bytes / 2 ** 30) * 0.6; // the runtime overhead alone is 300 MB
     assert.throws(() => checkMemory(e, limitGb), (err: Error) => {
       assert.match(err.message, /^estimated peak memory \d+ MB \(.+\) exceeds the \d+ MB available: lower --nsamples \(about \d+ would fit\) or --seqlen$/);

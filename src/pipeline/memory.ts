@@ -3,7 +3,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { UserError } from '../errors.js';
-import type { DecoderLayout } from '../model/index.js';
+import { statSync } from 'node:fs';
+import { readModelConfig } from '../model/full-session.js';
+import type { DecoderLayout, OnnxModel } from '../model/index.js';
 import type { Method } from './options.js';
 
 export interface MemoryEstimate {
@@ -13,8 +15,35 @@ export interface MemoryEstimate {
   seqlen: number;
 }
 
-export function estimatePeakMemory(layout: DecoderLayout, nsamples: number, seqlen: number, hidden: number, method: Method): MemoryEstimate {
+export interface ModelShape {
+  hidden: number;
+  /** attention heads (config.json), for onnxruntime's [batch, heads, seqlen, seqlen] score tensors */
+  heads: number;
+  /** sequences per onnxruntime run */
+  microBatch: number;
+  /** bytes of weights held in memory besides the current block (inline models keep the whole file) */
+  residentModelBytes: number;
+}
+
+/** Sequences per onnxruntime run in the pipeline: about 4096 tokens. */
+export function microBatchSize(nsamples: number, seqlen: number): number {
+  return Math.max(1, Math.min(nsamples, Math.floor(4096 / seqlen)));
+}
+
+export function modelShape(model: OnnxModel, layout: DecoderLayout, nsamples: number, seqlen: number): ModelShape {
+  const hidden = layout.blocks[0]!.linears[0]!.inFeatures;
+  const heads = readModelConfig(model.path)?.num_attention_heads;
+  return {
+    hidden,
+    heads: typeof heads === 'number' ? heads : Math.max(1, Math.round(hidden / 64)),
+    microBatch: microBatchSize(nsamples, seqlen),
+    residentModelBytes: model.externalDataFiles.length === 0 ? statSync(model.path).size : 0,
+  };
+}
+
+export function estimatePeakMemory(layout: DecoderLayout, nsamples: number, seqlen: number, shape: ModelShape, method: Method): MemoryEstimate {
   const tokens = nsamples * seqlen;
+  const { hidden, heads, microBatch } = shape;
   let blockWeights = 0, hessians = 0, ffn = 0;
   for (const b of layout.blocks) {
     let w = 0;
@@ -35,6 +64,9 @@ export function estimatePeakMemory(layout: DecoderLayout, nsamples: number, seql
     hessians: method === 'wanda' ? 0 : hessians,
     // SparseLLM keeps the FFN input and its auxiliary variables (z, p, s, targets) for all tokens
     sparsellm: method === 'sparsellm' ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * 5 + ffn * ffn * 8 : 0,
+    // onnxruntime's attention scores/probabilities per run, and the captured linear inputs of one run
+    forward: microBatch * heads * seqlen * seqlen * 4 * 4 + microBatch * seqlen * ffn * 4 * 6,
+    model: shape.residentModelBytes,
     runtime: 300 * 2 ** 20,
   };
   return { bytes: Object.values(parts).reduce((a, b) => a + b, 0), parts, nsamples, seqlen };

@@ -14,7 +14,7 @@ import { readModelConfig } from '../model/full-session.js';
 import { native } from '../native/addon.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
-import { estimatePeakMemory, checkMemory } from './memory.js';
+import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './memory.js';
 import { parseLayers, targetSparsity, type PruneOptions } from './options.js';
 import { copyCompanionFiles, commitOutput, createPartial, planOutput } from './output.js';
 import { ffnInputRole, pruneBlock, type LinearReport } from './prune-block.js';
@@ -101,8 +101,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
   // Input weights must be finite: pruning cannot repair NaN/Inf.
   for (const b of layout.blocks) for (const l of b.linears) if (selected.has(b.index)) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${b.index} ${l.role})`);
 
-  const hidden = layout.blocks[0]!.linears[0]!.inFeatures;
-  if (needsCalibration) checkMemory(estimatePeakMemory(layout, o.nsamples, seqlen, hidden, o.method), o.maxMemoryGb);
+  if (needsCalibration) checkMemory(estimatePeakMemory(layout, o.nsamples, seqlen, modelShape(model, layout, o.nsamples, seqlen), o.method), o.maxMemoryGb);
   // Evaluation datasets and window, checked now rather than after the prune.
   for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
   if (o.evalSeqlen !== undefined) {
@@ -137,7 +136,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     let states: BlockState[] = [];
     if (source) {
       const t = clock();
-      const batch = Math.max(1, Math.min(o.nsamples, Math.floor(4096 / seqlen)));
+      const batch = microBatchSize(o.nsamples, seqlen);
       progress.start('calibration', o.nsamples);
       let pending: BigInt64Array[] = [];
       const flush = async () => {

@@ -67,6 +67,7 @@ interface Row {
   /** SparseLLM: Eq. 4.5 objective after each epoch, per block; and the epoch kept per block */
   objective?: number[][];
   outputError?: number[][];
+  chosenEpoch?: number[];
 }
 
 const VARIANTS: Record<string, { method: PruneOptions['method']; sparsellm?: SparseLlmOptions }> = {
@@ -89,6 +90,7 @@ async function prune(modelPath: string, evals: string[], calib: string, spec: Sp
     pruneSeconds: r.timings.total! - r.timings.eval!,
     objective: r.sparsellm.length ? r.sparsellm.map((b) => b.epochs.map((e) => e.objective)) : undefined,
     outputError: r.sparsellm.length ? r.sparsellm.map((b) => b.epochs.map((e) => e.outputError)) : undefined,
+    chosenEpoch: r.sparsellm.length ? r.sparsellm.map((b) => b.chosenEpoch) : undefined,
   };
 }
 
@@ -102,6 +104,8 @@ function markdown(name: string, dense: Record<string, number>, rows: Row[], eval
   if (withObjective.length) {
     out.push('', 'SparseLLM Eq. 4.5 objective after each epoch (block 0 … last), PTB calibration:', '');
     for (const r of withObjective) out.push(`- ${r.setting}: ${r.objective!.map((b) => b.map((v) => v.toExponential(3)).join(' → ')).join(' ; ')}`);
+    out.push('', 'Epoch kept per block (lowest FFN output error on the calibration data; 0 = SparseGPT + output refit):', '');
+    for (const r of withObjective) out.push(`- ${r.setting}: ${r.chosenEpoch!.join(', ')}`);
   }
   if (sweep.length) {
     out.push('', 'Sweep at 80 % (PTB calibration):', '', `| settings | ${evals.join(' | ')} |`, `|---|${evals.map(() => '---').join('|')}|`);

@@ -28,7 +28,7 @@ export interface LinearReport {
 export interface BlockPruneResult {
   weights: Map<string, Float32Array>;
   linears: LinearReport[];
-  sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; seconds: number };
+  sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number };
 }
 
 type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: PruneOptions, spec: SparsitySpec) => Promise<{ retries?: number }>;
@@ -138,6 +138,7 @@ export async function pruneBlock(
     sparsellm = {
       epochs: result.epochs.map((e) => ({ objective: e.objective, outputError: e.outputError })),
       outputError: result.outputError,
+      chosenEpoch: result.chosenEpoch,
       seconds,
     };
   }

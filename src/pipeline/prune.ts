@@ -30,7 +30,7 @@ export interface PruneReport {
   arguments: Record<string, unknown>;
   sparsity: { target: number; prunedLayers: number; overall: number };
   layers: LinearReport[];
-  sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number }[];
+  sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number }[];
   timings: Record<string, number>;
   perplexity?: EvalResults;
   resumedBlocks: number;

@@ -1,7 +1,11 @@
 /**
  * Micro-benchmark of the pruning solvers on OPT-125m-sized layers, beside the SGEMM rate measured in the same run.
  *   node --import tsx bench/solvers.ts         (prints a table, then the JSON)
+ *   node --import tsx bench/solvers.ts --no-sparsellm   (skips the SparseLLM FFN row)
  *   import { benchSolvers } from './solvers.js' (returns the figures; for `npm run bench`)
+ * The Hessian row times one add() of N tokens into an accumulator that already holds a batch (as in the
+ * pipeline, which accumulates many batches into one H): a fresh H would also time the first-touch page faults
+ * of the new Float32Array (~5 ms/MB on this project's VMs), not the SSYRK.
  * GFLOP/s counts the dense-algebra work of each algorithm (formulas next to each entry), so it is comparable with SGEMM.
  */
 import { pathToFileURL } from 'node:url';
@@ -66,6 +70,17 @@ export async function benchSolvers(opts: { tokens?: number; sparsity?: number; s
     const X = rand(N * inp, 3);
     const acc = new HessianAccumulator(inp);
     await acc.add(X, N, N / 2048);
+    {
+      // SSYRK (n² N flops, the upper triangle) + mirror, on an accumulator that is already in use
+      const h = new HessianAccumulator(inp);
+      await h.add(X, N, N / 2048);
+      const t = await best(3, async () => {
+        const t0 = performance.now();
+        await h.add(X, N, N / 2048);
+        return { seconds: (performance.now() - t0) / 1000 };
+      });
+      add('hessian XᵀX', `n=${inp}, N=${N}`, t.seconds, (inp * inp * N) / 1e9, await sgemmRate(inp, N, inp));
+    }
     const sc = new WandaScaler(inp);
     await sc.add(X, N, N / 2048);
     const W0 = rand(out * inp, 4, 0.05);
@@ -110,7 +125,7 @@ function printTable(r: SolverBenchResult): void {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const r = await benchSolvers();
+  const r = await benchSolvers({ sparsellm: !process.argv.includes('--no-sparsellm') });
   printTable(r);
   console.log(JSON.stringify(r));
 }

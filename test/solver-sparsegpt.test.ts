@@ -28,6 +28,20 @@ test('SparseGPT matches a naive float64 implementation (loss and weights), unstr
   }
 });
 
+test('SparseGPT matches the naive float64 implementation on blocks large enough for the radix threshold select (rows·B >= 4096), unstructured and N:M', async () => {
+  const rows = 40, cols = 256, N = 600;
+  const X = correlatedX(N, cols, 11);
+  const H = hessian(X, N, cols, 3);
+  for (const spec of [{ sparsity: 0.5 }, { sparsity: 0.7 }, { prunen: 2, prunem: 4 }, { prunen: 4, prunem: 8 }]) {
+    const W = randn(rows * cols, 12);
+    const want = naiveSparseGpt(W, rows, cols, H, spec, 0.01, 128);
+    const r = await sparsegptPrune(W, rows, cols, H, { ...spec, blocksize: 128 });
+    assert.ok(Math.abs(r.loss - want.loss) <= 1e-4 * want.loss, `loss ${r.loss} vs ${want.loss} (${JSON.stringify(spec)})`);
+    assert.ok(relativeError(W, want.W) < 1e-4, `weights ${relativeError(W, want.W)}`);
+    for (let i = 0; i < W.length; i++) assert.equal(W[i] === 0, want.W[i] === 0);
+  }
+});
+
 test('SparseGPT sparsity: per-block shared threshold gives int(rows·B·s)+1 per block; N:M pattern in every group', async () => {
   const rows = 32, cols = 96, N = 300, B = 32;
   const X = correlatedX(N, cols, 2);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/ftz.h"
+
 namespace sparsellm {
 
 class PromiseWorker : public Napi::AsyncWorker {
@@ -60,7 +62,5 @@ inline void Require(Napi::Env env, bool ok, const std::string& message) {
   if (!ok) throw Napi::RangeError::New(env, message);
 }
 
-// Flush denormals to zero in the calling thread (long solver loops with tiny values).
-void EnableFlushToZero();
 
 }  // namespace sparsellm

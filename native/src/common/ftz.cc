@@ -1,4 +1,4 @@
-#include "common/async.h"
+#include "common/ftz.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <pmmintrin.h>
 #include <xmmintrin.h>

@@ -3,10 +3,13 @@
 #include <cmath>
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
-#include "common/async.h"
+#include "common/ftz.h"
 #include "common/blas.h"
 
 namespace sparsellm {
@@ -25,6 +28,82 @@ void ValidateSparsity(const Sparsity& sp, size_t cols) {
     throw std::invalid_argument("sparsity must be in [0, 1), got " + std::to_string(sp.sparsity));
 }
 
+namespace {
+// Persistent helper threads for ParallelFor (thread creation per call cost ~0.1 ms each on the loaded
+// 2-core machines, paid per SparseGPT block). One job at a time; a call made while the pool is busy (another
+// libuv thread, or a nested call from inside a job) falls back to spawning threads as before.
+class HelperPool {
+ public:
+  static HelperPool& Get() {
+    static HelperPool* pool = new HelperPool();  // never destroyed: helpers are detached
+    return *pool;
+  }
+  std::mutex run;  // held by the caller for the whole job
+  void Run(size_t threads, size_t n, size_t chunk, const std::function<void(size_t, size_t)>& fn) {
+    EnsureWorkers(threads - 1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      fn_ = &fn;
+      n_ = n;
+      chunk_ = chunk;
+      active_ = threads;
+      pending_ = threads - 1;
+      ++gen_;
+    }
+    cv_.notify_all();
+    std::exception_ptr err;
+    try {
+      fn(0, std::min(n, chunk));
+    } catch (...) {
+      err = std::current_exception();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+    if (err) std::rethrow_exception(err);
+  }
+
+ private:
+  void EnsureWorkers(size_t k) {
+    while (workers_ < k) {
+      const size_t id = ++workers_;
+      std::thread([this, id] { Loop(id); }).detach();
+    }
+  }
+  void Loop(size_t id) {
+    EnableFlushToZero();
+    t_helper = true;
+    size_t seen = 0;
+    for (;;) {
+      const std::function<void(size_t, size_t)>* fn;
+      size_t b, e;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return gen_ != seen; });
+        seen = gen_;
+        if (id >= active_) continue;
+        fn = fn_;
+        b = std::min(n_, id * chunk_);
+        e = std::min(n_, b + chunk_);
+      }
+      if (b < e) (*fn)(b, e);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_, done_;
+  const std::function<void(size_t, size_t)>* fn_ = nullptr;
+  size_t n_ = 0, chunk_ = 0, active_ = 0, pending_ = 0, gen_ = 0, workers_ = 0;
+
+ public:
+  static thread_local bool t_helper;
+};
+thread_local bool HelperPool::t_helper = false;
+}  // namespace
+
 void ParallelFor(size_t n, const std::function<void(size_t, size_t)>& fn, size_t minChunk) {
   size_t hw = std::max(1u, std::thread::hardware_concurrency());
   size_t threads = std::min(hw, (n + minChunk - 1) / std::max<size_t>(1, minChunk));
@@ -32,18 +111,24 @@ void ParallelFor(size_t n, const std::function<void(size_t, size_t)>& fn, size_t
     fn(0, n);
     return;
   }
-  std::vector<std::thread> pool;
   size_t chunk = (n + threads - 1) / threads;
+  auto& pool = HelperPool::Get();
+  if (!HelperPool::t_helper && pool.run.try_lock()) {
+    std::lock_guard<std::mutex> hold(pool.run, std::adopt_lock);
+    pool.Run(threads, n, chunk, fn);
+    return;
+  }
+  std::vector<std::thread> spawned;
   for (size_t t = 1; t < threads; ++t) {
     size_t b = t * chunk, e = std::min(n, b + chunk);
     if (b >= e) break;
-    pool.emplace_back([&fn, b, e] {
+    spawned.emplace_back([&fn, b, e] {
       EnableFlushToZero();
       fn(b, e);
     });
   }
   fn(0, std::min(n, chunk));
-  for (auto& th : pool) th.join();
+  for (auto& th : spawned) th.join();
 }
 
 float RoundToHalf(float x) {

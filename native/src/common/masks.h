@@ -18,4 +18,10 @@ inline void MarkSmallestInGroup(const float* score, int m, int n, uint8_t* mask)
 // k-th smallest (0-based) of values[0..n) — the `sorted[k]` of the reference; `scratch` holds n floats.
 float KthSmallest(const float* values, size_t n, size_t k, float* scratch);
 
+// Same result as KthSmallest for values that are all >= +0 (non-negative floats order like their bit
+// patterns): a radix select (three 12-bit histogram passes over a shrinking candidate set, then
+// nth_element on the few left) instead of nth_element over all n. Falls back to KthSmallest when a
+// value has its sign bit set or is NaN. `scratch` holds n floats.
+float KthSmallestNonNegative(const float* values, size_t n, size_t k, float* scratch);
+
 }  // namespace sparsellm

@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../src/native/addon.js';
 import { cudaAddon, cudaInfo, type CudaAddon } from '../src/native/device.js';
+import { naiveSparseGpt, randn } from '../test/solver-util.js';
 
 type CpuSparseGpt = (
   W: Float32Array, rows: number, cols: number, H: Float32Array, options: Record<string, unknown>,
@@ -37,27 +38,11 @@ function check(ok: boolean, what: string): void {
 
 // ---- data ------------------------------------------------------------------------------------------
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function gaussian(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-  return out;
-}
 /** Tokens with correlated features (a few shared directions + noise), like real activations. */
 function activations(rows: number, cols: number, seed: number): Float32Array {
-  const X = gaussian(rows * cols, seed);
+  const X = randn(rows * cols, seed);
   const k = 8;
-  const basis = gaussian(k * cols, seed + 1), coef = gaussian(rows * k, seed + 2);
+  const basis = randn(k * cols, seed + 1), coef = randn(rows * k, seed + 2);
   for (let r = 0; r < rows; r++)
     for (let j = 0; j < k; j++) {
       const c = coef[r * k + j]!;
@@ -95,93 +80,9 @@ async function time<T>(f: () => Promise<T>, repeats = 1): Promise<{ value: T; ms
 
 interface Spec { sparsity?: number; prunen?: number; prunem?: number; blocksize?: number; percdamp?: number }
 
-function cholLower(A: Float64Array, n: number): Float64Array {
-  const L = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    let s = A[j * n + j]!;
-    for (let k = 0; k < j; k++) s -= L[j * n + k]! ** 2;
-    if (!(s > 0)) throw new Error('reference: not positive definite');
-    const d = Math.sqrt(s);
-    L[j * n + j] = d;
-    for (let i = j + 1; i < n; i++) {
-      let t = A[i * n + j]!;
-      for (let k = 0; k < j; k++) t -= L[i * n + k]! * L[j * n + k]!;
-      L[i * n + j] = t / d;
-    }
-  }
-  return L;
-}
-
-export function referenceSparseGpt(W0: Float32Array, rows: number, cols: number, H0: Float32Array, spec: Spec): { W: Float64Array; loss: number } {
-  const n = cols, B = spec.blocksize ?? 128, percdamp = spec.percdamp ?? 0.01;
-  const W = Float64Array.from(W0), H = Float64Array.from(H0);
-  for (let i = 0; i < n; i++)
-    if (H[i * n + i] === 0) {
-      H[i * n + i] = 1;
-      for (let r = 0; r < rows; r++) W[r * cols + i] = 0;
-    }
-  let mean = 0;
-  for (let i = 0; i < n; i++) mean += H[i * n + i]!;
-  mean /= n;
-  for (let i = 0; i < n; i++) H[i * n + i]! += percdamp * mean;
-  // H^-1 = L^-T L^-1, then its upper Cholesky factor U = chol_lower(H^-1)^T.
-  const L = cholLower(H, n);
-  const Li = new Float64Array(n * n); // L^-1, lower
-  for (let c = 0; c < n; c++) {
-    for (let i = c; i < n; i++) {
-      let s = i === c ? 1 : 0;
-      for (let k = c; k < i; k++) s -= L[i * n + k]! * Li[k * n + c]!;
-      Li[i * n + c] = s / L[i * n + i]!;
-    }
-  }
-  const Hi = new Float64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let j = 0; j <= i; j++) {
-      let s = 0;
-      for (let k = i; k < n; k++) s += Li[k * n + i]! * Li[k * n + j]!;
-      Hi[i * n + j] = Hi[j * n + i] = s;
-    }
-  const Lh = cholLower(Hi, n);
-  const U = (i: number, j: number) => Lh[j * n + i]!; // U(i, j) = Lh(j, i), j >= i
-  let loss = 0;
-  const nm = (spec.prunen ?? 0) > 0;
-  for (let i1 = 0; i1 < n; i1 += B) {
-    const i2 = Math.min(i1 + B, n), cnt = i2 - i1;
-    const mask = new Uint8Array(rows * cnt);
-    if (!nm) {
-      if ((spec.sparsity ?? 0) === 0) continue;
-      const tmp = new Float64Array(rows * cnt);
-      for (let r = 0; r < rows; r++)
-        for (let j = 0; j < cnt; j++) tmp[r * cnt + j] = W[r * cols + i1 + j]! ** 2 / U(i1 + j, i1 + j) ** 2;
-      const sorted = Float64Array.from(tmp).sort();
-      const thresh = sorted[Math.min(sorted.length - 1, Math.floor(tmp.length * spec.sparsity!))]!;
-      for (let k = 0; k < tmp.length; k++) mask[k] = tmp[k]! <= thresh ? 1 : 0;
-    }
-    const Err = new Float64Array(rows * cnt);
-    for (let r = 0; r < rows; r++) {
-      const w = W.subarray(r * cols + i1, r * cols + i2);
-      for (let i = 0; i < cnt; i++) {
-        if (nm && i % spec.prunem! === 0) {
-          const idx = Array.from({ length: Math.min(spec.prunem!, cnt - i) }, (_, t) => i + t);
-          idx.sort((a, b) => w[a]! ** 2 / U(i1 + a, i1 + a) ** 2 - w[b]! ** 2 / U(i1 + b, i1 + b) ** 2 || a - b);
-          for (const j of idx.slice(0, spec.prunen!)) mask[r * cnt + j] = 1;
-        }
-        const x = w[i]!, q = mask[r * cnt + i] ? 0 : x, d = U(i1 + i, i1 + i);
-        const err = (x - q) / d;
-        loss += (x - q) ** 2 / d ** 2 / 2;
-        for (let j = i + 1; j < cnt; j++) w[j]! -= err * U(i1 + i, i1 + j);
-        w[i] = q;
-        Err[r * cnt + i] = err;
-      }
-    }
-    for (let r = 0; r < rows; r++)
-      for (let j = i2; j < n; j++) {
-        let s = 0;
-        for (let t = 0; t < cnt; t++) s += Err[r * cnt + t]! * U(i1 + t, j);
-        W[r * cols + j]! -= s;
-      }
-  }
-  return { W, loss };
+/** The float64 reference SparseGPT of the test suite (test/solver-util.ts), with this script's spec options. */
+function referenceSparseGpt(W0: Float32Array, rows: number, cols: number, H0: Float32Array, spec: Spec): { W: Float64Array; loss: number } {
+  return naiveSparseGpt(W0, rows, cols, H0, spec, spec.percdamp ?? 0.01, spec.blocksize ?? 128);
 }
 
 function structureOk(W: ArrayLike<number>, rows: number, cols: number, spec: Spec): boolean {
@@ -244,7 +145,7 @@ async function cpuOnly(): Promise<void> {
     for (const s of specs) {
       if ((s.prunen ?? 0) > 0 && cols % s.prunem! !== 0) continue;
       const spec = { ...s, blocksize: bs };
-      const W = gaussian(rows * cols, rows + cols);
+      const W = randn(rows * cols, rows + cols);
       const ref = referenceSparseGpt(W, rows, cols, H, spec);
       const got = await cpu(W, rows, cols, H, spec);
       console.log(`  ${rows}×${cols} bs ${bs} ${specName(s)}`);
@@ -287,7 +188,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
     for (const s of specs) {
       if ((s.prunen ?? 0) > 0 && cols % s.prunem! !== 0) continue;
       const spec = { ...s, blocksize: bs };
-      const W0 = gaussian(rows * cols, rows * cols);
+      const W0 = randn(rows * cols, rows * cols);
       const ref = referenceSparseGpt(W0, rows, cols, H, spec);
       const Wg = Float32Array.from(W0);
       const Hcopy = Float32Array.from(H);
@@ -309,7 +210,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
     const X = activations(256, cols, 5);
     for (let t = 0; t < 256; t++) X[t * cols + 7] = 0;
     const H = await hessianOf(X, 256, cols);
-    const W0 = gaussian(rows * cols, 9), Wg = Float32Array.from(W0);
+    const W0 = randn(rows * cols, 9), Wg = Float32Array.from(W0);
     await addon.cudaSparseGptPrune(Wg, rows, cols, H, { sparsity: 0.5, blocksize: 32 });
     const ref = referenceSparseGpt(W0, rows, cols, H, { sparsity: 0.5, blocksize: 32 });
     let deadZero = true;
@@ -322,7 +223,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
   if (args.has('--large')) layers.push([11008, 4096], [4096, 11008]);
   for (const [rows, cols] of layers) {
     const X = activations(2048, cols, 3), H = await hessianOf(X, 2048, cols);
-    const W0 = gaussian(rows * cols, 4);
+    const W0 = randn(rows * cols, 4);
     for (const s of specs) {
       const spec = { ...s, blocksize: 128 };
       let Wg = Float32Array.from(W0);
@@ -345,7 +246,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
 
   console.log('\n== SparseLLM elementwise z updates ==');
   {
-    const n = 1 << 20, p = gaussian(n, 11), m = gaussian(n, 12), s = gaussian(n, 13), z = new Float32Array(n);
+    const n = 1 << 20, p = randn(n, 11), m = randn(n, 12), s = randn(n, 13), z = new Float32Array(n);
     const alpha = 0.1, gamma = 0.1;
     await addon.cudaReluZUpdate(z, p, m, alpha, gamma);
     let worst = 0;

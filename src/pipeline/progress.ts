@@ -8,8 +8,32 @@ export interface Progress {
   log(line: string): void;
 }
 
-export function createProgress(enabled: boolean): Progress {
+/** Without a terminal (logs, CI), one line per finished phase instead of redrawn bars. */
+function lineProgress(): Progress {
+  let current: { label: string; total: number; done: number; t0: number } | undefined;
+  const finish = () => {
+    if (current) process.stderr.write(`${current.label}: ${current.done}/${current.total} in ${((performance.now() - current.t0) / 1000).toFixed(1)} s\n`);
+    current = undefined;
+  };
+  return {
+    start(label, total) {
+      finish();
+      current = { label, total, done: 0, t0: performance.now() };
+    },
+    tick(n = 1) {
+      if (current) current.done += n;
+    },
+    stop: finish,
+    log(line) {
+      finish();
+      process.stderr.write(`${line}\n`);
+    },
+  };
+}
+
+export function createProgress(enabled: boolean, interactive = Boolean(process.stderr.isTTY)): Progress {
   if (!enabled) return { start() {}, tick() {}, stop() {}, log() {} };
+  if (!interactive) return lineProgress();
   let bar: cliProgress.SingleBar | undefined;
   return {
     start(label, total) {
@@ -19,8 +43,6 @@ export function createProgress(enabled: boolean): Progress {
           stream: process.stderr,
           format: `${label.padEnd(24)} {bar} {percentage}% | {value}/{total} | ETA {eta_formatted} {detail}`,
           hideCursor: true,
-          noTTYOutput: !process.stderr.isTTY,
-          notTTYSchedule: 5000,
           etaBuffer: 20,
           clearOnComplete: false,
         },

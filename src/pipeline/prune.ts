@@ -66,6 +66,10 @@ async function relativeErrorFromHessian(W: Float32Array, Wp: Float32Array, H: Fl
   return den > 0 ? (await quad(D)) / den : 0;
 }
 
+function formatSeconds(s: number): string {
+  return s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
+}
+
 export function assertFinite(values: Float32Array, what: string): void {
   for (let k = 0; k < values.length; k++) {
     if (!Number.isFinite(values[k]!)) throw new UserError(`${what} contains NaN or Inf (at element ${k}): refusing to write a broken model`);
@@ -162,6 +166,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
 
     // 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run.
     const restored = new Map(checkpoint.finished.map((b) => [b.index, b]));
+    let prunedHere = 0, tFirstBlock = 0;
     for (const block of layout.blocks) {
       checkInterrupted(plan.partial);
       const i = block.index;
@@ -173,7 +178,13 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
         if (done.sparsellm) sparsellmReports.push({ block: i, ...done.sparsellm });
       } else if (selected.has(i)) {
         const t0 = clock();
+        // overall ETA from the blocks pruned so far in this run
+        const remaining = [...selected].filter((b) => b >= i && !restored.has(b)).length;
+        const eta = prunedHere > 0 ? ` — about ${formatSeconds(((t0 - tFirstBlock) / prunedHere) * remaining)} left` : '';
+        if (prunedHere === 0) tFirstBlock = t0;
+        progress.log(`block ${i} (${i + 1} of ${layout.blocks.length}): pruning with ${o.method}${eta}`);
         const result = await pruneOneBlock(runner, block, states, o, progress);
+        prunedHere++;
         timings.statistics += result.statisticsSeconds;
         timings.solve += result.solveSeconds;
         for (const [role, W] of result.weights) assertFinite(W, `pruned weight of block ${i} ${role}`);
@@ -272,7 +283,6 @@ async function pruneOneBlock(runner: BlockRunner, block: DecoderBlock, states: B
   for (const l of block.linears) if (l.biasName) biases.set(l.role, runner.model.readFloat32(l.biasName));
   const relErr = async (W: Float32Array, Wp: Float32Array, l: LinearLayer) =>
     o.method === 'magnitude' || o.method === 'wanda' ? null : relativeErrorFromHessian(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures);
-  progress.log(`block ${block.index}: pruning ${block.linears.map((l) => l.role).join(', ')} (${o.method})`);
   const result = await pruneBlock(block, family, weights, biases, stats, o, o.spec, relErr);
   return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
 }

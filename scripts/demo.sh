@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-system.sh
 export ONNXRUNTIME_NODE_INSTALL=skip ORT_DISABLE_TELEMETRY=1
 [ -f native/build/Release/sparsellm_native.node ] && [ -d node_modules ] || npm ci --no-audit --no-fund
+npm run --silent build   # compile src/ to dist/, which the bin runs
 npm run --silent demo
 node bin/sparsellm.js inspect out/demo

@@ -48,6 +48,8 @@ export interface PruneOptions {
   dataDir?: string;
   quiet: boolean;
   maxMemoryGb?: number;
+  /** Where the solvers run: 'auto' (default) takes CUDA when a CUDA build finds a GPU and cuBLAS. */
+  device?: 'cuda' | 'cpu' | 'auto';
 }
 
 export function sparsitySpec(sparsity: number | undefined, prunen: number | undefined, prunem: number | undefined): SparsitySpec {

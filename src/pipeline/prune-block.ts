@@ -3,6 +3,7 @@
 // FFN globally (fc1+fc2 for OPT, gate+up+down for LLaMA) and the attention projections locally with SparseGPT,
 // as the reference does (ALGORITHMS.md §1.3, §1.6).
 import type { DecoderBlock, FamilySpec, LinearLayer } from '../model/index.js';
+import { cudaSparseGptPrune } from '../native/device.js';
 import { magnitudePrune } from '../native/magnitude.js';
 import { sparsegptPrune } from '../native/sparsegpt.js';
 import { sparsellmLlama, sparsellmOpt, type SparseLlmResult } from '../native/sparsellm.js';
@@ -43,7 +44,8 @@ const LOCAL_SOLVERS: Record<Method, LocalSolver> = {
     return {};
   },
   sparsegpt: async (W, l, s, o, spec) => {
-    const r = await sparsegptPrune(W, l.outFeatures, l.inFeatures, s!.hessian(l.role).H, { ...spec, percdamp: o.percdamp, blocksize: o.blocksize });
+    const prune = o.device === 'cuda' ? cudaSparseGptPrune : sparsegptPrune;
+    const r = await prune(W, l.outFeatures, l.inFeatures, s!.hessian(l.role).H, { ...spec, percdamp: o.percdamp, blocksize: o.blocksize });
     return { retries: r.retries };
   },
   // SparseLLM prunes the attention projections locally with SparseGPT.

@@ -12,6 +12,7 @@ import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type LinearLayer } from '../model/index.js';
 import { readModelConfig } from '../model/full-session.js';
 import { native } from '../native/addon.js';
+import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
 import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './memory.js';
@@ -124,6 +125,10 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     }
     timings.calibration += clock() - t;
   }
+  // Solvers on the GPU where a CUDA build finds one (SparseGPT so far; see docs/CUDA.md), else the CPU.
+  const device = resolveDevice(o.device ?? 'auto');
+  o = { ...o, device: device.device };
+  progress.log(device.line);
   const runner = await BlockRunner.open(model);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it

@@ -33,6 +33,7 @@ interface PruneArgs {
   dataDir?: string;
   docSeparator?: string;
   maxMemory?: number;
+  device: 'cuda' | 'cpu' | 'auto';
   json: boolean;
   quiet: boolean;
 }
@@ -73,6 +74,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     dataDir: argv.dataDir,
     quiet: argv.quiet || argv.json,
     maxMemoryGb: argv.maxMemory,
+    device: argv.device,
   };
   // The header goes out with the first progress output, i.e. after runPrune's checks: a bad input prints one line.
   const bars = createProgress(!options.quiet);
@@ -153,6 +155,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('data-dir', { type: 'string', describe: 'folder with dataset files (also $SPARSELLM_DATA)' })
       .option('doc-separator', { type: 'string', describe: 'document separator of your own text file (default <|endoftext|>)' })
       .option('max-memory', { type: 'number', describe: 'memory budget in GB for the pre-run estimate (default: available memory)' })
+      .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'solver device: auto takes CUDA when a CUDA build finds a GPU (docs/CUDA.md)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the report as one JSON object on stdout' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as unknown as Argv<PruneArgs>,
   handler,

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { evalDocuments, evalTokens, resolveDataset } from '../src/data/datasets.js';
 import { documentChunks, documentPerplexity, windowPerplexity, type LogitsProvider } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
-import { FullModelSession, halfToFloat, resolveOnnxPath } from '../src/model/full-session.js';
+import { FullModelSession, halfToFloat } from '../src/model/full-session.js';
+import { resolveModelFile } from '../src/model/model-path.js';
 import { sharedDir } from './helpers.js';
 
 process.env.ORT_DISABLE_TELEMETRY = '1';
@@ -31,7 +32,7 @@ test('fp16 logits are widened exactly', () => {
 
 test('stories260K per document on the TinyStories sample: 1,804 predicted tokens, ppl ≈ 3.548', async () => {
   const dir = join(shared, 'models', 'stories260K');
-  const session = await FullModelSession.open(resolveOnnxPath(dir), { threads: 2 });
+  const session = await FullModelSession.open(resolveModelFile(dir), { threads: 2 });
   assert.equal(session.maxPositions, 512);
   const tok = loadTokenizer(dir);
   const docs = (await evalDocuments(resolveDataset(join(shared, 'models-src', 'eval-text', 'tinystories_sample.txt')))).map((d) => tok.encode(d));
@@ -49,7 +50,7 @@ test('stories260K per document on the TinyStories sample: 1,804 predicted tokens
 
 test('tiny-random-opt on PTB test (seqlen 128): full token count, finite ppl near the vocabulary size', async () => {
   const dir = join(shared, 'models', 'tiny-random-opt');
-  const session = await FullModelSession.open(resolveOnnxPath(dir), { threads: 2 });
+  const session = await FullModelSession.open(resolveModelFile(dir), { threads: 2 });
   assert.equal(session.vocabSize, 50272);
   const ids = await evalTokens(resolveDataset('ptb'), loadTokenizer(dir), 128, join(shared, 'data'));
   assert.equal(ids.length, 97722);

@@ -5,7 +5,7 @@
  * declared dtype, and `use_cache_branch` = false for merged decoders. Only `logits` is fetched; fp16 logits
  * are widened to Float32Array [batch, seqlen, vocab].
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors.js';
@@ -18,17 +18,6 @@ export interface FullModelOptions {
 }
 
 interface InputInfo { name: string; type: string; shape: (number | string)[] }
-
-/** MODEL folder (with onnx/model.onnx or model.onnx) or an .onnx file → the .onnx path. */
-export function resolveOnnxPath(model: string): string {
-  if (!existsSync(model)) throw new UserError(`model ${model} does not exist`);
-  if (statSync(model).isFile()) {
-    if (!model.endsWith('.onnx')) throw new UserError(`model ${model} is not an .onnx file or a model folder`);
-    return model;
-  }
-  for (const p of [join(model, 'onnx', 'model.onnx'), join(model, 'model.onnx')]) if (existsSync(p)) return p;
-  throw new UserError(`no ONNX model in ${model}: expected ${join(model, 'onnx', 'model.onnx')} or ${join(model, 'model.onnx')}`);
-}
 
 /** config.json of the model (beside the .onnx, or in the folder above `onnx/`). */
 export function readModelConfig(onnxPath: string): Record<string, unknown> | undefined {

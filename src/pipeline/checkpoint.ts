@@ -40,7 +40,7 @@ export class Checkpoint {
   /** Set when a resume switched the solver threads to the interrupted run's count. */
   readonly pinnedThreads: number | undefined;
 
-  constructor(partialDir: string, private readonly key: string, resume: boolean) {
+  constructor(partialDir: string, key: string, resume: boolean) {
     this.dir = join(partialDir, '.checkpoint');
     const manifestPath = join(this.dir, 'manifest.json');
     if (resume && existsSync(manifestPath)) {

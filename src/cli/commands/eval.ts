@@ -3,7 +3,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../../errors.js';
 import { resolveModelArgument } from '../../hub/registry.js';
-import { resolveOnnxPath } from '../../model/full-session.js';
+import { resolveModelFile } from '../../model/model-path.js';
 import { evaluateDatasets, evalJson, type EvalResults } from '../../pipeline/evaluate.js';
 import { createProgress } from '../../pipeline/progress.js';
 
@@ -27,7 +27,7 @@ async function handler(argv: ArgumentsCamelCase<EvalArgs>): Promise<void> {
     throw new UserError(`--max-windows must be a positive integer, got ${argv.maxWindows}`);
   }
   const names = argv.dataset.split(',').map((s) => s.trim()).filter(Boolean);
-  const onnx = resolveOnnxPath(await resolveModelArgument(argv.model));
+  const onnx = resolveModelFile(await resolveModelArgument(argv.model));
   const results = await evaluateDatasets(onnx, names, {
     seqlen: argv.seqlen, batch: argv.batch, perDocument: argv.perDocument, docSeparator: argv.docSeparator,
     dataDir: argv.dataDir, maxWindows: argv.maxWindows, threads: argv.threads, progress: createProgress(!argv.quiet && !argv.json),

@@ -140,3 +140,18 @@ test('the pruned stories260K loads unchanged in transformers.js and generates wh
   assert.deepEqual(generated, ids);
   assert.ok(readFileSync(join(out, 'config.json'), 'utf8').includes('llama'));
 });
+
+test('magnitude prunes the onnxruntime-genai fp16 layout (contrib ops, model.onnx.data): fp16 kept, external data kept, runs', async () => {
+  const src = join(shared, 'models-src', 'onnx-layout-ref-tiny-random-llama');
+  const out = join(work, 'genai-magnitude');
+  const r = await runCli(['prune', '--model', src, '--method', 'magnitude', '--sparsity', '0.5', '--quiet', '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(out, 'model.onnx.data')), 'external data keeps its layout name');
+  const info = await inspect(out);
+  assert.equal(info.blocks.length, 2);
+  for (const l of info.blocks.flatMap((b) => b.linears)) assert.ok(l.sparsity >= 0.5 && l.sparsity < 0.52, `${l.role}: ${l.sparsity}`);
+  const session = await FullModelSession.open(join(out, 'model.onnx'));
+  const logits = await session.logits(BigInt64Array.from([1n, 2n, 3n, 4n]), 1, 4);
+  await session.release();
+  assert.ok(logits.every(Number.isFinite));
+});

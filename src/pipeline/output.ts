@@ -1,6 +1,6 @@
 // The output folder: built in `<out>.partial` and moved into place only when complete, so an interrupted or
 // failed run never leaves a half-written model where the user expects one. The input is only ever read.
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 
@@ -64,6 +64,7 @@ export function copyCompanionFiles(plan: OutputPlan): string[] {
     const src = join(plan.modelRoot, f);
     if (existsSync(src) && statSync(src).isFile()) {
       copyFileSync(src, join(plan.partial, f));
+      chmodSync(join(plan.partial, f), 0o644); // the copy is the user's file, even when the input was read-only
       copied.push(f);
     }
   }

@@ -11,7 +11,8 @@
  * stories260K SentencePiece tokenizer (vocab 512), so the embedded `tinystories` calibration set works.
  */
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { create, toBinary } from '@bufbuild/protobuf';
 import {
   AttributeProtoSchema, AttributeProto_AttributeType, GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, OperatorSetIdProtoSchema,
@@ -42,7 +43,8 @@ export interface GeneratedModel {
 }
 
 const DT = TensorProto_DataType;
-const TOKENIZER_FROM = '/work/shared/models/stories260K';
+// the bundled stories260K's SentencePiece tokenizer (vocab 512), so generated models stay small
+const TOKENIZER_FROM = join(dirname(fileURLToPath(import.meta.url)), '..', 'models', 'stories260K');
 
 export function fillShape(s: OptShape): Required<OptShape> {
   const heads = s.heads ?? (s.hidden >= 256 ? s.hidden / 64 : 4);

@@ -32,7 +32,8 @@ export interface FileSpec {
 
 /** Data directories to search, in order. */
 export function dataDirs(explicit?: string): string[] {
-  const dirs = [explicit, process.env.SPARSELLM_DATA, join(projectRoot, '..', 'shared', 'data')];
+  const sharedData = process.env.SPARSELLM_SHARED ? join(process.env.SPARSELLM_SHARED, 'data') : undefined;
+  const dirs = [explicit, process.env.SPARSELLM_DATA, sharedData, join(projectRoot, '..', 'shared', 'data')];
   return dirs.filter((d): d is string => !!d).map((d) => resolve(d));
 }
 

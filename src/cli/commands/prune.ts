@@ -23,6 +23,8 @@ interface PruneArgs {
   epochs?: number;
   fc2Update?: 'gd' | 'lstsq';
   referenceQuirks: boolean;
+  outputRefit: boolean;
+  keepBest: boolean;
   percdamp: number;
   blocksize: number;
   out: string;
@@ -65,7 +67,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     layers: argv.layers,
     percdamp: argv.percdamp,
     blocksize: argv.blocksize,
-    sparsellm: { alpha: argv.alpha, beta: argv.beta, gamma: argv.gamma, epochs: argv.epochs, fc2Update: argv.fc2Update, referenceQuirks: argv.referenceQuirks },
+    sparsellm: { alpha: argv.alpha, beta: argv.beta, gamma: argv.gamma, epochs: argv.epochs, fc2Update: argv.fc2Update, referenceQuirks: argv.referenceQuirks, outputRefit: argv.outputRefit, keepBest: argv.keepBest },
     out: argv.out,
     force: argv.force,
     resume: argv.resume,
@@ -145,6 +147,8 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('epochs', { type: 'number', describe: 'SparseLLM alternating epochs (default 4)' })
       .option('fc2-update', { choices: ['gd', 'lstsq'] as const, describe: 'SparseLLM OPT fc2 refit: gd (reference, default) or lstsq (closed form)' })
       .option('reference-quirks', { type: 'boolean', default: false, describe: 'SparseLLM: reproduce the reference\'s fp16 casts and accumulated damping' })
+      .option('output-refit', { type: 'boolean', default: true, describe: 'SparseLLM: refit fc2/down on the real sparse activations each epoch (--no-output-refit = reference)' })
+      .option('keep-best', { type: 'boolean', default: true, describe: 'SparseLLM: keep the epoch with the lowest FFN output error (--no-keep-best = reference: last epoch)' })
       .option('percdamp', { type: 'number', default: 0.01, describe: 'SparseGPT damping, fraction of mean(diag H)' })
       .option('blocksize', { type: 'number', default: 128, describe: 'SparseGPT lazy-update block size' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (must not exist unless --force / --resume)' })

@@ -9,7 +9,7 @@ import { resolveDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
-import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type LinearLayer } from '../model/index.js';
+import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type DecoderLayout, type LinearLayer } from '../model/index.js';
 import { readModelConfig } from '../model/full-session.js';
 import { native } from '../native/addon.js';
 import { resolveDevice } from '../native/device.js';
@@ -77,6 +77,29 @@ export function assertFinite(values: Float32Array, what: string): void {
   }
 }
 
+/** Everything about the arguments and the input model that can be refused before any work is done. */
+function checkRun(o: PruneOptions, model: OnnxModel, layout: DecoderLayout, selected: Set<number>, seqlen: number): void {
+  const maxPos = readModelConfig(model.path)?.max_position_embeddings;
+  if (typeof maxPos === 'number' && seqlen > maxPos) throw new UserError(`--seqlen ${seqlen} is longer than the model's ${maxPos} positions`);
+  if (!Number.isInteger(o.nsamples) || o.nsamples < 1) throw new UserError(`--nsamples must be a positive integer, got ${o.nsamples}`);
+  const pruned = layout.blocks.filter((b) => selected.has(b.index)).flatMap((b) => b.linears);
+  // N:M needs the input size of every pruned linear to be a multiple of M.
+  if ('prunen' in o.spec) {
+    const m = o.spec.prunem;
+    const bad = pruned.find((l) => l.inFeatures % m !== 0);
+    if (bad) throw new UserError(`N:M with M = ${m} needs every input size to be a multiple of ${m}, but block ${bad.block} ${bad.role} has ${bad.inFeatures} inputs`);
+  }
+  // Input weights must be finite: pruning cannot repair NaN/Inf.
+  for (const l of pruned) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${l.block} ${l.role})`);
+  if (o.method !== 'magnitude') checkMemory(estimatePeakMemory(layout, o.nsamples, seqlen, modelShape(model, layout, o.nsamples, seqlen), o.method), o.maxMemoryGb);
+  // Evaluation datasets and window, checked now rather than after the prune.
+  for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
+  if (o.evalSeqlen !== undefined) {
+    if (!Number.isInteger(o.evalSeqlen) || o.evalSeqlen < 2) throw new UserError(`--eval-seqlen must be an integer ≥ 2, got ${o.evalSeqlen}`);
+    if (typeof maxPos === 'number' && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
+  }
+}
+
 export async function runPrune(o: PruneOptions, progress: Progress): Promise<PruneReport> {
   const timings: Record<string, number> = { calibration: 0, statistics: 0, solve: 0, rerun: 0, export: 0, eval: 0 };
   const clock = () => performance.now() / 1000;
@@ -92,27 +115,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
   const needsCalibration = o.method !== 'magnitude';
 
   const seqlen = o.seqlen ?? defaultSeqlen(onnxFile);
-  const cfg = readModelConfig(onnxFile);
-  const maxPos = cfg?.max_position_embeddings;
-  if (typeof maxPos === 'number' && seqlen > maxPos) throw new UserError(`--seqlen ${seqlen} is longer than the model's ${maxPos} positions`);
-  if (!Number.isInteger(o.nsamples) || o.nsamples < 1) throw new UserError(`--nsamples must be a positive integer, got ${o.nsamples}`);
-  // N:M needs the input size of every pruned linear to be a multiple of M.
-  if ('prunen' in spec) {
-    for (const b of layout.blocks) for (const l of b.linears) {
-      if (selected.has(b.index) && l.inFeatures % spec.prunem !== 0)
-        throw new UserError(`N:M with M = ${spec.prunem} needs every input size to be a multiple of ${spec.prunem}, but block ${b.index} ${l.role} has ${l.inFeatures} inputs`);
-    }
-  }
-  // Input weights must be finite: pruning cannot repair NaN/Inf.
-  for (const b of layout.blocks) for (const l of b.linears) if (selected.has(b.index)) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${b.index} ${l.role})`);
-
-  if (needsCalibration) checkMemory(estimatePeakMemory(layout, o.nsamples, seqlen, modelShape(model, layout, o.nsamples, seqlen), o.method), o.maxMemoryGb);
-  // Evaluation datasets and window, checked now rather than after the prune.
-  for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
-  if (o.evalSeqlen !== undefined) {
-    if (!Number.isInteger(o.evalSeqlen) || o.evalSeqlen < 2) throw new UserError(`--eval-seqlen must be an integer ≥ 2, got ${o.evalSeqlen}`);
-    if (typeof maxPos === 'number' && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
-  }
+  checkRun(o, model, layout, selected, seqlen);
   // Tokenizer and calibration text (missing, corrupt, too short) before `<out>.partial` exists.
   let source: CalibrationSource | undefined;
   if (needsCalibration) {

@@ -155,3 +155,18 @@ test('magnitude prunes the onnxruntime-genai fp16 layout (contrib ops, model.onn
   await session.release();
   assert.ok(logits.every(Number.isFinite));
 });
+
+test('sparsegpt prunes the genai fp16 layout with calibration through --tokenizer (the model ships none)', async () => {
+  const src = join(shared, 'models-src', 'onnx-layout-ref-tiny-random-llama');
+  const out = join(work, 'genai-sparsegpt');
+  const noTok = await runCli(['prune', '--model', src, '--method', 'sparsegpt', ...calib, '--out', out]);
+  assert.equal(noTok.code, 2);
+  assert.match(noTok.stderr.trim(), /^sparsellm: no tokenizer for .*tokenizer\.json/);
+  const r = await runCli(['prune', '--model', src, '--method', 'sparsegpt', '--sparsity', '0.5', ...calib,
+    '--tokenizer', join(shared, 'data', 'tokenizers', 'llama'), '--out', out, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  for (const l of report.layers) assert.ok(l.relativeError > 0 && l.relativeError < 1, `${l.role}: ${l.relativeError}`);
+  const info = await inspect(out);
+  for (const l of info.blocks.flatMap((b) => b.linears)) assert.ok(l.sparsity >= 0.5 && l.sparsity < 0.53, `${l.role}: ${l.sparsity}`);
+});

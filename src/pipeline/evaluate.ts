@@ -18,6 +18,8 @@ export interface EvaluateOptions {
   dataDir?: string;
   maxWindows?: number;
   threads?: number;
+  /** tokenizer folder or file, when the model folder has none */
+  tokenizer?: string;
   progress?: Progress;
 }
 
@@ -36,7 +38,7 @@ export function chooseSeqlen(requested: number | undefined, maxPositions: number
 export async function evaluateDatasets(onnxFile: string, names: string[], o: EvaluateOptions = {}): Promise<EvalResults> {
   if (names.length === 0) throw new UserError('no dataset to evaluate: name wikitext2, ptb, c4, tinystories or a .txt/.jsonl file');
   const defs = names.map((n) => resolveDataset(n, { docSeparator: o.docSeparator }));
-  const tok = loadTokenizer(onnxFile);
+  const tok = loadTokenizer(o.tokenizer ?? onnxFile);
   const session = await FullModelSession.open(onnxFile, { threads: o.threads });
   const seqlen = chooseSeqlen(o.seqlen, session.maxPositions);
   const model = (ids: BigInt64Array, b: number, l: number) => session.logits(ids, b, l);

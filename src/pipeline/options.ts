@@ -46,6 +46,8 @@ export interface PruneOptions {
   /** Evaluate only the first N windows per dataset (quick looks; not the reference number). */
   evalMaxWindows?: number;
   dataDir?: string;
+  /** Tokenizer folder or file when the model has none (default: the model's folder). */
+  tokenizer?: string;
   quiet: boolean;
   maxMemoryGb?: number;
   /** Where the solvers run: 'auto' (default) takes CUDA when a CUDA build finds a GPU and cuBLAS. */

@@ -120,7 +120,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
   let source: CalibrationSource | undefined;
   if (needsCalibration) {
     const t = clock();
-    const tok = loadTokenizer(onnxFile);
+    const tok = loadTokenizer(o.tokenizer ?? onnxFile);
     source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
     if (source.tokenCount !== undefined && source.tokenCount <= seqlen) {
       source.close();
@@ -231,7 +231,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     let perplexity: EvalResults | undefined;
     if (o.eval.length) {
       t = clock();
-      perplexity = await evaluateDatasets(outOnnx, o.eval, { seqlen: o.evalSeqlen, maxWindows: o.evalMaxWindows, dataDir: o.dataDir, docSeparator: o.docSeparator, progress });
+      perplexity = await evaluateDatasets(outOnnx, o.eval, { tokenizer: o.tokenizer, seqlen: o.evalSeqlen, maxWindows: o.evalMaxWindows, dataDir: o.dataDir, docSeparator: o.docSeparator, progress });
       timings.eval += clock() - t;
     }
     timings.total = clock() - tStart;

@@ -15,6 +15,7 @@ interface EvalArgs {
   perDocument: boolean;
   docSeparator?: string;
   dataDir?: string;
+  tokenizer?: string;
   maxWindows?: number;
   threads?: number;
   json: boolean;
@@ -30,7 +31,7 @@ async function handler(argv: ArgumentsCamelCase<EvalArgs>): Promise<void> {
   const onnx = resolveModelFile(await resolveModelArgument(argv.model));
   const results = await evaluateDatasets(onnx, names, {
     seqlen: argv.seqlen, batch: argv.batch, perDocument: argv.perDocument, docSeparator: argv.docSeparator,
-    dataDir: argv.dataDir, maxWindows: argv.maxWindows, threads: argv.threads, progress: createProgress(!argv.quiet && !argv.json),
+    dataDir: argv.dataDir, tokenizer: argv.tokenizer, maxWindows: argv.maxWindows, threads: argv.threads, progress: createProgress(!argv.quiet && !argv.json),
   });
   if (argv.json) {
     process.stdout.write(`${JSON.stringify(evalJson(results))}\n`);
@@ -62,6 +63,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option('batch', { type: 'number', default: 1, describe: 'windows per model run' })
       .option('per-document', { type: 'boolean', default: false, describe: 'score each document on its own with BOS (own files; default for tinystories)' })
       .option('doc-separator', { type: 'string', describe: 'document separator for --per-document (default <|endoftext|>)' })
+      .option('tokenizer', { type: 'string', describe: 'tokenizer folder or file, when the model folder has none' })
       .option('data-dir', { type: 'string', describe: 'folder with the dataset files (also $SPARSELLM_DATA)' })
       .option('max-windows', { type: 'number', describe: 'evaluate only the first N windows (quick look; not the reference number)' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })

@@ -33,6 +33,7 @@ interface PruneArgs {
   eval?: string;
   evalSeqlen?: number;
   dataDir?: string;
+  tokenizer?: string;
   docSeparator?: string;
   maxMemory?: number;
   device: 'cuda' | 'cpu' | 'auto';
@@ -74,6 +75,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     eval: (argv.eval ?? '').split(',').map((s) => s.trim()).filter(Boolean),
     evalSeqlen: argv.evalSeqlen,
     dataDir: argv.dataDir,
+    tokenizer: argv.tokenizer,
     quiet: argv.quiet || argv.json,
     maxMemoryGb: argv.maxMemory,
     device: argv.device,
@@ -156,6 +158,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from its last finished block' })
       .option('eval', { type: 'string', describe: 'evaluate the pruned model: wikitext2, ptb, c4, tinystories or a file (comma-separated)' })
       .option('eval-seqlen', { type: 'number', describe: 'evaluation window (default: the model\'s positions, at most 2048)' })
+      .option('tokenizer', { type: 'string', describe: 'tokenizer folder or file, when the model folder has none' })
       .option('data-dir', { type: 'string', describe: 'folder with dataset files (also $SPARSELLM_DATA)' })
       .option('doc-separator', { type: 'string', describe: 'document separator of your own text file (default <|endoftext|>)' })
       .option('max-memory', { type: 'number', describe: 'memory budget in GB for the pre-run estimate (default: available memory)' })

@@ -147,6 +147,33 @@ int TrtriU(int n, double* a) {
 // in the same exact arithmetic (each element receives its updates one at a time in column order; only the
 // float rounding of the lazy GEMM's dot products differs), and keeps OpenBLAS's thread pool out of the loop.
 constexpr size_t kR = 16;
+
+// N:M mask of one group of M consecutive columns for R rows held transposed (Wt[t * R + i] = row i, column t of
+// the group): keep[t * R + i] = 0 for the N smallest scores w² / d_t² of each row, 1 otherwise. A score's rank counts
+// earlier equal scores as smaller (ties go to the lower index, as MarkSmallestInGroup; NaN compares false).
+// Vectorised over the rows.
+static void NmGroupKeepMask(const float* Wt, size_t R, int M, int N, const float* d, float* keep) {
+  float sc[64 * kR];
+  for (int t = 0; t < M; ++t) {
+    const float* wt = Wt + size_t(t) * R;
+    for (size_t i = 0; i < R; ++i) sc[size_t(t) * R + i] = wt[i] * wt[i] / (d[t] * d[t]);
+  }
+  for (int t = 0; t < M; ++t) {
+    const float* st = sc + size_t(t) * R;
+    int rank[kR] = {};
+    for (int k = 0; k < t; ++k) {
+      const float* sk = sc + size_t(k) * R;
+      for (size_t i = 0; i < R; ++i) rank[i] += sk[i] <= st[i];
+    }
+    for (int k = t + 1; k < M; ++k) {
+      const float* sk = sc + size_t(k) * R;
+      for (size_t i = 0; i < R; ++i) rank[i] += sk[i] < st[i];
+    }
+    float* kp = keep + size_t(t) * R;
+    for (size_t i = 0; i < R; ++i) kp[i] = rank[i] < N ? 0.0f : 1.0f;
+  }
+}
+
 constexpr size_t kP = 16;  // panel width of the fast path
 
 struct LoopArgs {
@@ -272,30 +299,10 @@ SPARSELLM_INLINE void BlockLoopBody(const BlockArgs& a, size_t cb, size_t ce) {
       for (size_t j = p0; j < p1; ++j) {
         if (nm && j % size_t(a.M) == 0) {
           // N:M: rescore this group with the weights updated so far (the group lies inside the panel);
-          // prune the N smallest per row (ties to the lower index, as MarkSmallestInGroup)
-          // (rank of each score in its row's group, vectorised over the R rows: the same rule as
-          // MarkSmallestInGroup — earlier equal scores count as smaller; NaN compares false)
-          const int M = a.M;
-          float sc[64 * kR];
-          for (int t = 0; t < M; ++t) {
-            const float d = a.diag[j + size_t(t)];
-            const float* wt = Wt + (j + size_t(t)) * R;
-            for (size_t i = 0; i < R; ++i) sc[size_t(t) * R + i] = wt[i] * wt[i] / (d * d);
-          }
-          for (int t = 0; t < M; ++t) {
-            const float* st = sc + size_t(t) * R;
-            int rank[kR] = {};
-            for (int k = 0; k < t; ++k) {
-              const float* sk = sc + size_t(k) * R;
-              for (size_t i = 0; i < R; ++i) rank[i] += sk[i] <= st[i];
-            }
-            for (int k = t + 1; k < M; ++k) {
-              const float* sk = sc + size_t(k) * R;
-              for (size_t i = 0; i < R; ++i) rank[i] += sk[i] < st[i];
-            }
-            float* kp = keep + (j + size_t(t)) * R;
-            for (size_t i = 0; i < R; ++i) kp[i] = rank[i] < a.N ? 0.0f : 1.0f;
-          }
+          // prune the N smallest per row (NmGroupKeepMask)
+          float d[64];
+          for (int t = 0; t < a.M; ++t) d[t] = a.diag[j + size_t(t)];
+          NmGroupKeepMask(Wt + j * R, R, a.M, a.N, d, keep + j * R);
         }
         const float* u = a.Hinv + (a.i1 + j) * a.n + a.i1;  // row i1+j of Hinv, from the block start
         const float d = u[j];
@@ -376,29 +383,10 @@ SPARSELLM_INLINE void ColumnLoopBody(const LoopArgs& a, size_t c0, size_t c1, fl
       for (size_t j = p0; j < p1; ++j) {
         if (nm && j % size_t(a.M) == 0) {
           // N:M: rescore this group with the weights updated so far (the group lies inside the panel) and
-          // prune the N smallest per row: the rank of each score in its row's group, vectorised over the
-          // R rows, with MarkSmallestInGroup's rule (earlier equal scores count as smaller; NaN compares false)
-          const int M = a.M;
-          float sc[64 * kR];
-          for (int t = 0; t < M; ++t) {
-            const float d = a.Hinv[(j + size_t(t)) * (n + 1)];
-            const float* wt = Wt + (j + size_t(t)) * R;
-            for (size_t i = 0; i < R; ++i) sc[size_t(t) * R + i] = wt[i] * wt[i] / (d * d);
-          }
-          for (int t = 0; t < M; ++t) {
-            const float* st = sc + size_t(t) * R;
-            int rank[kR] = {};
-            for (int k = 0; k < t; ++k) {
-              const float* sk = sc + size_t(k) * R;
-              for (size_t i = 0; i < R; ++i) rank[i] += sk[i] <= st[i];
-            }
-            for (int k = t + 1; k < M; ++k) {
-              const float* sk = sc + size_t(k) * R;
-              for (size_t i = 0; i < R; ++i) rank[i] += sk[i] < st[i];
-            }
-            float* kp = keep + (j + size_t(t) - c0) * R;
-            for (size_t i = 0; i < R; ++i) kp[i] = rank[i] < a.N ? 0.0f : 1.0f;
-          }
+          // prune the N smallest per row (NmGroupKeepMask)
+          float d[64];
+          for (int t = 0; t < a.M; ++t) d[t] = a.Hinv[(j + size_t(t)) * (n + 1)];
+          NmGroupKeepMask(Wt + j * R, R, a.M, a.N, d, keep + (j - c0) * R);
         }
         const float* u = a.Hinv + j * n;  // row j of Hinv
         const float d = u[j];

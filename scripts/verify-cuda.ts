@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../src/native/addon.js';
 import { cudaAddon, cudaInfo, type CudaAddon } from '../src/native/device.js';
+import { relativeError } from '../test/helpers.js';
 import { naiveSparseGpt, randn } from '../test/solver-util.js';
 
 type CpuSparseGpt = (
@@ -51,15 +52,6 @@ function activations(rows: number, cols: number, seed: number): Float32Array {
   return X;
 }
 
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = a[i]! - b[i]!;
-    num += d * d;
-    den += b[i]! * b[i]!;
-  }
-  return Math.sqrt(num / (den || 1));
-}
 function maskMismatch(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let n = 0;
   for (let i = 0; i < b.length; i++) if ((a[i] === 0) !== (b[i] === 0)) n++;
@@ -106,7 +98,7 @@ function structureOk(W: ArrayLike<number>, rows: number, cols: number, spec: Spe
 }
 
 function compare(label: string, W: ArrayLike<number>, loss: number, ref: ArrayLike<number>, refLoss: number): void {
-  const mm = maskMismatch(W, ref), re = relErr(W, ref), le = Math.abs(loss - refLoss) / Math.abs(refLoss || 1);
+  const mm = maskMismatch(W, ref), re = relativeError(W, ref), le = Math.abs(loss - refLoss) / Math.abs(refLoss || 1);
   console.log(`      ${label}: mask mismatch ${(100 * mm).toFixed(3)}%, rel. W error ${re.toExponential(2)}, loss ${loss.toPrecision(6)} vs ${refLoss.toPrecision(6)}`);
   check(mm <= 0.005 && re <= 2e-2 && le <= 2e-2, `${label} within tolerance (mask ≤ 0.5%, W ≤ 2e-2, loss ≤ 2e-2)`);
 }
@@ -178,7 +170,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
     }, 3);
     let sym = true;
     for (let i = 0; i < cols && sym; i++) for (let j = 0; j < i; j++) if (Hg[i * cols + j] !== Hg[j * cols + i]) { sym = false; break; }
-    const e = relErr(Hg, Hc);
+    const e = relativeError(Hg, Hc);
     check(e <= 1e-5 && sym, `H ${cols}×${cols} from 2×${rows} tokens: rel. error ${e.toExponential(2)}, symmetric ${sym} (${usedCublas ? 'cuBLAS SSYRK' : 'tiled kernel'}) — CPU ${tc.ms.toFixed(1)} ms, GPU ${tg.ms.toFixed(1)} ms incl. transfers`);
   }
 
@@ -196,7 +188,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
       console.log(`  ${rows}×${cols} bs ${bs} ${specName(s)} (cholesky ${r.cholesky}, gemm ${r.gemm})`);
       compare('GPU vs float64 reference', Wg, r.loss, ref.W, ref.loss);
       check(structureOk(Wg, rows, cols, spec), 'GPU result has the required zeros');
-      check(relErr(H, Hcopy) === 0, 'H left unchanged');
+      check(relativeError(H, Hcopy) === 0, 'H left unchanged');
       if (cpu) {
         const Wc = Float32Array.from(W0);
         const c = await cpu(Wc, rows, cols, H, spec);

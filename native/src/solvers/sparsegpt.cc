@@ -148,6 +148,18 @@ int TrtriU(int n, double* a) {
 // float rounding of the lazy GEMM's dot products differs), and keeps OpenBLAS's thread pool out of the loop.
 constexpr size_t kR = 16;
 
+// One OBS column step for R rows: q = w·keep, err = (w − q)/[Hinv]_jj (into ej), loss += (w − q)²/[Hinv]_jj²,
+// w ← q. The update of the later columns from ej is the caller's.
+static inline void PruneColumn(float* wt, const float* kp, float d, double idd, size_t R, float* ej, double* loss) {
+  for (size_t i = 0; i < R; ++i) {
+    const float w = wt[i], q = w * kp[i];
+    const float x = w - q;
+    ej[i] = x / d;
+    loss[i] += double(x) * double(x) * idd;
+    wt[i] = q;
+  }
+}
+
 // N:M mask of one group of M consecutive columns for R rows held transposed (Wt[t * R + i] = row i, column t of
 // the group): keep[t * R + i] = 0 for the N smallest scores w² / d_t² of each row, 1 otherwise. A score's rank counts
 // earlier equal scores as smaller (ties go to the lower index, as MarkSmallestInGroup; NaN compares false).
@@ -310,13 +322,7 @@ SPARSELLM_INLINE void BlockLoopBody(const BlockArgs& a, size_t cb, size_t ce) {
         float* wt = Wt + j * R;
         const float* kp = keep + j * R;
         float* ej = E + (j - p0) * R;
-        for (size_t i = 0; i < R; ++i) {
-          const float w = wt[i], q = w * kp[i];
-          const float x = w - q;
-          ej[i] = x / d;
-          loss[i] += double(x) * double(x) * idd;
-          wt[i] = q;
-        }
+        PruneColumn(wt, kp, d, idd, R, ej, loss);
         float* et = a.ErrT + j * a.rows + r0;
         for (size_t i = 0; i < nr; ++i) et[i] = ej[i];
         for (size_t t = j + 1; t < p1; ++t) {  // inside the panel: at once
@@ -394,13 +400,7 @@ SPARSELLM_INLINE void ColumnLoopBody(const LoopArgs& a, size_t c0, size_t c1, fl
         float* wt = Wt + j * R;
         const float* kp = keep + (j - c0) * R;
         float* ej = E + (j - p0) * R;
-        for (size_t i = 0; i < R; ++i) {
-          const float w = wt[i], q = w * kp[i];
-          const float x = w - q;
-          ej[i] = x / d;
-          loss[i] += double(x) * double(x) * idd;
-          wt[i] = q;
-        }
+        PruneColumn(wt, kp, d, idd, R, ej, loss);
         for (size_t t = j + 1; t < p1; ++t) {  // inside the panel: at once
           float* w2 = Wt + t * R;
           const float ut = u[t];

@@ -2,7 +2,11 @@
 #pragma once
 #include <napi.h>
 
+#include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "common/async.h"
 #include "common/linalg.h"
@@ -59,6 +63,28 @@ inline F32View ArgF32(const Napi::CallbackInfo& info, size_t i, const char* what
   Require(info.Env(), v.length == len,
           std::string(what) + " has " + std::to_string(v.length) + " values, expected " + std::to_string(len));
   return v;
+}
+
+// Runs a mask-only solver (magnitude, Wanda) off the JS thread: `prune` returns the number of zeros; the Promise
+// resolves to { pruned, seconds }. `keep` lists the argument indices (typed arrays) to keep alive meanwhile.
+inline Napi::Value QueueMaskSolver(const Napi::CallbackInfo& info, std::function<size_t()> prune, std::vector<size_t> keep) {
+  auto out = std::make_shared<std::pair<size_t, double>>(0, 0.0);
+  auto* w = new PromiseWorker(
+      info.Env(),
+      [out, prune] {
+        auto t0 = std::chrono::steady_clock::now();
+        out->first = prune();
+        out->second = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      },
+      [out](Napi::Env e) {
+        auto r = Napi::Object::New(e);
+        r.Set("pruned", double(out->first));
+        r.Set("seconds", out->second);
+        return r;
+      });
+  for (size_t i : keep) w->Keep(info[i]);
+  w->Queue();
+  return w->Promise();
 }
 
 }  // namespace sparsellm

@@ -1,6 +1,3 @@
-#include <chrono>
-#include <memory>
-
 #include "binding/options.h"
 #include "binding/registry.h"
 #include "solvers/wanda.h"
@@ -9,30 +6,14 @@ namespace sparsellm {
 
 // wandaPrune(W, rows, cols, scaler[cols], spec): Promise<{ pruned, seconds }>
 static Napi::Value WandaPruneJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   size_t rows = ArgSize(info, 1, "rows"), cols = ArgSize(info, 2, "cols");
   auto W = ArgF32(info, 0, "W", rows * cols);
   auto S = ArgF32(info, 3, "scaler", cols);
   Sparsity sp = ParseSparsity(ArgObject(info, 4), cols);
-  auto out = std::make_shared<std::pair<size_t, double>>(0, 0.0);
-  auto* w = new PromiseWorker(
-      env,
-      [=] {
-        auto t0 = std::chrono::steady_clock::now();
-        RequireFinite(W.data, rows * cols, "wanda: W");
-        out->first = WandaPrune(W.data, rows, cols, S.data, sp);
-        out->second = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      },
-      [out](Napi::Env e) {
-        auto r = Napi::Object::New(e);
-        r.Set("pruned", double(out->first));
-        r.Set("seconds", out->second);
-        return r;
-      });
-  w->Keep(info[0]);
-  w->Keep(info[3]);
-  w->Queue();
-  return w->Promise();
+  return QueueMaskSolver(info, [=] {
+    RequireFinite(W.data, rows * cols, "wanda: W");
+    return WandaPrune(W.data, rows, cols, S.data, sp);
+  }, {0, 3});
 }
 
 // wandaScalerAccumulate(scaler[cols], X[rows, cols], rows, cols, nOld, nNew): Promise<void>

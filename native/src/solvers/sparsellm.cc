@@ -234,6 +234,15 @@ void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, 
   }, 1024);
 }
 
+// The output layer's (fc2 / down) Hessian for this epoch: the dense pass's when given (epoch 0), else the refresh
+// from the auxiliary activations p, H = (2/nsamples) pᵀp (Gp = pᵀp).
+void OutputLayerHessian(Buf& H, const float* dense, const Buf& Gp, size_t f, double nsamples) {
+  if (dense)
+    H.assign(dense, dense + f * f);
+  else
+    for (size_t i = 0; i < f * f; ++i) H[i] = float(2.0 / nsamples) * Gp[i];
+}
+
 // Output-layer refit on the real sparse activations A [N, f]: W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense),
 // then SparseGPT with H = (2/nsamples) AᵀA. Since W is the least-squares solution, SparseGPT's
 // ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the pruned layer fits the dense targets directly.
@@ -318,10 +327,7 @@ SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float
     CheckFinite(W1, f * d, "W1 after the refit");
     CheckFinite(W2, d * f, "W2 after the refit");
     // (2) fc2 Hessian refresh from p (SparseGPT scaling 2/nsamples Σ p pᵀ)
-    if (ep == 0 && H2in)
-      H2.assign(H2in, H2in + f * f);
-    else
-      for (size_t i = 0; i < f * f; ++i) H2[i] = float(2.0 / nsamples) * Gp[i];
+    OutputLayerHessian(H2, ep == 0 ? H2in : nullptr, Gp, f, nsamples);
     // (3) prune fc1 then fc2 with SparseGPT (mask from scratch)
     st.prune.push_back(SparseGptPrune(W1, f, d, H1work.data(), PruneOptions(o, o.referenceQuirks)));
     st.prune.push_back(SparseGptPrune(W2, d, f, H2.data(), PruneOptions(o, false)));
@@ -428,10 +434,7 @@ SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, flo
     CheckFinite(Wg, f * d, "Wg after the refit");
     CheckFinite(Wd, d * f, "Wd after the refit");
     // (2) down_proj Hessian refresh from p
-    if (ep == 0 && HdIn)
-      Hd.assign(HdIn, HdIn + f * f);
-    else
-      for (size_t i = 0; i < f * f; ++i) Hd[i] = float(2.0 / nsamples) * Gp[i];
+    OutputLayerHessian(Hd, ep == 0 ? HdIn : nullptr, Gp, f, nsamples);
     // (3) prune up, gate, down
     st.prune.push_back(SparseGptPrune(Wu, f, d, Hu.data(), PruneOptions(o, o.referenceQuirks)));
     st.prune.push_back(SparseGptPrune(Wg, f, d, Hg.data(), PruneOptions(o, o.referenceQuirks)));

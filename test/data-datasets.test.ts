@@ -10,11 +10,11 @@ import { evalTokens, resolveDataset, splitRows, splitText } from '../src/data/da
 import { PythonRandom } from '../src/data/python-random.js';
 import { loadTokenizer, type TextTokenizer } from '../src/data/tokenizer.js';
 import { UserError } from '../src/errors.js';
-import { sharedDir } from './helpers.js';
+import { BUNDLED_STORIES, needsShared, shared } from './helpers.js';
 
-const shared = sharedDir();
-const dataDir = join(shared, 'data');
-const opt = loadTokenizer(join(shared, 'models', 'tiny-random-opt'));
+const dataDir = shared('data');
+const optDir = shared('models', 'tiny-random-opt');
+const optTokenizer = () => loadTokenizer(optDir);
 
 /** Toy tokenizer (also written in Python to derive the expected draws): BOS 1, one id per whitespace word. */
 const wordTok: TextTokenizer = {
@@ -24,28 +24,28 @@ const wordTok: TextTokenizer = {
   encode: (t) => [1, ...t.split(/\s+/).filter(Boolean).map((w) => (w.length % 97) + 3)],
 };
 
-test('wikitext2 test: HF rows reproduced, "\\n\\n"-joined, 287,645 OPT tokens (≈287.6k)', async () => {
+test('wikitext2 test: HF rows reproduced, "\\n\\n"-joined, 287,645 OPT tokens (≈287.6k)', { skip: needsShared('data/wikitext2', optDir) }, async () => {
   const def = resolveDataset('wikitext2');
   const rows = await splitRows(def, 'test', dataDir);
-  assert.equal(rows.length, 4358);
+  assert.equal(rows.length, 4358); // rows of HF wikitext-2-raw-v1 test
   assert.deepEqual(rows.slice(0, 3), ['', ' = Robert Boulter = \n', '']);
-  const ids = await evalTokens(def, opt, 2048, dataDir);
-  assert.equal(ids.length, 287645);
+  const ids = await evalTokens(def, optTokenizer(), 2048, dataDir);
+  assert.equal(ids.length, 287645); // the SparseGPT/SparseLLM reference's OPT token count for WikiText-2 test
   assert.equal(ids[0], 2);
   assert.equal(Math.floor(ids.length / 2048), 140); // windows of the reference protocol
 });
 
-test('ptb test: stripped lines joined with " "', async () => {
+test('ptb test: stripped lines joined with " "', { skip: needsShared('data/ptb') }, async () => {
   const def = resolveDataset('ptb');
   const rows = await splitRows(def, 'test', dataDir);
-  assert.equal(rows.length, 3761);
+  assert.equal(rows.length, 3761); // lines of ptb.test.txt
   assert.equal(rows[0], "no it was n't black monday");
   const text = await splitText(def, 'test', dataDir);
   assert.ok(text.startsWith("no it was n't black monday but while"));
-  assert.equal(text.split(/\s+/).length, 78669);
+  assert.equal(text.split(/\s+/).length, 78669); // words of ptb.test.txt (wc -w)
 });
 
-test('wikitext2 train is missing offline: one-line UserError naming the file and where to put it', async () => {
+test('wikitext2 train is missing offline: one-line UserError naming the file and where to put it', { skip: needsShared('data/wikitext2') }, async () => {
   const saved = { HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE, HF_HOME: process.env.HF_HOME };
   process.env.HF_HUB_OFFLINE = '1';
   process.env.HF_HOME = mkdtempSync(join(tmpdir(), 'sparsellm-hf-'));
@@ -59,10 +59,11 @@ test('wikitext2 train is missing offline: one-line UserError naming the file and
 
 test('unknown dataset names and unsupported files are UserErrors', () => {
   assert.throws(() => resolveDataset('wikitext3'), (e: unknown) => e instanceof UserError && /wikitext2/.test(e.message));
-  assert.throws(() => resolveDataset(join(shared, 'models', 'stories260K', 'onnx', 'model.onnx')), UserError);
+  assert.throws(() => resolveDataset(join(BUNDLED_STORIES, 'onnx', 'model.onnx')), UserError);
 });
 
-test('text calibration: windows are ids[i:i+seqlen] with i = randint(0, ntok-seqlen-1) after seed(seed)', async () => {
+test('text calibration: windows are ids[i:i+seqlen] with i = randint(0, ntok-seqlen-1) after seed(seed)', { skip: needsShared('data/ptb', optDir) }, async () => {
+  const opt = optTokenizer();
   const def = resolveDataset('ptb');
   const all = opt.encode(await splitText(def, 'test', dataDir));
   const testDef = { ...def, calibrationSplit: 'test' };
@@ -78,7 +79,7 @@ test('text calibration: windows are ids[i:i+seqlen] with i = randint(0, ntok-seq
 });
 
 test('text shorter than one window: UserError with the token count', async () => {
-  const stories = loadTokenizer(join(shared, 'models', 'stories260K'));
+  const stories = loadTokenizer(BUNDLED_STORIES);
   const src = await prepareCalibration('tinystories', stories);
   assert.ok(src.tokenCount! > 1000 && src.tokenCount! < 2500);
   await assert.rejects(async () => {
@@ -86,7 +87,7 @@ test('text shorter than one window: UserError with the token count', async () =>
   }, (e: unknown) => e instanceof UserError && new RegExp(`has ${src.tokenCount} tokens, fewer than one window of 4096`).test(e.message));
 });
 
-test('c4 calibration: document draws with rejection (> seqlen tokens) match CPython', async () => {
+test('c4 calibration: document draws with rejection (> seqlen tokens) match CPython', { skip: needsShared('data/c4') }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sparsellm-c4-'));
   mkdirSync(join(dir, 'c4'));
   const fixtures = ['01', '02', '03'].map((k) =>
@@ -100,7 +101,7 @@ test('c4 calibration: document draws with rejection (> seqlen tokens) match CPyt
   assert.deepEqual(got, [[8, 5, 6, 10, 5], [12, 5, 17, 5, 16], [8, 5, 10, 5, 5], [6, 7, 8, 7, 11]]);
 });
 
-test('c4 validation: first 1100 documents joined with " ", cut to 256 windows', async () => {
+test('c4 validation: first 1100 documents joined with " ", cut to 256 windows', { skip: needsShared('data/c4') }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sparsellm-c4v-'));
   mkdirSync(join(dir, 'c4'));
   const five = readFileSync(join(dataDir, 'c4', 'c4-train.00000-of-01024.first5.json'));

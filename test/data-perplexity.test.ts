@@ -7,10 +7,9 @@ import { documentChunks, documentPerplexity, windowPerplexity, type LogitsProvid
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { FullModelSession, halfToFloat } from '../src/model/full-session.js';
 import { resolveModelFile } from '../src/model/model-path.js';
-import { sharedDir } from './helpers.js';
+import { BUNDLED_STORIES, needsShared, projectRoot, shared } from './helpers.js';
 
 process.env.ORT_DISABLE_TELEMETRY = '1';
-const shared = sharedDir();
 
 test('uniform logits give ppl = vocab; windows drop the remainder', async () => {
   const uniform: LogitsProvider = async (_ids, b, l) => new Float32Array(b * l * 7);
@@ -31,29 +30,29 @@ test('fp16 logits are widened exactly', () => {
 });
 
 test('stories260K per document on the TinyStories sample: 1,804 predicted tokens, ppl ≈ 3.548', async () => {
-  const dir = join(shared, 'models', 'stories260K');
+  const dir = BUNDLED_STORIES;
   const session = await FullModelSession.open(resolveModelFile(dir), { threads: 2 });
-  assert.equal(session.maxPositions, 512);
+  assert.equal(session.maxPositions, 512); // config.json max_position_embeddings
   const tok = loadTokenizer(dir);
-  const docs = (await evalDocuments(resolveDataset(join(shared, 'models-src', 'eval-text', 'tinystories_sample.txt')))).map((d) => tok.encode(d));
+  const docs = (await evalDocuments(resolveDataset(join(projectRoot, 'calibration', 'data', 'tinystories_sample.txt')))).map((d) => tok.encode(d));
   assert.equal(docs.length, 5);
   const model: LogitsProvider = (ids, b, l) => session.logits(ids, b, l);
   let calls = 0;
   const one = await documentPerplexity(docs, model, { seqlen: 512, batch: 1, onProgress: () => calls++ });
   const batched = await documentPerplexity(docs, model, { seqlen: 512, batch: 5 });
   await session.release();
-  assert.equal(one.predictedTokens, 1804);
+  assert.equal(one.predictedTokens, 1804); // 5 stories: every token after each BOS (README results table)
   assert.ok(Math.abs(one.perplexity - 3.548) / 3.548 < 0.02, `ppl ${one.perplexity}`);
   assert.ok(Math.abs(batched.perplexity - one.perplexity) < 1e-4, 'right padding must not change the result');
   assert.equal(calls, 5);
 });
 
-test('tiny-random-opt on PTB test (seqlen 128): full token count, finite ppl near the vocabulary size', async () => {
-  const dir = join(shared, 'models', 'tiny-random-opt');
+test('tiny-random-opt on PTB test (seqlen 128): full token count, finite ppl near the vocabulary size', { skip: needsShared('models/tiny-random-opt', 'data/ptb') }, async () => {
+  const dir = shared('models', 'tiny-random-opt');
   const session = await FullModelSession.open(resolveModelFile(dir), { threads: 2 });
-  assert.equal(session.vocabSize, 50272);
-  const ids = await evalTokens(resolveDataset('ptb'), loadTokenizer(dir), 128, join(shared, 'data'));
-  assert.equal(ids.length, 97722);
+  assert.equal(session.vocabSize, 50272); // OPT's vocabulary (config.json vocab_size)
+  const ids = await evalTokens(resolveDataset('ptb'), loadTokenizer(dir), 128, shared('data'));
+  assert.equal(ids.length, 97722); // PTB test, OPT tokenizer: the reference's token count (763 windows of 128)
   // 763 windows would take minutes on 2 cores; the first 12 windows show the behaviour.
   const r = await windowPerplexity(ids, (x, b, l) => session.logits(x, b, l), { seqlen: 128, batch: 4, maxWindows: 12 });
   await session.release();

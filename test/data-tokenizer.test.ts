@@ -6,22 +6,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { UserError } from '../src/errors.js';
-import { sharedDir } from './helpers.js';
+import { BUNDLED_STORIES, needsShared, shared } from './helpers.js';
 
-const shared = sharedDir();
-const optDir = join(shared, 'models', 'tiny-random-opt');
+const optDir = shared('models', 'tiny-random-opt');
 const paragraph =
   ' = Robert Boulter = \n\n Robert Boulter is an English film , television and theatre actor . He had a guest @-@ starring role ' +
   "on the television series The Bill in 2000 .\n\nIt's 3.5% cheaper — naïve café “quotes” 日本語 🤖  double  spaces\ttab end";
 
-test('OPT tokenizer.json: "Hello world" → [2, 31414, 232] (one BOS </s>)', () => {
+test('OPT tokenizer.json: "Hello world" → [2, 31414, 232] (one BOS </s>)', { skip: needsShared(optDir) }, () => {
   const tok = loadTokenizer(join(optDir, 'onnx', 'model.onnx'));
   assert.deepEqual(tok.encode('Hello world'), [2, 31414, 232]);
   assert.equal(tok.bosId, 2);
   assert.deepEqual(tok.encode(''), [2]);
 });
 
-test('vocab.json + merges.txt gives the same ids as tokenizer.json', () => {
+test('vocab.json + merges.txt gives the same ids as tokenizer.json', { skip: needsShared(optDir, 'data/tokenizers/opt') }, () => {
   const fromJson = loadTokenizer(optDir).encode(paragraph);
   const dir = mkdtempSync(join(tmpdir(), 'sparsellm-bpe-'));
   copyFileSync(join(optDir, 'vocab.json'), join(dir, 'vocab.json'));
@@ -30,7 +29,7 @@ test('vocab.json + merges.txt gives the same ids as tokenizer.json', () => {
   assert.match(fromFiles.source, /merges/);
   assert.deepEqual(fromFiles.encode(paragraph), fromJson);
   // The metaseq OPT files in shared/data (no tokenizer_config.json) also give </s> = 2 as BOS.
-  assert.deepEqual(loadTokenizer(join(shared, 'data', 'tokenizers', 'opt')).encode(paragraph), fromJson);
+  assert.deepEqual(loadTokenizer(shared('data', 'tokenizers', 'opt')).encode(paragraph), fromJson);
   // Slow-tokenizer rule: only configured specials are kept whole (`</s>`), PTB's literal `<unk>` is text.
   copyFileSync(join(optDir, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
   const special = 'a </s> b <unk> c';
@@ -41,7 +40,7 @@ test('vocab.json + merges.txt gives the same ids as tokenizer.json', () => {
 });
 
 test('SentencePiece (stories260K tokenizer.model): BOS 1, byte fallback, round trip', () => {
-  const tok = loadTokenizer(join(shared, 'models', 'stories260K'));
+  const tok = loadTokenizer(BUNDLED_STORIES);
   assert.equal(tok.bosId, 1);
   assert.equal(tok.vocabSize, 512);
   const s = 'Once upon a time, there was a little girl named Lily.\nShe loved to play!';
@@ -51,11 +50,11 @@ test('SentencePiece (stories260K tokenizer.model): BOS 1, byte fallback, round t
   assert.equal(tok.decode!(ids), s);
 });
 
-test('SentencePiece encoder equals the HF tokenizer.json of the LLaMA 32k model', () => {
+test('SentencePiece encoder equals the HF tokenizer.json of the LLaMA 32k model', { skip: needsShared('data/tokenizers/llama') }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'sparsellm-sp-'));
-  copyFileSync(join(shared, 'data', 'tokenizers', 'llama', 'tokenizer.model'), join(dir, 'tokenizer.model'));
+  copyFileSync(shared('data', 'tokenizers', 'llama', 'tokenizer.model'), join(dir, 'tokenizer.model'));
   const sp = loadTokenizer(dir);
-  const hf = loadTokenizer(join(shared, 'data', 'tokenizers', 'llama'));
+  const hf = loadTokenizer(shared('data', 'tokenizers', 'llama'));
   assert.equal(sp.bosId, 1);
   assert.equal(hf.bosId, 1);
   assert.deepEqual(sp.encode(paragraph), hf.encode(paragraph));

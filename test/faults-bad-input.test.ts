@@ -12,11 +12,9 @@ import {
 import { OnnxModel, analyzeDecoder } from '../src/model/index.js';
 import { checkMemory, estimatePeakMemory, modelShape } from '../src/pipeline/memory.js';
 import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult } from './faults-helpers.js';
-import { sharedDir } from './helpers.js';
 
 const root = tempRoot('sparsellm-faults-');
 const fx = (name: string) => join(root, name);
-const LAYOUT_REF = join(sharedDir(), 'models-src', 'onnx-layout-ref-tiny-random-llama');
 
 /** A valid ONNX model that is no decoder LM: Y = X @ W. */
 function singleMatMulModel(): Uint8Array {
@@ -42,8 +40,9 @@ function buildFixtures(): void {
   copyStories(fx('neox'));
   writeFileSync(fx('neox/config.json'), readFileSync(fx('neox/config.json'), 'utf8').replace('"llama"', '"gpt_neox"'));
   mkdirSync(fx('no-data'));
-  copyFileSync(join(LAYOUT_REF, 'model.onnx'), fx('no-data/model.onnx'));
-  copyFileSync(join(LAYOUT_REF, 'genai_config.json'), fx('no-data/genai_config.json'));
+  // stories260K written with its weights in external data, then the data file left out
+  OnnxModel.load(storiesOnnx).save(fx('no-data/model.onnx'));
+  renameSync(fx('no-data/model.onnx_data'), fx('no-data-weights.bin'));
   mkdirSync(fx('merged/onnx'), { recursive: true });
   copyFileSync(storiesOnnx, fx('merged/onnx/decoder_model_merged.onnx'));
   copyFileSync(join(STORIES, 'config.json'), fx('merged/config.json'));
@@ -156,14 +155,12 @@ describe('bad inputs: one line, non-zero exit, inputs untouched, no output', () 
 
   before(async () => {
     buildFixtures();
-    const inputs = [root, STORIES, LAYOUT_REF];
+    const inputs = [root, STORIES];
     inputsBefore = hashTree(...inputs);
     const done = await pool(cases.map((c) => () => runCli(c.args, c.env)), 4);
     cases.forEach((c, k) => results.set(c.name, done[k]!));
     inputsAfter = hashTree(...inputs);
   });
-
-  it(`covers at least 20 prune inputs (${pruneCases().length})`, () => assert.ok(pruneCases().length >= 20));
 
   for (const c of cases) {
     it(c.name, () => {

@@ -7,15 +7,16 @@ import * as ort from 'onnxruntime-node';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, ValueInfoProtoSchema } from 'onnx-buf';
 import { OnnxModel, sessionOptions, toFloat32 } from '../src/model/index.js';
-import { mulberry32, sharedDir } from './helpers.js';
+import { BUNDLED_STORIES, mulberry32, shared } from './helpers.js';
 
 process.env.ORT_DISABLE_TELEMETRY = '1';
 
+/** Test models: stories260K ships with the repository; the others are in ../shared (guard with needsShared). */
 export const MODELS = {
-  stories: join(sharedDir(), 'models/stories260K/onnx/model.onnx'),
-  tinyOpt: join(sharedDir(), 'models/tiny-random-opt/onnx/model.onnx'),
-  wikitextOpt: join(sharedDir(), 'models/tiny-wikitext-opt/onnx/model.onnx'),
-  genai: join(sharedDir(), 'models-src/onnx-layout-ref-tiny-random-llama/model.onnx'),
+  stories: join(BUNDLED_STORIES, 'onnx', 'model.onnx'),
+  tinyOpt: shared('models/tiny-random-opt/onnx/model.onnx'),
+  wikitextOpt: shared('models/tiny-wikitext-opt/onnx/model.onnx'),
+  genai: shared('models-src/onnx-layout-ref-tiny-random-llama/model.onnx'),
 };
 
 const tempDirs: string[] = [];

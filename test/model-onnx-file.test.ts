@@ -10,7 +10,7 @@ import { UserError } from '../src/errors.js';
 import { floatToHalf, halfToFloat } from '../src/model/float16.js';
 import { BlockRunner, OnnxModel, openDecoderModel, readLinearWeight, writeLinearWeight } from '../src/model/index.js';
 import { MODELS, maxAbsDiff, runModelFile, tempDir as tmp, tokenBatch } from './model-fixtures.js';
-import { gaussian, mulberry32 } from './helpers.js';
+import { gaussian, mulberry32, needsShared } from './helpers.js';
 
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
@@ -23,7 +23,7 @@ test('fp16 conversion: exact values, round to nearest even, subnormals, overflow
   for (let h = 0; h < 0x7c00; h += 37) assert.equal(floatToHalf(halfToFloat(h)), h, `bits ${h} round trip`);
 });
 
-test('reads fp16 external-data initializers as float32 (genai layout)', () => {
+test('reads fp16 external-data initializers as float32 (genai layout)', { skip: needsShared(MODELS.genai) }, () => {
   const model = OnnxModel.load(MODELS.genai);
   assert.deepEqual(model.externalDataFiles, ['model.onnx.data']);
   const name = 'model.layers.0.attn.q_proj.MatMul.weight';
@@ -60,7 +60,7 @@ test('round trip without change: identical logits, large floats external, small 
   assert.equal(maxAbsDiff(await runModelFile(out, ids, 2, 16), await runModelFile(MODELS.stories, ids, 2, 16)), 0);
 });
 
-test('genai fp16 round trip keeps its data-file naming and dtype; edited weights are written back as fp16', async () => {
+test('genai fp16 round trip keeps its data-file naming and dtype; edited weights are written back as fp16', { skip: needsShared(MODELS.genai) }, async () => {
   const dir = tmp();
   const before = [sha(MODELS.genai), sha(MODELS.genai + '.data')];
   const { model, layout } = openDecoderModel(MODELS.genai);
@@ -88,12 +88,13 @@ test('genai fp16 round trip keeps its data-file naming and dtype; edited weights
   assert.ok(a.every(Number.isFinite));
 });
 
-test('zeroing weights through the writer changes ORT output exactly as the in-memory block runner does', async (t) => {
-  for (const [path, vocab, zero] of [
-    [MODELS.tinyOpt, 50272, [[0, 'q_proj'], [1, 'fc1']]],
-    [MODELS.stories, 512, [[0, 'k_proj'], [3, 'down_proj']]],
-    [MODELS.genai, 32000, [[1, 'up_proj'], [0, 'o_proj']]],
-  ] as const) {
+// vocabularies from each model's config.json
+for (const [path, vocab, zero] of [
+  [MODELS.tinyOpt, 50272, [[0, 'q_proj'], [1, 'fc1']]],
+  [MODELS.stories, 512, [[0, 'k_proj'], [3, 'down_proj']]],
+  [MODELS.genai, 32000, [[1, 'up_proj'], [0, 'o_proj']]],
+] as const) {
+  test(`zeroing weights through the writer changes ORT output exactly as the in-memory block runner does (${path.split('/').at(path.includes('/onnx/') ? -3 : -2)})`, { skip: needsShared(path) }, async (t) => {
     const dir = tmp();
     const runner = await BlockRunner.open(path);
     const ids = tokenBatch(2, 16, vocab, 11);
@@ -115,10 +116,10 @@ test('zeroing weights through the writer changes ORT output exactly as the in-me
     t.diagnostic(`${path.split('/').at(path.includes('/onnx/') ? -3 : -2)}: saved vs in-memory max |Δlogit| ${d.toExponential(2)}; vs unpruned ${maxAbsDiff(fromDisk, original).toExponential(2)}`);
     assert.ok(d <= 1e-5, `saved model differs from the in-memory run by ${d}`);
     assert.ok(maxAbsDiff(fromDisk, original) > 1e-4, 'zeroing changed the output');
-  }
-});
+  });
+}
 
-test('save refuses to overwrite the input model or its data', () => {
+test('save refuses to overwrite the input model or its data', { skip: needsShared(MODELS.genai) }, () => {
   const model = OnnxModel.load(MODELS.genai);
   assert.throws(() => model.save(MODELS.genai), UserError);
   assert.throws(() => model.save(join(model.dir, 'other.onnx'), { externalDataName: 'model.onnx.data' }), UserError);
@@ -136,9 +137,12 @@ test('bad input gives one-line UserErrors', () => {
   writeFileSync(join(dir, 'truncated.onnx'), bytes.subarray(0, bytes.length >> 1));
   expectUserError(() => openDecoderModel(join(dir, 'truncated.onnx')), /truncated|not a valid ONNX/);
 
-  writeFileSync(join(dir, 'model.onnx'), readFileSync(MODELS.genai));
+  // stories260K re-saved with its weights in external data (model.onnx_data), then the data file removed / cut
+  const external = tmp();
+  OnnxModel.load(MODELS.stories).save(join(external, 'model.onnx'));
+  writeFileSync(join(dir, 'model.onnx'), readFileSync(join(external, 'model.onnx')));
   expectUserError(() => openDecoderModel(join(dir, 'model.onnx')), /external data file missing/);
-  writeFileSync(join(dir, 'model.onnx.data'), readFileSync(MODELS.genai + '.data').subarray(0, 1000));
+  writeFileSync(join(dir, 'model.onnx_data'), readFileSync(join(external, 'model.onnx_data')).subarray(0, 1000));
   expectUserError(() => openDecoderModel(join(dir, 'model.onnx')), /truncated/);
 
   expectUserError(() => openDecoderModel(tmp()), /no ONNX model/);

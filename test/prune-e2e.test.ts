@@ -1,4 +1,5 @@
-// `sparsellm prune` end to end on the real shared models, from the CLI: every method, unstructured and N:M,
+// `sparsellm prune` end to end from the CLI on the bundled stories260K (LLaMA) and an OPT model written by
+// bench/opt-model.ts (random weights, the shape of ../shared's tiny-random-opt), plus the genai layout from ../shared: every method, unstructured and N:M,
 // checked with `sparsellm inspect` on the output, the exported logits against the in-memory pruned model,
 // quality against magnitude, and loading the output in transformers.js.
 import { test } from 'node:test';
@@ -8,15 +9,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockRunner, OnnxModel, analyzeDecoder, readLinearWeight } from '../src/model/index.js';
 import { FullModelSession } from '../src/model/full-session.js';
-import { sharedDir } from './helpers.js';
+import { generateOptModel } from '../bench/opt-model.js';
+import { BUNDLED_STORIES, needsShared, shared } from './helpers.js';
 import { runCli } from './cli-helpers.js';
 
-const shared = sharedDir();
-const models = {
-  stories260K: join(shared, 'models', 'stories260K'),
-  'tiny-random-opt': join(shared, 'models', 'tiny-random-opt'),
-};
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-e2e-'));
+const models = {
+  stories260K: BUNDLED_STORIES,
+  // hidden 64, ffn 256, 2 blocks: tiny-random-opt's shape; the stories260K tokenizer, so tinystories calibrates it
+  'generated OPT': generateOptModel(work, { hidden: 64, layers: 2, ffn: 256 }).dir,
+};
+const GENAI = shared('models-src', 'onnx-layout-ref-tiny-random-llama');
 const calib = ['--calib', 'tinystories', '--nsamples', '8', '--seqlen', '64', '--quiet'];
 
 interface InspectJson {
@@ -42,7 +45,7 @@ for (const [name, dir] of Object.entries(models)) {
       assert.ok(!existsSync(`${out}.partial`), 'the partial folder is gone');
       const info = await inspect(out);
       const linears = info.blocks.flatMap((b) => b.linears);
-      assert.equal(linears.length, name === 'stories260K' ? 35 : 12);
+      assert.equal(linears.length, name === 'stories260K' ? 35 : 12); // 5 blocks × 7 linears (LLaMA), 2 × 6 (OPT)
       for (const l of linears) {
         // Wanda prunes exactly floor(in·s) per row; magnitude/SparseGPT thresholds (<=, shared per matrix/block)
         // may take a few ties more, and SparseGPT zeroes dead inputs (ReLU features never active) on top.
@@ -141,8 +144,8 @@ test('the pruned stories260K loads unchanged in transformers.js and generates wh
   assert.ok(readFileSync(join(out, 'config.json'), 'utf8').includes('llama'));
 });
 
-test('magnitude prunes the onnxruntime-genai fp16 layout (contrib ops, model.onnx.data): fp16 kept, external data kept, runs', async () => {
-  const src = join(shared, 'models-src', 'onnx-layout-ref-tiny-random-llama');
+test('magnitude prunes the onnxruntime-genai fp16 layout (contrib ops, model.onnx.data): fp16 kept, external data kept, runs', { skip: needsShared(GENAI) }, async () => {
+  const src = GENAI;
   const out = join(work, 'genai-magnitude');
   const r = await runCli(['prune', '--model', src, '--method', 'magnitude', '--sparsity', '0.5', '--quiet', '--out', out]);
   assert.equal(r.code, 0, r.stderr);
@@ -156,14 +159,14 @@ test('magnitude prunes the onnxruntime-genai fp16 layout (contrib ops, model.onn
   assert.ok(logits.every(Number.isFinite));
 });
 
-test('sparsegpt prunes the genai fp16 layout with calibration through --tokenizer (the model ships none)', async () => {
-  const src = join(shared, 'models-src', 'onnx-layout-ref-tiny-random-llama');
+test('sparsegpt prunes the genai fp16 layout with calibration through --tokenizer (the model ships none)', { skip: needsShared(GENAI, 'data/tokenizers/llama') }, async () => {
+  const src = GENAI;
   const out = join(work, 'genai-sparsegpt');
   const noTok = await runCli(['prune', '--model', src, '--method', 'sparsegpt', ...calib, '--out', out]);
   assert.equal(noTok.code, 2);
   assert.match(noTok.stderr.trim(), /^sparsellm: no tokenizer for .*tokenizer\.json/);
   const r = await runCli(['prune', '--model', src, '--method', 'sparsegpt', '--sparsity', '0.5', ...calib,
-    '--tokenizer', join(shared, 'data', 'tokenizers', 'llama'), '--out', out, '--json']);
+    '--tokenizer', shared('data', 'tokenizers', 'llama'), '--out', out, '--json']);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   for (const l of report.layers) assert.ok(l.relativeError > 0 && l.relativeError < 1, `${l.role}: ${l.relativeError}`);

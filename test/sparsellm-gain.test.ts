@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { PruneOptions } from '../src/pipeline/options.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { runPrune } from '../src/pipeline/prune.js';
-import { sharedDir } from './helpers.js';
+import { needsShared, shared } from './helpers.js';
 
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-gain-'));
 
@@ -22,8 +22,8 @@ async function perplexities(model: string, method: PruneOptions['method'], evals
 }
 
 for (const name of ['tiny-wikitext-opt', 'stories260K']) {
-  test(`${name} at 90 %: SparseLLM has lower PTB and WikiText-2 perplexity than SparseGPT`, async () => {
-    const model = join(sharedDir(), 'models', name);
+  test(`${name} at 90 %: SparseLLM has lower PTB and WikiText-2 perplexity than SparseGPT`, { skip: needsShared(`models/${name}`, 'data/ptb', 'data/wikitext2') }, async () => {
+    const model = shared('models', name);
     const evals = ['ptb', 'wikitext2'];
     const sgpt = await perplexities(model, 'sparsegpt', evals);
     const sllm = await perplexities(model, 'sparsellm', evals);

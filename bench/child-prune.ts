@@ -41,8 +41,6 @@ const options: PruneOptions = {
   seqlen: a.seqlen,
   seed: 0,
   layers: 'all',
-  percdamp: 0.01,
-  blocksize: 128,
   sparsellm: {},
   out: a.out,
   force: true,

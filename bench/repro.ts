@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { evaluateDatasets } from '../src/pipeline/evaluate.js';
-import type { PruneOptions, SparseLlmOptions } from '../src/pipeline/options.js';
+import type { PruneOptions, SparseLlmSettings } from '../src/pipeline/options.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { runPrune } from '../src/pipeline/prune.js';
 import { resolveModelFile } from '../src/model/index.js';
@@ -70,18 +70,19 @@ interface Row {
   chosenEpoch?: number[];
 }
 
-const VARIANTS: Record<string, { method: PruneOptions['method']; sparsellm?: SparseLlmOptions }> = {
+const VARIANTS: Record<string, { method: PruneOptions['method']; sparsellm?: SparseLlmSettings }> = {
   sparsegpt: { method: 'sparsegpt' },
   sparsellm: { method: 'sparsellm' },
   // the reference implementation's behaviour: fc2 stays fitted to the auxiliary p, last epoch returned
   'sparsellm-reference': { method: 'sparsellm', sparsellm: { outputRefit: false, keepBest: false } },
 };
 
-async function prune(modelPath: string, evals: string[], calib: string, spec: Spec, variant: string, extra: SparseLlmOptions = {}) {
+async function prune(modelPath: string, evals: string[], calib: string, spec: Spec, variant: string, extra: SparseLlmSettings = {}) {
   const v = VARIANTS[variant]!;
   const o: PruneOptions = {
     model: modelPath, method: v.method, spec, calib: calibSets[calib]!, nsamples: 16, seqlen: 256, seed: 0, layers: 'all',
-    percdamp: 0.01, blocksize: 128, sparsellm: { ...v.sparsellm, ...extra }, out: join(work, 'pruned'), force: true, resume: false,
+    sparsellm: { ...v.sparsellm, ...extra }, // SparseGPT percdamp/blocksize: the defaults (src/pipeline/options.ts)
+    out: join(work, 'pruned'), force: true, resume: false,
     eval: evals, evalSeqlen: 512, evalMaxWindows: maxWindows, quiet: true,
   };
   const r = await runPrune(o, createProgress(false));

@@ -14,6 +14,8 @@ import { magnitudePrune } from '../src/native/magnitude.js';
 import { WandaScaler, wandaPrune } from '../src/native/wanda.js';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { sparsellmOpt } from '../src/native/sparsellm.js';
+import { optFamily } from '../src/model/families/opt.js';
+import { SPARSEGPT_DEFAULTS, sparseGptOptions, sparseLlmOptions } from '../src/pipeline/options.js';
 import { HessianAccumulator } from '../src/native/hessian.js';
 
 export interface SolverBenchRow {
@@ -90,11 +92,11 @@ export async function benchSolvers(opts: { tokens?: number; sparsity?: number; s
     const wan = await best(3, () => wandaPrune(W0.slice(), out, inp, sc.scaler, { sparsity: s }));
     add('wanda', name, wan.seconds, 0, sg);
     // SparseGPT flops: Hinv (potrf + trtri: 2/3 n³) + lazy updates (≈ rows·n²) + in-block updates (rows·n·B)
-    const n = inp, B = 128;
+    const n = inp, B = SPARSEGPT_DEFAULTS.blocksize;
     const flop = (2 / 3) * n ** 3 + out * n * n + out * n * B;
-    const r = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, { sparsity: s }));
+    const r = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, sparseGptOptions({ sparsity: s })));
     add('sparsegpt', name, r.seconds, flop / 1e9, sg);
-    const r24 = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, { prunen: 2, prunem: 4 }));
+    const r24 = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, sparseGptOptions({ prunen: 2, prunem: 4 })));
     add('sparsegpt 2:4', name, r24.seconds, flop / 1e9, sg);
   }
   if (opts.sparsellm !== false) {
@@ -103,10 +105,10 @@ export async function benchSolvers(opts: { tokens?: number; sparsity?: number; s
     const acc = new HessianAccumulator(d);
     await acc.add(X, N, N / 2048);
     const W1 = rand(f * d, 6, 0.05), b1 = rand(f, 7, 0.05), W2 = rand(d * f, 8, 0.02), b2 = rand(d, 9, 0.02);
-    const r = await sparsellmOpt({ tokens: N, hidden: d, ffn: f, X, W1, b1, W2, b2, H1: acc.H, nsamples: N / 2048 }, { sparsity: s, epochs });
+    const r = await sparsellmOpt({ tokens: N, hidden: d, ffn: f, X, W1, b1, W2, b2, H1: acc.H, nsamples: N / 2048 }, sparseLlmOptions(optFamily, { sparsity: s, epochs }));
     // per epoch: pᵀp SYRK (N f²), fc1 LS (2 N d f), fc2 GD 10×(2 d f²) + YᵀP (2 N d f), two SparseGPT calls,
     // p update: W2ᵀW2 (d f²) + inverse (f³) + RHS (2 N d f) + R·A⁻¹ (2 N f²), z: 2 N d f, objective + output: 4 N d f
-    const sgFlop = (nn: number, rr: number) => (2 / 3) * nn ** 3 + rr * nn * nn + rr * nn * 128;
+    const sgFlop = (nn: number, rr: number) => (2 / 3) * nn ** 3 + rr * nn * nn + rr * nn * SPARSEGPT_DEFAULTS.blocksize;
     const perEpoch = N * f * f + 2 * N * d * f + 20 * d * f * f + 2 * N * d * f + sgFlop(d, f) + sgFlop(f, d) +
       d * f * f + f ** 3 + 2 * N * d * f + 2 * N * f * f + 2 * N * d * f + 4 * N * d * f;
     const flop = 3 * 2 * N * d * f + epochs * perEpoch;

@@ -6,15 +6,15 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { evaluateDatasets } from '../src/pipeline/evaluate.js';
-import type { PruneOptions } from '../src/pipeline/options.js';
+import type { Method, SparsitySpec } from '../src/pipeline/options.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { runPrune } from '../src/pipeline/prune.js';
 
 const root = resolve(import.meta.dirname, '..');
 const model = join(root, 'models', 'stories260K');
 const evals = ['tinystories', 'wikitext2'];
-const settings: [string, PruneOptions['spec']][] = [['50%', { sparsity: 0.5 }], ['70%', { sparsity: 0.7 }], ['90%', { sparsity: 0.9 }], ['2:4', { prunen: 2, prunem: 4 }]];
-const methods: PruneOptions['method'][] = ['magnitude', 'wanda', 'sparsegpt', 'sparsellm'];
+const settings: [string, SparsitySpec][] = [['50%', { sparsity: 0.5 }], ['70%', { sparsity: 0.7 }], ['90%', { sparsity: 0.9 }], ['2:4', { prunen: 2, prunem: 4 }]];
+const methods: Method[] = ['magnitude', 'wanda', 'sparsegpt', 'sparsellm'];
 const command = 'sparsellm prune --model stories260K --method METHOD --sparsity S (or --prunen 2 --prunem 4) --calib tinystories --nsamples 32 --seqlen 128 --eval tinystories,wikitext2 --eval-seqlen 512';
 
 const fmt = (x: number) => (x >= 1e4 ? x.toExponential(2) : x.toFixed(2));
@@ -24,8 +24,8 @@ rows.push({ method: 'dense', setting: '0%', ppl: Object.fromEntries(evals.map((e
 for (const [label, spec] of settings) {
   for (const method of methods) {
     const r = await runPrune({
-      model, method, spec, calib: 'tinystories', nsamples: 32, seqlen: 128, seed: 0, layers: 'all', percdamp: 0.01, blocksize: 128,
-      sparsellm: {}, out: join(tmpdir(), `sparsellm-table-${process.pid}`), force: true, resume: false, eval: evals, evalSeqlen: 512, quiet: true,
+      model, method, spec, calib: 'tinystories', nsamples: 32, seqlen: 128, seed: 0, layers: 'all',
+      out: join(tmpdir(), `sparsellm-table-${process.pid}`), force: true, resume: false, eval: evals, evalSeqlen: 512, quiet: true,
     }, createProgress(false));
     rows.push({ method, setting: label, ppl: Object.fromEntries(evals.map((e) => [e, r.perplexity![e]!.perplexity])), seconds: r.timings.total! - r.timings.eval! });
     console.log(label, method.padEnd(10), evals.map((e) => `${e} ${fmt(rows.at(-1)!.ppl[e]!)}`).join('  '));

@@ -68,13 +68,11 @@ test('setBlockWeights changes later runs without re-running earlier blocks; getB
 
   const s0 = await runner.prologue(ids, B, S);
   const { state: s1 } = await runner.runBlock(0, s0);
-  assert.equal(runner.liveSession, 'block 0', 'one session at a time');
   assert.ok(!s1.tensors.has('input_ids') && s1.tensors.has('/model/layers.0/Add_1_output_0'), 'state keeps only what later parts need');
   const w = runner.getBlockWeights(1);
   assert.equal(w.get('k_proj')!.length, 32 * 64);
   const zeroed = new Map([['down_proj', new Float32Array(64 * 172)]]);
   await runner.setBlockWeights(1, zeroed);
-  assert.equal(runner.liveSession, 'block 0', 'editing block 1 keeps the block 0 session');
   assert.ok(runner.getBlockWeights(1).get('down_proj')!.every((x) => x === 0));
 
   let state = s1;

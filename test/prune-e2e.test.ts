@@ -169,7 +169,7 @@ test('sparsegpt prunes the genai fp16 layout with calibration through --tokenize
     '--tokenizer', shared('data', 'tokenizers', 'llama'), '--out', out, '--json']);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
-  for (const l of report.layers) assert.ok(l.relativeError > 0 && l.relativeError < 1, `${l.role}: ${l.relativeError}`);
+  for (const l of report.layers) assert.ok(l.layerOutputError > 0 && l.layerOutputError < 1, `${l.role}: ${l.layerOutputError}`);
   const info = await inspect(out);
   for (const l of info.blocks.flatMap((b) => b.linears)) assert.ok(l.sparsity >= 0.5 && l.sparsity < 0.53, `${l.role}: ${l.sparsity}`);
 });

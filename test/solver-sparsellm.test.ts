@@ -2,6 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { sparsellmLlama, sparsellmOpt, sparsellmSteps } from '../src/native/sparsellm.js';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
+import { llamaFamily } from '../src/model/families/llama.js';
+import { optFamily } from '../src/model/families/opt.js';
+import { SPARSELLM_DEFAULTS, sparseGptOptions, sparseLlmOptions } from '../src/pipeline/options.js';
 import { correlatedX, hessian, randn } from './solver-util.js';
 
 const relu = (v: number) => (v > 0 ? v : 0);
@@ -31,10 +34,10 @@ test('SparseLLM epoch 0 is exactly plain SparseGPT of fc1 and fc2 (local Hessian
   const pr = optProblem(32, 128, 512);
   const H2 = hessian(denseP(pr), pr.tokens, pr.ffn, pr.nsamples);
   const W1 = pr.W1.slice(), W2 = pr.W2.slice();
-  await sparsegptPrune(W1, pr.ffn, pr.hidden, pr.H1, { sparsity: 0.7 });
-  await sparsegptPrune(W2, pr.hidden, pr.ffn, H2, { sparsity: 0.7 });
+  await sparsegptPrune(W1, pr.ffn, pr.hidden, pr.H1, sparseGptOptions({ sparsity: 0.7 }));
+  await sparsegptPrune(W2, pr.hidden, pr.ffn, H2, sparseGptOptions({ sparsity: 0.7 }));
   const a = { ...pr, W1: pr.W1.slice(), W2: pr.W2.slice(), H2 };
-  const reference = { sparsity: 0.7, epochs: 1, outputRefit: false };
+  const reference = sparseLlmOptions(optFamily, { sparsity: 0.7, epochs: 1, outputRefit: false });
   await sparsellmOpt(a, reference);
   assert.deepEqual(a.W1, W1);
   assert.deepEqual(a.W2, W2);
@@ -51,8 +54,8 @@ test('SparseLLM (defaults) beats plain SparseGPT at 70/80/90% and the Eq. 4.5 ob
   const pr = optProblem(48, 192, 2048);
   for (const s of [0.7, 0.8, 0.9]) {
     const a = { ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() };
-    const r = await sparsellmOpt(a, { sparsity: s });
-    const plain = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, { sparsity: s, epochs: 1, outputRefit: false });
+    const r = await sparsellmOpt(a, sparseLlmOptions(optFamily, { sparsity: s }));
+    const plain = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: s, epochs: 1, outputRefit: false }));
     const sgpt = plain.outputError; // one epoch without the output refit == SparseGPT
     assert.ok(r.outputError < sgpt, `s=${s}: sparsellm ${r.outputError} vs sparsegpt ${sgpt}`);
     for (let e = 1; e < r.epochs.length; e++)
@@ -116,7 +119,7 @@ test('z update (Eq. 4.12, SiLU) has zero derivative; s update (Newton) never inc
     assert.ok(Math.abs(grad) < 1e-4 * (1 + Math.abs(M[i]!) + Math.abs(P[i]!)) * 10, `dz ${grad}`);
   }
   const G = randn(n, 5), S0 = S.slice();
-  await sparsellmSteps.s(S, G, P, Z, alpha, gamma, 'newton');
+  await sparsellmSteps.s(S, G, P, Z, alpha, gamma, 'newton', SPARSELLM_DEFAULTS.sSteps, SPARSELLM_DEFAULTS.sLr);
   for (let i = 0; i < n; i++) {
     const phi = (s: number) => alpha * (s - G[i]!) ** 2 + gamma * (P[i]! - silu(s) * Z[i]!) ** 2;
     assert.ok(phi(S[i]!) <= phi(S0[i]!) + 1e-6, 'did not increase');
@@ -130,14 +133,14 @@ test('SparseLLM LLaMA: epoch 0 = SparseGPT, objective non-increasing, beats Spar
   const X = correlatedX(N, d, 4, 0.7), Hx = hessian(X, N, d, nseq);
   const Wg = randn(f * d, 2, 1 / Math.sqrt(d)), Wu = randn(f * d, 3, 1 / Math.sqrt(d)), Wd = randn(d * f, 4, 1 / Math.sqrt(f));
   const u = Wu.slice(), g = Wg.slice();
-  await sparsegptPrune(u, f, d, Hx, { sparsity: 0.8 });
-  await sparsegptPrune(g, f, d, Hx, { sparsity: 0.8 });
+  await sparsegptPrune(u, f, d, Hx, sparseGptOptions({ sparsity: 0.8 }));
+  await sparsegptPrune(g, f, d, Hx, sparseGptOptions({ sparsity: 0.8 }));
   const one = { tokens: N, hidden: d, ffn: f, X, Hx, nsamples: nseq, Wg: Wg.slice(), Wu: Wu.slice(), Wd: Wd.slice() };
-  await sparsellmLlama(one, { sparsity: 0.8, epochs: 1 });
+  await sparsellmLlama(one, sparseLlmOptions(llamaFamily, { sparsity: 0.8, epochs: 1 }));
   assert.deepEqual(one.Wu, u);
   assert.deepEqual(one.Wg, g);
   const a = { ...one, Wg: Wg.slice(), Wu: Wu.slice(), Wd: Wd.slice() };
-  const r = await sparsellmLlama(a, { sparsity: 0.8 });
+  const r = await sparsellmLlama(a, sparseLlmOptions(llamaFamily, { sparsity: 0.8 }));
   for (let e = 1; e < r.epochs.length; e++) assert.ok(r.epochs[e]!.objective <= r.epochs[e - 1]!.objective * (1 + 1e-6));
   assert.ok(r.outputError < r.epochs[0]!.outputError, `${r.outputError} vs ${r.epochs[0]!.outputError}`);
   assert.ok([a.Wg, a.Wu, a.Wd].every((w) => w.every(Number.isFinite)));
@@ -147,25 +150,25 @@ test('SparseLLM options: reference quirks and lstsq run finite; bad sizes reject
   const pr = optProblem(16, 64, 256);
   for (const o of [{ referenceQuirks: true }, { fc2Update: 'lstsq' as const }, { prunen: 2, prunem: 4 }, { keepBest: true }]) {
     const a = { ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() };
-    const r = await sparsellmOpt(a, { sparsity: 0.8, ...o } as never);
+    const r = await sparsellmOpt(a, sparseLlmOptions(optFamily, { sparsity: 0.8, ...o } as never));
     assert.ok(Number.isFinite(r.outputError) && a.W1.every(Number.isFinite) && a.W2.every(Number.isFinite));
     if ('keepBest' in o) assert.equal(r.outputError, Math.min(...r.epochs.map((e) => e.outputError)));
   }
-  await assert.rejects(sparsellmOpt({ ...pr, b1: new Float32Array(3) }, { sparsity: 0.5 }), RangeError);
-  await assert.rejects(sparsellmOpt({ ...pr }, { sparsity: 1.5 }), RangeError);
+  await assert.rejects(sparsellmOpt({ ...pr, b1: new Float32Array(3) }, sparseLlmOptions(optFamily, { sparsity: 0.5 })), RangeError);
+  await assert.rejects(sparsellmOpt({ ...pr }, sparseLlmOptions(optFamily, { sparsity: 1.5 })), RangeError);
 });
 
 test('output refit: fc2 is the least-squares fit to the dense targets on the real sparse activations, then pruned', async () => {
   const pr = optProblem(48, 192, 2048);
   for (const s of [0.5, 0.9]) {
-    const plain = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, { sparsity: s, epochs: 1, outputRefit: false });
-    const refit = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, { sparsity: s, epochs: 1 });
+    const plain = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: s, epochs: 1, outputRefit: false }));
+    const refit = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: s, epochs: 1 }));
     // same fc1 (epoch 0 = SparseGPT); fc2 fitted to Y on the real activations, then pruned. The fit is exact before
     // pruning; SparseGPT's pruning of the refit weights is approximate, so allow 2% at very high sparsity.
     const bound = s <= 0.5 ? 1 : 1.02;
     assert.ok(refit.outputError <= plain.outputError * bound, `s=${s}: refit ${refit.outputError} vs plain ${plain.outputError}`);
   }
   // keepBest (default): the returned weights are the best epoch's, never worse than epoch 0
-  const r = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, { sparsity: 0.9 });
+  const r = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: 0.9 }));
   assert.equal(r.outputError, Math.min(...r.epochs.map((e) => e.outputError)));
 });

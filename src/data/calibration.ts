@@ -70,13 +70,6 @@ export async function* calibrationWindows(
 }
 
 /** Number of calibration tokens of a text set (to check it before sampling). */
-export async function calibrationTokenCount(dataset: string, tok: TextTokenizer, opts: { dataDir?: string } = {}): Promise<number> {
-  const source = await prepareCalibration(dataset, tok, opts);
-  source.close();
-  if (source.tokenCount === undefined) throw new UserError(`${dataset} is sampled per document; it has no single token count`);
-  return source.tokenCount;
-}
-
 function checkArgs(nsamples: number, seqlen: number): void {
   if (!Number.isInteger(nsamples) || nsamples < 1) throw new UserError(`nsamples must be a positive integer, got ${nsamples}`);
   if (!Number.isInteger(seqlen) || seqlen < 1) throw new UserError(`seqlen must be a positive integer, got ${seqlen}`);

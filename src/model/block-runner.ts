@@ -60,13 +60,6 @@ export class BlockRunner {
     return new BlockRunner(m, layout, partitionGraph(m, layout.blocks.length), options);
   }
 
-  /** Label of the one part whose ORT session is alive ('prologue', 'block 3', 'epilogue'), or null. */
-  get liveSession(): string | null {
-    if (!this.active) return null;
-    const o = this.active.order;
-    return o < 0 ? 'prologue' : o >= this.numBlocks ? 'epilogue' : `block ${o}`;
-  }
-
   get numBlocks(): number {
     return this.layout.blocks.length;
   }

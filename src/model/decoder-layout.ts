@@ -3,10 +3,11 @@
 // (`onnx::MatMul_123`), so a linear is identified by its node's scope
 // (`/model/decoder/layers.0/fc1/MatMul`, `/model/layers.0/attn/q_proj/MatMul`), falling back to
 // the weight name (`model.layers.0.mlp.up_proj.MatMul.weight`).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { UserError } from '../errors.js';
-import { FAMILIES, familyForModelType, type Architecture, type FamilySpec } from './families/registry.js';
+import { FAMILIES, type Architecture, type FamilySpec } from './families/registry.js';
+import { readModelConfig, type ModelConfig } from './model-config.js';
 import { dtypeName, type OnnxModel } from './onnx-file.js';
 
 export interface LinearLayer {
@@ -36,6 +37,8 @@ export interface DecoderBlock {
 export interface DecoderLayout {
   architecture: Architecture;
   family: FamilySpec;
+  /** config.json (or genai_config.json) normalised; `{}` when the model has neither. */
+  config: ModelConfig;
   /** How the architecture was decided. */
   detectedFrom: 'config.json' | 'genai_config.json' | 'graph';
   blocks: DecoderBlock[];
@@ -52,52 +55,66 @@ export function blockOfNodeName(name: string): number | null {
 
 export function analyzeDecoder(model: OnnxModel): DecoderLayout {
   refuseMergedDecoder(model);
-  const { family, detectedFrom } = detectFamily(model);
-  const aliasToRole = new Map<string, string>();
-  for (const spec of family.linears) for (const a of spec.aliases) aliasToRole.set(a, spec.role);
+  const { family, config, detectedFrom } = detectFamily(model);
+  const roles = new Set(family.linears);
 
   const found = new Map<number, Map<string, LinearLayer>>();
   for (const node of model.graph.node) {
     if (node.opType !== 'MatMul' || node.domain !== '' || node.input.length !== 2) continue;
     const [inputName, weightName] = node.input as [string, string];
     if (!model.hasInitializer(weightName) || model.dims(weightName).length !== 2) continue;
-    const place = linearPlace(node.name, weightName, aliasToRole);
+    const place = linearPlace(node.name, weightName, roles);
     if (!place) continue;
     const [inFeatures, outFeatures] = model.dims(weightName) as [number, number];
     const linear: LinearLayer = {
       block: place.block, role: place.role, matmulNode: node.name, weightName, inputName, outputName: node.output[0]!,
       biasName: findBias(model, node.output[0]!, outFeatures), inFeatures, outFeatures, dtype: dtypeName(model.dataType(weightName)),
     };
-    const roles = found.get(place.block) ?? new Map<string, LinearLayer>();
-    if (roles.has(place.role)) throw new UserError(`${model.path}: two MatMuls claim layers.${place.block} ${place.role}; unsupported export layout`);
-    roles.set(place.role, linear);
-    found.set(place.block, roles);
+    const inBlock = found.get(place.block) ?? new Map<string, LinearLayer>();
+    if (inBlock.has(place.role)) throw new UserError(`${model.path}: two MatMuls claim layers.${place.block} ${place.role}; unsupported export layout`);
+    inBlock.set(place.role, linear);
+    found.set(place.block, inBlock);
   }
 
   if (found.size === 0) {
-    throw new UserError(`${model.path} is not a decoder LM this tool understands: no ${family.architecture} decoder-block linears (${family.linears.map((l) => l.role).join(', ')}) found`);
+    throw new UserError(`${model.path} is not a decoder LM this tool understands: no ${family.architecture} decoder-block linears (${family.linears.join(', ')}) found`);
   }
   const numBlocks = Math.max(...found.keys()) + 1;
   const blocks: DecoderBlock[] = [];
   for (let i = 0; i < numBlocks; i++) {
-    const roles = found.get(i);
-    const missing = family.linears.filter((s) => !roles?.has(s.role)).map((s) => s.role);
+    const inBlock = found.get(i);
+    const missing = family.linears.filter((role) => !inBlock?.has(role));
     if (missing.length) throw new UserError(`${model.path}: decoder block ${i} lacks ${missing.join(', ')}; unsupported export layout`);
-    blocks.push({ index: i, linears: family.linears.map((s) => roles!.get(s.role)!) });
+    blocks.push({ index: i, linears: family.linears.map((role) => inBlock!.get(role)!) });
   }
-  return { architecture: family.architecture, family, detectedFrom, blocks };
+  refuseSharedWeights(model, blocks);
+  return { architecture: family.architecture, family, config, detectedFrom, blocks };
 }
 
-function linearPlace(nodeName: string, weightName: string, aliasToRole: Map<string, string>): { block: number; role: string } | null {
+function linearPlace(nodeName: string, weightName: string, roles: Set<string>): { block: number; role: string } | null {
   const block = blockOfNodeName(nodeName);
   if (block !== null) {
     const segments = nodeName.split('/');
-    const role = aliasToRole.get(segments[segments.length - 2] ?? '');
-    if (role) return { block, role };
+    const role = segments[segments.length - 2] ?? '';
+    if (roles.has(role)) return { block, role };
   }
   const m = BLOCK_IN_WEIGHT_NAME.exec(weightName);
-  const role = m && aliasToRole.get(m[2]!);
-  return m && role ? { block: Number(m[1]), role } : null;
+  return m && roles.has(m[2]!) ? { block: Number(m[1]), role: m[2]! } : null;
+}
+
+/**
+ * One initializer used as the weight of two linears would be written last-writer-wins (each is pruned with its own
+ * statistics): refuse it rather than save a model where one layer silently carries the other's pruning.
+ */
+function refuseSharedWeights(model: OnnxModel, blocks: DecoderBlock[]): void {
+  const owner = new Map<string, LinearLayer>();
+  for (const l of blocks.flatMap((b) => b.linears)) {
+    const first = owner.get(l.weightName);
+    if (first) {
+      throw new UserError(`${model.path}: block ${first.block} ${first.role} and block ${l.block} ${l.role} share one weight initializer (${l.weightName}), which cannot be pruned twice; export the model with untied weights`);
+    }
+    owner.set(l.weightName, l);
+  }
 }
 
 /** An Add right after the MatMul whose other operand is a [out] initializer. */
@@ -124,42 +141,21 @@ function refuseMergedDecoder(model: OnnxModel): void {
   );
 }
 
-/** config.json `model_type` (beside the .onnx or in the folder above `onnx/`), else graph patterns. */
-function detectFamily(model: OnnxModel): { family: FamilySpec; detectedFrom: DecoderLayout['detectedFrom'] } {
-  const declared = declaredModelType(model.path);
-  if (declared) {
-    const family = familyForModelType(declared.modelType);
-    if (!family) {
+/** The family named by config.json / genai_config.json (beside the .onnx or in the folder above `onnx/`), else graph patterns. */
+function detectFamily(model: OnnxModel): { family: FamilySpec; config: ModelConfig; detectedFrom: DecoderLayout['detectedFrom'] } {
+  const declared = readModelConfig(model.path);
+  const { config } = declared;
+  if (config.modelType !== undefined) {
+    if (!declared.family) {
       const supported = FAMILIES.flatMap((f) => f.modelTypes).join(', ');
-      throw new UserError(`${declared.file} says model_type "${declared.modelType}", which sparsellm does not support (supported: ${supported})`);
+      throw new UserError(`${config.file} says model_type "${config.modelType}", which sparsellm does not support (supported: ${supported})`);
     }
-    return { family, detectedFrom: basename(declared.file) as 'config.json' | 'genai_config.json' };
+    return { family: declared.family, config, detectedFrom: declared.kind! };
   }
   const segments = new Set<string>();
   for (const n of model.graph.node) if (n.opType === 'MatMul') for (const s of n.name.split('/')) segments.add(s);
   for (const t of model.graph.initializer) for (const s of t.name.split('.')) segments.add(s);
   const family = FAMILIES.find((f) => f.signatureRoles.every((r) => segments.has(r)));
   if (!family) throw new UserError(`${model.path} is not a decoder LM this tool understands: no config.json and no OPT/LLaMA layer names in the graph`);
-  return { family, detectedFrom: 'graph' };
-}
-
-function declaredModelType(modelPath: string): { modelType: string; file: string } | undefined {
-  const dir = dirname(modelPath);
-  const dirs = basename(dir) === 'onnx' ? [dir, dirname(dir)] : [dir];
-  for (const d of dirs) {
-    for (const [file, pick] of [
-      ['config.json', (j: any) => j?.model_type],
-      ['genai_config.json', (j: any) => j?.model?.type],
-    ] as const) {
-      const path = join(d, file);
-      if (!existsSync(path)) continue;
-      try {
-        const modelType = pick(JSON.parse(readFileSync(path, 'utf8')));
-        if (typeof modelType === 'string') return { modelType, file: path };
-      } catch {
-        throw new UserError(`${path} is not valid JSON`);
-      }
-    }
-  }
-  return undefined;
+  return { family, config, detectedFrom: 'graph' };
 }

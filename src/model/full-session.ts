@@ -5,10 +5,9 @@
  * declared dtype, and `use_cache_branch` = false for merged decoders. Only `logits` is fetched; fp16 logits
  * are widened to Float32Array [batch, seqlen, vocab].
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors.js';
+import { readModelConfig } from './model-config.js';
 
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -19,27 +18,11 @@ export interface FullModelOptions {
 
 interface InputInfo { name: string; type: string; shape: (number | string)[] }
 
-/** config.json of the model (beside the .onnx, or in the folder above `onnx/`). */
-export function readModelConfig(onnxPath: string): Record<string, unknown> | undefined {
-  const dir = dirname(onnxPath);
-  for (const d of basename(dir) === 'onnx' ? [dir, dirname(dir)] : [dir]) {
-    const p = join(d, 'config.json');
-    if (existsSync(p)) {
-      try {
-        return JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
-      } catch {
-        throw new UserError(`${p} is not valid JSON`);
-      }
-    }
-  }
-  return undefined;
-}
-
 export class FullModelSession {
   private constructor(
     private readonly session: ort.InferenceSession,
     private readonly inputs: InputInfo[],
-    /** config.json max_position_embeddings (or n_positions), when known. */
+    /** The model's positions (ModelConfig.maxPositions), when its config says. */
     readonly maxPositions: number | undefined,
     /** Vocabulary size from the logits shape, when static. */
     readonly vocabSize: number | undefined,
@@ -61,8 +44,7 @@ export class FullModelSession {
       shape: m.isTensor ? [...m.shape] : [],
     }));
     if (!inputs.some((i) => i.name === 'input_ids')) throw new UserError(`${onnxPath} has no input_ids input: not a decoder-only LM export`);
-    const cfg = readModelConfig(onnxPath);
-    const maxPos = cfg?.max_position_embeddings ?? cfg?.n_positions;
+    const maxPos = readModelConfig(onnxPath).config.maxPositions;
     const logitsMeta = session.outputMetadata.find((m) => m.name === 'logits');
     const vocabDim = logitsMeta?.isTensor ? logitsMeta.shape[2] : undefined;
     return new FullModelSession(session, inputs, typeof maxPos === 'number' ? maxPos : undefined, typeof vocabDim === 'number' ? vocabDim : undefined);

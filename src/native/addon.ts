@@ -1,4 +1,4 @@
-// Loads the compiled C++ addon (native/build/Release/sparsellm_native.node) and sets the thread policy.
+// The one loader of the compiled C++ addon (native/build, or native/build-cuda for the GPU) and its thread policy.
 // Every heavy call of the addon runs on the libuv pool and returns a Promise; typed arrays are used in place.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -30,28 +30,42 @@ export interface NativeAddon {
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-function findAddon(): string {
-  // src/native or dist/native -> project root
+/** The two builds of the addon: native/build (CPU, `npm install`) and native/build-cuda (`npm run build:native:cuda`). */
+export type AddonBuild = 'build' | 'build-cuda';
+
+/** native/<build>/Release/sparsellm_native.node, from src/native or dist/native; undefined when not built. */
+export function addonPath(build: AddonBuild): string | undefined {
   for (const root of [join(here, '..', '..'), join(here, '..', '..', '..')]) {
-    const p = join(root, 'native', 'build', 'Release', 'sparsellm_native.node');
+    const p = join(root, 'native', build, 'Release', 'sparsellm_native.node');
     if (existsSync(p)) return p;
   }
-  throw new Error('the native addon is not built: run `npm install` (or `npm run build:native`) in the sparsellm folder');
+  return undefined;
+}
+
+/** Loads a compiled addon (node caches each file's module). */
+export function loadAddon<T extends NativeAddon>(path: string): T {
+  return createRequire(import.meta.url)(path) as T;
 }
 
 let cached: NativeAddon | undefined;
 
+/** The CPU addon (native/build). */
 export function native(): NativeAddon {
   if (!cached) {
-    const require = createRequire(import.meta.url);
-    cached = require(findAddon()) as NativeAddon;
-    cached.setThreads(defaultThreads());
+    const p = addonPath('build');
+    if (!p) throw new Error('the native addon is not built: run `npm install` (or `npm run build:native`) in the sparsellm folder');
+    cached = loadAddon(p);
+    cached.setThreads(solverThreads());
   }
   return cached;
 }
 
-/** Threads for OpenBLAS and onnxruntime. They never run at the same time in the pipeline, so both get all cores. */
-export function defaultThreads(): number {
+/**
+ * OpenBLAS threads of the solvers: $SPARSELLM_THREADS, else every core. onnxruntime's threads are set apart
+ * (sessionOptions in src/model/block-runner.ts, $SPARSELLM_THREADS or 2); the pipeline never runs a solver and a
+ * forward pass at the same time, so each may take the cores it wants.
+ */
+export function solverThreads(): number {
   const fromEnv = Number(process.env.SPARSELLM_THREADS ?? '');
   if (Number.isInteger(fromEnv) && fromEnv > 0) return fromEnv;
   return Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2);

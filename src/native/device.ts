@@ -1,12 +1,9 @@
 // Device selection for the solvers: CUDA when an addon built with CUDA (native/build-cuda, see docs/CUDA.md)
 // finds a GPU and cuBLAS, else the CPU. The CPU addon (native/build) always exports cudaInfo(), which
 // reports {available: false, reason: 'built without CUDA'}.
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
-import { native, type NativeAddon } from './addon.js';
+import { addonPath, loadAddon, native, type NativeAddon } from './addon.js';
+import type { SparseGptResult } from './sparsegpt.js';
 
 export type DeviceRequest = 'cuda' | 'cpu' | 'auto';
 
@@ -38,61 +35,23 @@ export interface CudaInfo {
   driverVersion?: number;
 }
 
-export interface CudaSparseGptOptions {
-  /** unstructured sparsity in [0, 1) (ignored when prunen > 0); default 0.5 */
-  sparsity?: number;
-  /** N:M: prune `prunen` of every `prunem` consecutive inputs of a row */
-  prunen?: number;
-  prunem?: number;
-  /** default 128, a multiple of prunem */
-  blocksize?: number;
-  /** default 0.01 */
-  percdamp?: number;
-  /** reference quirk (ALGORITHMS.md §1.4): write the dead-input fix + damping back into H; default false */
-  accumulateDamping?: boolean;
-}
-
-/** The same fields as the CPU SparseGptResult (src/native/sparsegpt.ts), plus where the work ran. */
-export interface CudaSparseGptResult {
-  /** OBS loss Σ (w − q)² / [H⁻¹]_qq / 2 */
-  loss: number;
-  /** absolute damping finally added to diag(H) */
-  damping: number;
-  /** Cholesky failures recovered by multiplying the damping by 10 */
-  retries: number;
-  /** entries that are zero after the call */
-  pruned: number;
-  seconds: number;
-  /** where H⁻¹'s Cholesky factor was computed: 'cusolver' (GPU, fp32) or 'cpu-lapack' (CPU, fp64, uploaded) */
-  cholesky: 'cusolver' | 'cpu-lapack';
-  /** the lazy block update: 'cublas' (SGEMM) or 'kernel' (built-in tiled kernel) */
-  gemm: 'cublas' | 'kernel';
-}
-
 /** The exports of an addon compiled with SPARSELLM_CUDA=ON (the CPU solvers are there too). */
 export interface CudaAddon extends NativeAddon {
   cudaInfo(): CudaInfo;
   cudaHessianAccumulate(
     H: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number,
   ): Promise<{ seconds: number; cublas: boolean }>;
-  cudaSparseGptPrune(
-    W: Float32Array, rows: number, cols: number, H: Float32Array, options: CudaSparseGptOptions,
-  ): Promise<CudaSparseGptResult>;
+  /** options: sparseGptBindingOptions() (src/native/sparsegpt.ts), the same object the CPU binding reads */
+  cudaSparseGptPrune(W: Float32Array, rows: number, cols: number, H: Float32Array, options: object): Promise<SparseGptResult>;
   cudaReluZUpdate(z: Float32Array, p: Float32Array, m: Float32Array, alpha: number, gamma: number): Promise<void>;
   cudaSiluZUpdate(
     z: Float32Array, p: Float32Array, m: Float32Array, s: Float32Array, alpha: number, gamma: number,
   ): Promise<void>;
 }
 
-const here = dirname(fileURLToPath(import.meta.url));
-
 /** native/build-cuda/Release/sparsellm_native.node when it was built (`npm run build:native:cuda`). */
 export function cudaAddonPath(): string | undefined {
-  for (const root of [join(here, '..', '..'), join(here, '..', '..', '..')]) {
-    const p = join(root, 'native', 'build-cuda', 'Release', 'sparsellm_native.node');
-    if (existsSync(p)) return p;
-  }
-  return undefined;
+  return addonPath('build-cuda');
 }
 
 let cudaCached: CudaAddon | null | undefined;
@@ -109,7 +68,7 @@ export function cudaAddon(): CudaAddon | undefined {
     const p = cudaAddonPath();
     if (p) {
       try {
-        const addon = createRequire(import.meta.url)(p) as CudaAddon;
+        const addon = loadAddon<CudaAddon>(p);
         if (typeof addon.cudaInfo === 'function' && typeof addon.cudaSparseGptPrune === 'function') cudaCached = addon;
         else cudaLoadError = `${p} was not built with CUDA`;
       } catch (e) {
@@ -186,18 +145,4 @@ export function requireCuda(): CudaAddon {
   if (!gpu || !info.available)
     throw new UserError(`CUDA unavailable (${info.reason ?? 'unknown reason'}); see docs/CUDA.md or use --device cpu`);
   return gpu;
-}
-
-/** GPU twin of HessianAccumulator.add's native call: H = H·nOld/nNew + (2/nNew)·XᵀX (H full symmetric, in place). */
-export async function cudaHessianAccumulate(
-  H: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number,
-): Promise<{ seconds: number; cublas: boolean }> {
-  return requireCuda().cudaHessianAccumulate(H, X, rows, cols, nOld, nNew);
-}
-
-/** SparseGPT on the GPU (ALGORITHMS.md §2.3): W [rows, cols] pruned in place, H [cols, cols] left unchanged. */
-export async function cudaSparseGptPrune(
-  W: Float32Array, rows: number, cols: number, H: Float32Array, options: CudaSparseGptOptions,
-): Promise<CudaSparseGptResult> {
-  return requireCuda().cudaSparseGptPrune(W, rows, cols, H, options);
 }

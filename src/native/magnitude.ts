@@ -1,5 +1,5 @@
 import { native } from './addon.js';
-import { checkDim, checkLength, checkSparsity, type SparsitySpec } from './sparsity.js';
+import { checkDim, checkLength, checkSparsity, sparsityFields, type SparsitySpec } from './sparsity.js';
 
 export interface MagnitudeResult {
   /** entries that are zero after the call */
@@ -18,5 +18,5 @@ export async function magnitudePrune(W: Float32Array, rows: number, cols: number
   checkDim('cols', cols);
   checkLength('W', W, rows * cols, `${rows}×${cols}`);
   checkSparsity(spec, cols);
-  return native().magnitudePrune(W, rows, cols, spec);
+  return native().magnitudePrune(W, rows, cols, sparsityFields(spec));
 }

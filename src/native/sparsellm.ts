@@ -5,37 +5,44 @@
  */
 import { native } from './addon.js';
 import type { SparseGptResult } from './sparsegpt.js';
-import { checkDim, checkLength, checkSparsity, type SparsitySpec } from './sparsity.js';
+import { checkDim, checkLength, checkSparsity, sparsityFields, type SparsitySpec } from './sparsity.js';
 
+/** Fully specified (defaults: SPARSELLM_DEFAULTS, the family's α/β/γ; sparseLlmOptions() in src/pipeline/options.ts). */
 export type SparseLlmOptions = SparsitySpec & {
-  /** penalty weights; defaults 0.1 (OPT) / 5 (LLaMA) as the reference. alpha: ‖z − W a‖², beta: ‖Y − W_next p‖², gamma: ‖p − φ(z)‖² */
-  alpha?: number;
-  beta?: number;
-  gamma?: number;
-  /** alternating epochs, default 4. Epoch 0 = plain SparseGPT of every matrix with its local Hessian. */
-  epochs?: number;
-  percdamp?: number;
-  blocksize?: number;
-  /** OPT fc2 refit: 'gd' (the reference's 10 GD steps, lr 0.01 — DEFAULT, measured better) or 'lstsq' (closed form; overfits the auxiliary p and loses to SparseGPT at 90%) */
-  fc2Update?: 'lstsq' | 'gd';
-  gdSteps?: number;
-  gdLr?: number;
-  /** fp16 rounding of Xinv / p / z (/ s) and in-place damping accumulation in fc1/up/gate's Hessian. Default false. */
-  referenceQuirks?: boolean;
-  /** ridge of the least-squares normal equations, relative to mean(diag(AᵀA)); default 1e-6 */
-  lstsqRidge?: number;
-  /** return the weights of the epoch with the lowest FFN output reconstruction error on the calibration data (default true; false = last epoch, as the reference) */
-  keepBest?: boolean;
+  /** penalty weights. alpha: ‖z − W a‖², beta: ‖Y − W_next p‖², gamma: ‖p − φ(z)‖² */
+  alpha: number;
+  beta: number;
+  gamma: number;
+  /** alternating epochs. Epoch 0 = plain SparseGPT of every matrix with its local Hessian. */
+  epochs: number;
+  /** SparseGPT's damping fraction and lazy-update block width */
+  percdamp: number;
+  blocksize: number;
+  /** OPT fc2 refit: 'gd' (the reference's GD steps of gdLr) or 'lstsq' (closed form; overfits the auxiliary p and loses to SparseGPT at 90%) */
+  fc2Update: 'lstsq' | 'gd';
+  gdSteps: number;
+  gdLr: number;
+  /** fp16 rounding of Xinv / p / z (/ s) and in-place damping accumulation in fc1/up/gate's Hessian */
+  referenceQuirks: boolean;
+  /** ridge of the least-squares normal equations, relative to mean(diag(AᵀA)) */
+  lstsqRidge: number;
+  /** return the weights of the epoch with the lowest FFN output reconstruction error on the calibration data (false = last epoch, as the reference) */
+  keepBest: boolean;
   /** after pruning each epoch, refit fc2/down by least squares on the activations the pruned fc1/up/gate really produce,
-   * then prune it with their Hessian (default true; false = the reference, fc2 stays fitted to the auxiliary p) */
-  outputRefit?: boolean;
-  /** ridge of that refit relative to mean(diag(AᵀA)), default 1e-3 */
-  refitRidge?: number;
-  /** LLaMA s update: 'newton' (DEFAULT: safeguarded elementwise Newton, never increases the objective) or 'gd' (reference: sSteps GD steps of size sLr; diverges on our test data at α=γ=5) */
-  sUpdate?: 'gd' | 'newton';
-  sSteps?: number;
-  sLr?: number;
+   * then prune it with their Hessian (false = the reference, fc2 stays fitted to the auxiliary p) */
+  outputRefit: boolean;
+  /** ridge of that refit relative to mean(diag(AᵀA)) */
+  refitRidge: number;
+  /** LLaMA s update: 'newton' (safeguarded elementwise Newton, never increases the objective) or 'gd' (reference: sSteps GD steps of size sLr; diverges on our test data at α=γ=5) */
+  sUpdate: 'gd' | 'newton';
+  sSteps: number;
+  sLr: number;
 };
+
+/** The options object the bindings read: every field present. */
+function bindingOptions(o: SparseLlmOptions): Record<string, unknown> {
+  return { ...o, ...sparsityFields(o) };
+}
 
 export interface SparseLlmEpoch {
   /** Eq. 4.5 as the code's updates minimise it: beta·outTerm + gamma·actTerm + alpha·preTerm (+ alpha·gateTerm for LLaMA),
@@ -122,11 +129,11 @@ export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions): Prom
   checkLength('H1', ffn.H1, d * d, `${d}×${d}`);
   if (ffn.H2) checkLength('H2', ffn.H2, f * f, `${f}×${f}`);
   return (await native().sparsellmOpt(
-    ffn.X, ffn.W1, ffn.b1, ffn.W2, ffn.b2, ffn.H1, ffn.H2 ?? null, N, d, f, ffn.nsamples, options,
+    ffn.X, ffn.W1, ffn.b1, ffn.W2, ffn.b2, ffn.H1, ffn.H2 ?? null, N, d, f, ffn.nsamples, bindingOptions(options),
   )) as SparseLlmResult;
 }
 
-/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)); defaults alpha = beta = gamma = 5. */
+/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)). */
 export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
   const { tokens: N, hidden: d, ffn: f } = ffn;
   checkCommon(N, d, f, ffn.nsamples, options);
@@ -137,7 +144,7 @@ export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): 
   checkLength('Hx', ffn.Hx, d * d, `${d}×${d}`);
   if (ffn.Hd) checkLength('Hd', ffn.Hd, f * f, `${f}×${f}`);
   return (await native().sparsellmLlama(
-    ffn.X, ffn.Wg, ffn.Wu, ffn.Wd, ffn.Hx, ffn.Hd ?? null, N, d, f, ffn.nsamples, options,
+    ffn.X, ffn.Wg, ffn.Wu, ffn.Wd, ffn.Hx, ffn.Hd ?? null, N, d, f, ffn.nsamples, bindingOptions(options),
   )) as SparseLlmResult;
 }
 
@@ -160,7 +167,7 @@ export const sparsellmSteps = {
   },
   /** Eq. 4.13: S ← (approx.) argmin α(s − g)² + γ(p − silu(s) z)² elementwise. */
   s(S: Float32Array, G: Float32Array, P: Float32Array, Z: Float32Array, alpha: number, gamma: number,
-    mode: 'gd' | 'newton' = 'gd', steps = 2, lr = 0.01): Promise<void> {
+    mode: 'gd' | 'newton', steps: number, lr: number): Promise<void> {
     return native().sparsellmStep('s', { S, G, P, Z }, { n: S.length }, { alpha, gamma, newton: mode === 'newton', steps, lr });
   },
 };

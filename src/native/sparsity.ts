@@ -6,6 +6,11 @@
  */
 export type SparsitySpec = { sparsity: number } | { prunen: number; prunem: number };
 
+/** The spec as the bindings read it, every field present: N:M has sparsity 0, unstructured has prunen = prunem = 0. */
+export function sparsityFields(spec: SparsitySpec): { sparsity: number; prunen: number; prunem: number } {
+  return 'prunen' in spec ? { sparsity: 0, prunen: spec.prunen, prunem: spec.prunem } : { sparsity: spec.sparsity, prunen: 0, prunem: 0 };
+}
+
 /** Throws a RangeError unless the spec is valid for a matrix with `cols` inputs. */
 export function checkSparsity(spec: SparsitySpec, cols: number): void {
   if ('prunen' in spec) {

@@ -1,5 +1,5 @@
 import { native } from './addon.js';
-import { checkDim, checkLength, checkSparsity, type SparsitySpec } from './sparsity.js';
+import { checkDim, checkLength, checkSparsity, sparsityFields, type SparsitySpec } from './sparsity.js';
 
 export interface WandaResult {
   pruned: number;
@@ -48,5 +48,5 @@ export async function wandaPrune(
   checkLength('W', W, rows * cols, `${rows}×${cols}`);
   checkLength('scaler', scaler, cols, `${cols}`);
   checkSparsity(spec, cols);
-  return native().wandaPrune(W, rows, cols, scaler, spec);
+  return native().wandaPrune(W, rows, cols, scaler, sparsityFields(spec));
 }

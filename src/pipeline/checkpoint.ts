@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { defaultThreads, native } from '../native/addon.js';
+import { solverThreads, native } from '../native/addon.js';
 import type { BlockPruneResult, LinearReport } from './prune-block.js';
 
 export interface CheckpointBlock {
@@ -37,8 +37,6 @@ function writeAtomic(path: string, data: string | Uint8Array): void {
 export class Checkpoint {
   private readonly dir: string;
   private manifest: Manifest;
-  /** Set when a resume switched the solver threads to the interrupted run's count. */
-  readonly pinnedThreads: number | undefined;
 
   constructor(partialDir: string, key: string, resume: boolean) {
     this.dir = join(partialDir, '.checkpoint');
@@ -48,12 +46,11 @@ export class Checkpoint {
       if (m.key !== key) throw new UserError(`the checkpoint in ${this.dir} was made with another model or other settings: rerun with the same arguments, or without --resume (add --force) to start over`);
       this.manifest = m;
       // Same solver thread count as the interrupted run, so the result is byte-identical to an uninterrupted one.
-      if (m.threads !== undefined && m.threads !== defaultThreads()) {
+      if (m.threads !== undefined && m.threads !== solverThreads()) {
         native().setThreads(m.threads);
-        this.pinnedThreads = m.threads;
       }
     } else {
-      this.manifest = { key, threads: defaultThreads(), blocks: [] };
+      this.manifest = { key, threads: solverThreads(), blocks: [] };
     }
     mkdirSync(this.dir, { recursive: true });
   }

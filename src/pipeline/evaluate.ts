@@ -5,6 +5,7 @@ import { documentPerplexity, windowPerplexity, type PerplexityResult } from '../
 import { loadTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { FullModelSession } from '../model/full-session.js';
+import { defaultSeqlen } from './options.js';
 import type { Progress } from './progress.js';
 
 export type DatasetResult = PerplexityResult & { mode: 'windows' | 'per-document'; seqlen: number };
@@ -23,7 +24,7 @@ export interface EvaluateOptions {
   progress?: Progress;
 }
 
-/** Reference window length: the model's positions (OPT: max_position_embeddings), capped at 2048. */
+/** Reference window length: the model's positions, capped (defaultSeqlen); a requested one is checked against them. */
 export function chooseSeqlen(requested: number | undefined, maxPositions: number | undefined): number {
   if (requested !== undefined) {
     if (!Number.isInteger(requested) || requested < 2) throw new UserError(`--seqlen must be an integer ≥ 2, got ${requested}`);
@@ -32,7 +33,7 @@ export function chooseSeqlen(requested: number | undefined, maxPositions: number
     }
     return requested;
   }
-  return Math.min(maxPositions ?? 2048, 2048);
+  return defaultSeqlen({ maxPositions });
 }
 
 export async function evaluateDatasets(onnxFile: string, names: string[], o: EvaluateOptions = {}): Promise<EvalResults> {

@@ -4,7 +4,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { UserError } from '../errors.js';
 import { statSync } from 'node:fs';
-import { readModelConfig } from '../model/full-session.js';
 import type { DecoderLayout, OnnxModel } from '../model/index.js';
 import type { Method } from './options.js';
 
@@ -17,7 +16,7 @@ export interface MemoryEstimate {
 
 export interface ModelShape {
   hidden: number;
-  /** attention heads (config.json), for onnxruntime's [batch, heads, seqlen, seqlen] score tensors */
+  /** attention heads (ModelConfig), for onnxruntime's [batch, heads, seqlen, seqlen] score tensors */
   heads: number;
   /** sequences per onnxruntime run */
   microBatch: number;
@@ -32,10 +31,10 @@ export function microBatchSize(nsamples: number, seqlen: number): number {
 
 export function modelShape(model: OnnxModel, layout: DecoderLayout, nsamples: number, seqlen: number): ModelShape {
   const hidden = layout.blocks[0]!.linears[0]!.inFeatures;
-  const heads = readModelConfig(model.path)?.num_attention_heads;
+  const heads = layout.config.heads;
   return {
     hidden,
-    heads: typeof heads === 'number' ? heads : Math.max(1, Math.round(hidden / 64)),
+    heads: heads ?? Math.max(1, Math.round(hidden / 64)),
     microBatch: microBatchSize(nsamples, seqlen),
     residentModelBytes: model.externalDataFiles.length === 0 ? statSync(model.path).size : 0,
   };

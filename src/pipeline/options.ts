@@ -1,57 +1,188 @@
-// The options of a prune run, their defaults (following the reference implementations) and their validation.
+// The options of a prune run: every default, in one place (following the reference implementations), their
+// resolution into the fully specified options the solvers take, and their validation. The per-family facts
+// (SparseLLM's α/β/γ, the FFN roles) are in the family table (src/model/families) and are read from here.
 import { UserError } from '../errors.js';
+import type { FamilySpec, ModelConfig } from '../model/families/registry.js';
+import type { SparseGptOptions } from '../native/sparsegpt.js';
+import type { SparseLlmOptions } from '../native/sparsellm.js';
+import type { SparsitySpec } from '../native/sparsity.js';
+
+export type { SparsitySpec };
 
 export const METHODS = ['magnitude', 'wanda', 'sparsegpt', 'sparsellm'] as const;
 export type Method = (typeof METHODS)[number];
 
-import type { SparsitySpec } from '../native/sparsity.js';
-export type { SparsitySpec };
+export type Device = 'cuda' | 'cpu' | 'auto';
 
-/** SparseLLM settings; unset values take the solver's per-family defaults (those of the reference code). */
-export interface SparseLlmOptions {
+/** Fraction of weights pruned per layer when neither --sparsity nor N:M is given. */
+export const DEFAULT_SPARSITY = 0.5;
+
+/** SparseGPT (PAPERS.md §2, ALGORITHMS.md §2.3): damping = percdamp · mean(diag H), lazy-update block width. */
+export const SPARSEGPT_DEFAULTS = {
+  percdamp: 0.01,
+  blocksize: 128,
+  /** reference quirk (ALGORITHMS.md §1.4): write the dead-input fix + damping back into H */
+  accumulateDamping: false,
+  /** factor H in float64 instead of float32 */
+  doublePrecision: false,
+} as const;
+
+/** SparseLLM (ALGORITHMS.md §1.4–1.5) except α/β/γ, which are per family (FamilySpec.sparsellm). */
+export const SPARSELLM_DEFAULTS = {
+  /** alternating epochs; epoch 0 = SparseGPT of every FFN matrix with its local Hessian */
+  epochs: 4,
+  /** OPT fc2 update: 'gd' (the reference's gradient steps; measured better) or 'lstsq' (closed form) */
+  fc2Update: 'gd',
+  gdSteps: 10,
+  gdLr: 0.01,
+  /** the reference's fp16 casts and accumulated damping */
+  referenceQuirks: false,
+  /** ridge of the least-squares normal equations, relative to mean(diag(AᵀA)) */
+  lstsqRidge: 1e-6,
+  /** keep the epoch with the lowest FFN output error on the calibration data (false = the reference: last epoch) */
+  keepBest: true,
+  /** refit fc2/down on the real sparse activations each epoch (false = the reference) */
+  outputRefit: true,
+  refitRidge: 1e-3,
+  /** LLaMA s update: 'newton' (safeguarded elementwise Newton) or 'gd' (the reference: sSteps steps of sLr) */
+  sUpdate: 'newton',
+  sSteps: 2,
+  sLr: 0.01,
+} as const satisfies Omit<SparseLlmOptions, 'alpha' | 'beta' | 'gamma' | 'percdamp' | 'blocksize' | 'sparsity' | 'prunen' | 'prunem'>;
+
+/** The rest of a prune run's defaults (CLI flags and runPrune callers both take them from here). */
+export const PRUNE_DEFAULTS = {
+  method: 'sparsellm' as Method,
+  calib: 'c4',
+  seed: 0,
+  layers: 'all',
+  device: 'auto' as Device,
+  /** calibration windows are at most this long (and evaluation windows): the reference's 2048 */
+  maxSeqlen: 2048,
+};
+
+/** Calibration sequences: the reference's 128 (SparseGPT, Wanda), 64 for SparseLLM (it keeps every FFN activation). */
+export function defaultNsamples(method: Method): number {
+  return method === 'sparsellm' ? 64 : 128;
+}
+
+/** Calibration / evaluation window: the model's positions, at most 2048 (2048 when the config does not say). */
+export function defaultSeqlen(config: Pick<ModelConfig, 'maxPositions'>): number {
+  return Math.min(config.maxPositions ?? PRUNE_DEFAULTS.maxSeqlen, PRUNE_DEFAULTS.maxSeqlen);
+}
+
+/** SparseLLM settings a user may give; unset values take SPARSELLM_DEFAULTS and the family's α/β/γ. */
+export interface SparseLlmSettings {
   alpha?: number;
   beta?: number;
   gamma?: number;
   epochs?: number;
-  /** OPT fc2 refit: 'gd' (the reference's 10 gradient steps) or 'lstsq' (closed form). */
   fc2Update?: 'lstsq' | 'gd';
-  /** Reproduce the reference's fp16 casts and accumulated damping. */
   referenceQuirks?: boolean;
-  /** Keep the epoch whose FFN output error on the calibration data is lowest (epoch 0 = SparseGPT). */
   keepBest?: boolean;
-  /** Refit fc2/down on the real sparse activations each epoch (default true; false = reference). */
   outputRefit?: boolean;
   refitRidge?: number;
   lstsqRidge?: number;
+  sUpdate?: 'gd' | 'newton';
 }
 
+/** A prune run as callers describe it: unset fields take the defaults above (see resolvePruneOptions). */
 export interface PruneOptions {
   model: string;
-  method: Method;
-  spec: SparsitySpec;
-  calib: string;
-  nsamples: number;
-  seqlen?: number;
-  seed: number;
-  docSeparator?: string;
-  layers: string;
-  percdamp: number;
-  blocksize: number;
-  sparsellm: SparseLlmOptions;
   out: string;
-  force: boolean;
-  resume: boolean;
-  eval: string[];
+  method?: Method;
+  /** default: DEFAULT_SPARSITY unstructured */
+  spec?: SparsitySpec;
+  calib?: string;
+  nsamples?: number;
+  /** default: defaultSeqlen(the model's config) */
+  seqlen?: number;
+  seed?: number;
+  docSeparator?: string;
+  layers?: string;
+  percdamp?: number;
+  blocksize?: number;
+  sparsellm?: SparseLlmSettings;
+  force?: boolean;
+  resume?: boolean;
+  eval?: string[];
   evalSeqlen?: number;
   /** Evaluate only the first N windows per dataset (quick looks; not the reference number). */
   evalMaxWindows?: number;
   dataDir?: string;
   /** Tokenizer folder or file when the model has none (default: the model's folder). */
   tokenizer?: string;
-  quiet: boolean;
+  quiet?: boolean;
   maxMemoryGb?: number;
-  /** Where the solvers run: 'auto' (default) takes CUDA when a CUDA build finds a GPU and cuBLAS. */
-  device?: 'cuda' | 'cpu' | 'auto';
+  /** Where the solvers run: 'auto' takes CUDA when a CUDA build finds a GPU and cuBLAS. */
+  device?: Device;
+}
+
+/** Every option of a run decided, except what depends on the model (seqlen, the family's α/β/γ). */
+export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb'>> &
+  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb'>;
+
+export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
+  const method = o.method ?? PRUNE_DEFAULTS.method;
+  return {
+    ...o,
+    method,
+    spec: o.spec ?? { sparsity: DEFAULT_SPARSITY },
+    calib: o.calib ?? PRUNE_DEFAULTS.calib,
+    nsamples: o.nsamples ?? defaultNsamples(method),
+    seed: o.seed ?? PRUNE_DEFAULTS.seed,
+    layers: o.layers ?? PRUNE_DEFAULTS.layers,
+    percdamp: o.percdamp ?? SPARSEGPT_DEFAULTS.percdamp,
+    blocksize: o.blocksize ?? SPARSEGPT_DEFAULTS.blocksize,
+    sparsellm: o.sparsellm ?? {},
+    force: o.force ?? false,
+    resume: o.resume ?? false,
+    eval: o.eval ?? [],
+    quiet: o.quiet ?? false,
+    device: o.device ?? PRUNE_DEFAULTS.device,
+  };
+}
+
+type SparseGptSettings = Partial<Omit<SparseGptOptions, keyof SparsitySpec>>;
+type SparseLlmSolverSettings = Partial<Omit<SparseLlmOptions, keyof SparsitySpec>>;
+
+/** Fully specified SparseGPT options: the spec and what `o` sets, SPARSEGPT_DEFAULTS for the rest. */
+export function sparseGptOptions(o: SparsitySpec & SparseGptSettings): SparseGptOptions {
+  return {
+    ...o,
+    percdamp: o.percdamp ?? SPARSEGPT_DEFAULTS.percdamp,
+    blocksize: o.blocksize ?? SPARSEGPT_DEFAULTS.blocksize,
+    accumulateDamping: o.accumulateDamping ?? SPARSEGPT_DEFAULTS.accumulateDamping,
+    doublePrecision: o.doublePrecision ?? SPARSEGPT_DEFAULTS.doublePrecision,
+  };
+}
+
+/**
+ * Fully specified SparseLLM options for a family: the spec and what `o` sets, else the family's α/β/γ
+ * (FamilySpec.sparsellm), SPARSEGPT_DEFAULTS and SPARSELLM_DEFAULTS.
+ */
+export function sparseLlmOptions(family: Pick<FamilySpec, 'sparsellm'>, o: SparsitySpec & SparseLlmSolverSettings): SparseLlmOptions {
+  const pick = <K extends keyof typeof SPARSELLM_DEFAULTS>(k: K) => (o[k] ?? SPARSELLM_DEFAULTS[k]) as SparseLlmOptions[K];
+  return {
+    ...o,
+    alpha: o.alpha ?? family.sparsellm.alpha,
+    beta: o.beta ?? family.sparsellm.beta,
+    gamma: o.gamma ?? family.sparsellm.gamma,
+    percdamp: o.percdamp ?? SPARSEGPT_DEFAULTS.percdamp,
+    blocksize: o.blocksize ?? SPARSEGPT_DEFAULTS.blocksize,
+    epochs: pick('epochs'),
+    fc2Update: pick('fc2Update'),
+    gdSteps: pick('gdSteps'),
+    gdLr: pick('gdLr'),
+    referenceQuirks: pick('referenceQuirks'),
+    lstsqRidge: pick('lstsqRidge'),
+    keepBest: pick('keepBest'),
+    outputRefit: pick('outputRefit'),
+    refitRidge: pick('refitRidge'),
+    sUpdate: pick('sUpdate'),
+    sSteps: pick('sSteps'),
+    sLr: pick('sLr'),
+  };
 }
 
 export function sparsitySpec(sparsity: number | undefined, prunen: number | undefined, prunem: number | undefined): SparsitySpec {
@@ -62,7 +193,7 @@ export function sparsitySpec(sparsity: number | undefined, prunen: number | unde
       throw new UserError(`--prunen ${prunen} --prunem ${prunem} is not a valid N:M pattern: need integers 0 < N < M (N = weights pruned per group of M, e.g. 2:4)`);
     return { prunen, prunem };
   }
-  const s = sparsity ?? 0.5;
+  const s = sparsity ?? DEFAULT_SPARSITY;
   if (!Number.isFinite(s) || s < 0 || s >= 1) throw new UserError(`--sparsity ${sparsity} is outside [0, 1): give the fraction of weights to prune, e.g. 0.5`);
   return { sparsity: s };
 }

@@ -3,14 +3,13 @@
 // FFN globally (fc1+fc2 for OPT, gate+up+down for LLaMA) and the attention projections locally with SparseGPT,
 // as the reference does (ALGORITHMS.md §1.3, §1.6).
 import type { DecoderBlock, FamilySpec, LinearLayer } from '../model/index.js';
-import { cudaSparseGptPrune } from '../native/device.js';
 import { magnitudePrune } from '../native/magnitude.js';
 import { sparsegptPrune } from '../native/sparsegpt.js';
 import { sparsellmLlama, sparsellmOpt, type SparseLlmResult } from '../native/sparsellm.js';
 import type { SparsitySpec } from '../native/sparsity.js';
 import { wandaPrune } from '../native/wanda.js';
 import type { BlockStatistics } from './statistics.js';
-import type { Method, PruneOptions } from './options.js';
+import { sparseGptOptions, sparseLlmOptions, type Method, type ResolvedPruneOptions } from './options.js';
 
 export interface LinearReport {
   block: number;
@@ -18,8 +17,8 @@ export interface LinearReport {
   in: number;
   out: number;
   sparsity: number;
-  /** ‖(W − Ŵ)X‖² / ‖WX‖² over the calibration inputs (from the Hessian), null without calibration. */
-  relativeError: number | null;
+  /** Relative squared output error ‖(W − Ŵ)X‖² / ‖WX‖² over the calibration inputs (from the Hessian), null without calibration. */
+  layerOutputError: number | null;
   solver: string;
   seconds: number;
   /** SparseGPT Cholesky retries with more damping (0 = none). */
@@ -32,7 +31,10 @@ export interface BlockPruneResult {
   sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number };
 }
 
-type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: PruneOptions, spec: SparsitySpec) => Promise<{ retries?: number }>;
+type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: ResolvedPruneOptions, spec: SparsitySpec) => Promise<{ retries?: number }>;
+
+/** Relative squared output error of one pruned linear (W dense, Wp pruned), null where the method has no Hessian. */
+export type LayerOutputError = (W: Float32Array, Wp: Float32Array, l: LinearLayer) => Promise<number | null>;
 
 const LOCAL_SOLVERS: Record<Method, LocalSolver> = {
   magnitude: async (W, l, _s, _o, spec) => {
@@ -44,23 +46,13 @@ const LOCAL_SOLVERS: Record<Method, LocalSolver> = {
     return {};
   },
   sparsegpt: async (W, l, s, o, spec) => {
-    const prune = o.device === 'cuda' ? cudaSparseGptPrune : sparsegptPrune;
-    const r = await prune(W, l.outFeatures, l.inFeatures, s!.hessian(l.role).H, { ...spec, percdamp: o.percdamp, blocksize: o.blocksize });
+    const options = sparseGptOptions({ ...spec, percdamp: o.percdamp, blocksize: o.blocksize });
+    const r = await sparsegptPrune(W, l.outFeatures, l.inFeatures, s!.hessian(l.role).H, options, o.device === 'cuda' ? 'cuda' : 'cpu');
     return { retries: r.retries };
   },
   // SparseLLM prunes the attention projections locally with SparseGPT.
   sparsellm: (W, l, s, o, spec) => LOCAL_SOLVERS.sparsegpt(W, l, s, o, spec),
 };
-
-/** The FFN roles SparseLLM treats globally, per family. */
-export function globalFfnRoles(family: FamilySpec): string[] {
-  return family.ffn === 'relu-fc' ? ['fc1', 'fc2'] : ['gate_proj', 'up_proj', 'down_proj'];
-}
-
-/** Role whose input is the FFN input (kept whole for SparseLLM). */
-export function ffnInputRole(family: FamilySpec): string {
-  return family.ffn === 'relu-fc' ? 'fc1' : 'up_proj';
-}
 
 export async function pruneBlock(
   block: DecoderBlock,
@@ -68,13 +60,13 @@ export async function pruneBlock(
   weights: Map<string, Float32Array>,
   biases: Map<string, Float32Array>,
   stats: BlockStatistics | null,
-  options: PruneOptions,
+  options: ResolvedPruneOptions,
   spec: SparsitySpec,
-  relativeError: (W: Float32Array, Wp: Float32Array, l: LinearLayer) => Promise<number | null>,
+  layerOutputError: LayerOutputError,
 ): Promise<BlockPruneResult> {
   const pruned = new Map<string, Float32Array>();
   const reports: LinearReport[] = [];
-  const global = options.method === 'sparsellm' ? new Set(globalFfnRoles(family)) : new Set<string>();
+  const global = new Set(options.method === 'sparsellm' ? family.ffnRoles.global : []);
   const linear = (role: string) => block.linears.find((l) => l.role === role)!;
 
   for (const l of block.linears) {
@@ -84,28 +76,13 @@ export async function pruneBlock(
     const r = await LOCAL_SOLVERS[options.method](W, l, stats, options, spec);
     const seconds = (performance.now() - t0) / 1000;
     pruned.set(l.role, W);
-    reports.push(await linearReport(l, W, weights.get(l.role)!, seconds, options.method === 'sparsellm' ? 'sparsegpt' : options.method, r.retries, relativeError));
+    reports.push(await linearReport(l, W, weights.get(l.role)!, seconds, options.method === 'sparsellm' ? 'sparsegpt' : options.method, r.retries, layerOutputError));
   }
 
   let sparsellm: BlockPruneResult['sparsellm'];
   if (global.size > 0) {
     const { X, tokens } = stats!.ffnInput();
-    const o = options.sparsellm;
-    const solverOptions = {
-      ...spec,
-      alpha: o.alpha,
-      beta: o.beta,
-      gamma: o.gamma,
-      epochs: o.epochs,
-      percdamp: options.percdamp,
-      blocksize: options.blocksize,
-      fc2Update: o.fc2Update,
-      referenceQuirks: o.referenceQuirks,
-      keepBest: o.keepBest,
-      outputRefit: o.outputRefit,
-      refitRidge: o.refitRidge,
-      lstsqRidge: o.lstsqRidge,
-    };
+    const solverOptions = sparseLlmOptions(family, { ...options.sparsellm, ...spec, percdamp: options.percdamp, blocksize: options.blocksize });
     const t0 = performance.now();
     let result: SparseLlmResult;
     if (family.ffn === 'relu-fc') {
@@ -135,7 +112,7 @@ export async function pruneBlock(
     }
     const seconds = (performance.now() - t0) / 1000;
     for (const role of global) {
-      reports.push(await linearReport(linear(role), pruned.get(role)!, weights.get(role)!, seconds / global.size, 'sparsellm', undefined, relativeError));
+      reports.push(await linearReport(linear(role), pruned.get(role)!, weights.get(role)!, seconds / global.size, 'sparsellm', undefined, layerOutputError));
     }
     sparsellm = {
       epochs: result.epochs.map((e) => ({ objective: e.objective, outputError: e.outputError })),
@@ -152,12 +129,12 @@ export async function pruneBlock(
 
 async function linearReport(
   l: LinearLayer, Wp: Float32Array, W: Float32Array, seconds: number, solver: string, retries: number | undefined,
-  relativeError: (W: Float32Array, Wp: Float32Array, l: LinearLayer) => Promise<number | null>,
+  layerOutputError: LayerOutputError,
 ): Promise<LinearReport> {
   let zeros = 0;
   for (let k = 0; k < Wp.length; k++) if (Wp[k] === 0) zeros++;
   return {
     block: l.block, role: l.role, in: l.inFeatures, out: l.outFeatures, sparsity: zeros / Wp.length,
-    relativeError: await relativeError(W, Wp, l), solver, seconds, ...(retries ? { dampingRetries: retries } : {}),
+    layerOutputError: await layerOutputError(W, Wp, l), solver, seconds, ...(retries ? { dampingRetries: retries } : {}),
   };
 }

@@ -1,6 +1,6 @@
 // `sparsellm prune` end to end, the sequential pipeline of the reference implementations (ALGORITHMS.md §1.3, §2.4):
-// calibration windows -> prologue -> for each block: dense pass with hooks (statistics) -> prune -> re-run the
-// pruned block to make the next block's inputs -> save the model (new folder), copy config/tokenizer, report.
+// calibrate (windows -> prologue states) -> prune blocks (for each block: dense pass with hooks (statistics) -> prune
+// -> re-run the pruned block to make the next block's inputs) -> export (new folder, config/tokenizer copied) -> report.
 // Memory: one block's session plus the calibration activations (and SparseLLM's FFN activations).
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -10,15 +10,14 @@ import { loadTokenizer } from '../data/tokenizer.js';
 import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type DecoderLayout, type LinearLayer } from '../model/index.js';
-import { readModelConfig } from '../model/full-session.js';
 import { native } from '../native/addon.js';
 import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
 import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './memory.js';
-import { parseLayers, targetSparsity, type PruneOptions } from './options.js';
-import { copyCompanionFiles, commitOutput, createPartial, planOutput } from './output.js';
-import { ffnInputRole, pruneBlock, type LinearReport } from './prune-block.js';
+import { defaultSeqlen, parseLayers, resolvePruneOptions, targetSparsity, type PruneOptions, type ResolvedPruneOptions } from './options.js';
+import { copyCompanionFiles, commitOutput, createPartial, planOutput, type OutputPlan } from './output.js';
+import { pruneBlock, type LinearReport } from './prune-block.js';
 import type { Progress } from './progress.js';
 import { BlockStatisticsCollector } from './statistics.js';
 
@@ -46,14 +45,26 @@ function checkInterrupted(partial: string): void {
   }
 }
 
-function defaultSeqlen(onnxFile: string): number {
-  const cfg = readModelConfig(onnxFile);
-  const maxPos = cfg?.max_position_embeddings ?? cfg?.n_positions;
-  return Math.min(typeof maxPos === 'number' ? maxPos : 2048, 2048);
+/** Seconds per phase of the run. */
+type Timings = Record<'calibration' | 'statistics' | 'solve' | 'rerun' | 'export' | 'eval', number> & { total?: number };
+
+const clock = () => performance.now() / 1000;
+
+/** Everything a run decided before any work: the model, its layout, the resolved options. */
+interface PruneRun {
+  /** the options with every default applied; device becomes 'cuda' or 'cpu' once resolved */
+  o: ResolvedPruneOptions & { seqlen: number };
+  onnxFile: string;
+  model: OnnxModel;
+  layout: DecoderLayout;
+  selected: Set<number>;
+  plan: OutputPlan;
+  /** what the checkpoint key and the report's arguments record */
+  settings: Record<string, unknown>;
 }
 
 /** ‖(W − Ŵ)X‖² / ‖WX‖² = tr(D H Dᵀ) / tr(W H Wᵀ) with D = W − Ŵ and H the layer-input Hessian. */
-async function relativeErrorFromHessian(W: Float32Array, Wp: Float32Array, H: Float32Array, out: number, inF: number): Promise<number> {
+async function layerOutputErrorFromHessian(W: Float32Array, Wp: Float32Array, H: Float32Array, out: number, inF: number): Promise<number> {
   const D = new Float32Array(W.length);
   for (let k = 0; k < W.length; k++) D[k] = W[k]! - Wp[k]!;
   const quad = async (A: Float32Array) => {
@@ -77,184 +88,269 @@ export function assertFinite(values: Float32Array, what: string): void {
   }
 }
 
+/**
+ * The weights as they will be written (fp16 / bf16 models store them rounded): a finite float32 value above the
+ * storage type's range becomes Inf there, so the check runs on the stored values.
+ */
+function assertStoredFinite(model: OnnxModel, block: DecoderBlock, roles: Iterable<string>): void {
+  for (const role of roles) {
+    const l = block.linears.find((x) => x.role === role)!;
+    const stored = model.readFloat32(l.weightName);
+    const k = stored.findIndex((v) => !Number.isFinite(v));
+    if (k >= 0) throw new UserError(`pruned weight of block ${block.index} ${role} overflows its ${l.dtype} storage (Inf at element ${k}): refusing to write a broken model`);
+  }
+}
+
 /** Everything about the arguments and the input model that can be refused before any work is done. */
-function checkRun(o: PruneOptions, model: OnnxModel, layout: DecoderLayout, selected: Set<number>, seqlen: number): void {
-  const maxPos = readModelConfig(model.path)?.max_position_embeddings;
-  if (typeof maxPos === 'number' && seqlen > maxPos) throw new UserError(`--seqlen ${seqlen} is longer than the model's ${maxPos} positions`);
+function checkRun(run: PruneRun): void {
+  const { o, model, layout, selected } = run;
+  const maxPos = layout.config.maxPositions;
+  if (maxPos !== undefined && o.seqlen > maxPos) throw new UserError(`--seqlen ${o.seqlen} is longer than the model's ${maxPos} positions`);
   if (!Number.isInteger(o.nsamples) || o.nsamples < 1) throw new UserError(`--nsamples must be a positive integer, got ${o.nsamples}`);
-  const pruned = layout.blocks.filter((b) => selected.has(b.index)).flatMap((b) => b.linears);
+  const prunedBlocks = layout.blocks.filter((b) => selected.has(b.index));
+  const pruned = prunedBlocks.flatMap((b) => b.linears);
   // N:M needs the input size of every pruned linear to be a multiple of M.
   if ('prunen' in o.spec) {
     const m = o.spec.prunem;
     const bad = pruned.find((l) => l.inFeatures % m !== 0);
     if (bad) throw new UserError(`N:M with M = ${m} needs every input size to be a multiple of ${m}, but block ${bad.block} ${bad.role} has ${bad.inFeatures} inputs`);
   }
+  // The SwiGLU SparseLLM solver has no bias terms: a LLaMA FFN with biases (config mlp_bias) would lose them.
+  if (o.method === 'sparsellm' && layout.family.ffn === 'swiglu') {
+    const biased = prunedBlocks.flatMap((b) => b.linears).find((l) => layout.family.ffnRoles.global.includes(l.role) && l.biasName !== null);
+    if (biased || layout.config.mlpBias) {
+      throw new UserError(`sparsellm does not support LLaMA FFN biases (mlp_bias${biased ? `: block ${biased.block} ${biased.role} has one` : ' in config.json'}): use --method sparsegpt`);
+    }
+  }
   // Input weights must be finite: pruning cannot repair NaN/Inf.
   for (const l of pruned) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${l.block} ${l.role})`);
-  if (o.method !== 'magnitude') checkMemory(estimatePeakMemory(layout, o.nsamples, seqlen, modelShape(model, layout, o.nsamples, seqlen), o.method), o.maxMemoryGb);
+  if (o.method !== 'magnitude') checkMemory(estimatePeakMemory(layout, o.nsamples, o.seqlen, modelShape(model, layout, o.nsamples, o.seqlen), o.method), o.maxMemoryGb);
   // Evaluation datasets and window, checked now rather than after the prune.
   for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
   if (o.evalSeqlen !== undefined) {
     if (!Number.isInteger(o.evalSeqlen) || o.evalSeqlen < 2) throw new UserError(`--eval-seqlen must be an integer ≥ 2, got ${o.evalSeqlen}`);
-    if (typeof maxPos === 'number' && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
+    if (maxPos !== undefined && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
   }
 }
 
-export async function runPrune(o: PruneOptions, progress: Progress): Promise<PruneReport> {
-  const timings: Record<string, number> = { calibration: 0, statistics: 0, solve: 0, rerun: 0, export: 0, eval: 0 };
-  const clock = () => performance.now() / 1000;
-  const tStart = clock();
-
-  const modelPath = await resolveModelArgument(o.model);
-  const onnxFile = resolveModelFile(modelPath);
-  const plan = planOutput(o.out, onnxFile, o.force, o.resume);
+/** Resolves the model and the options and checks them; nothing is written yet. */
+async function planRun(options: PruneOptions): Promise<PruneRun> {
+  const resolved = resolvePruneOptions(options);
+  const onnxFile = resolveModelFile(await resolveModelArgument(resolved.model));
+  const plan = planOutput(resolved.out, onnxFile, resolved.force, resolved.resume);
   const model = OnnxModel.load(onnxFile);
   const layout = analyzeDecoder(model);
-  const selected = new Set(parseLayers(o.layers, layout.blocks.length));
-  const spec = o.spec;
-  const needsCalibration = o.method !== 'magnitude';
+  const selected = new Set(parseLayers(resolved.layers, layout.blocks.length));
+  const o = { ...resolved, seqlen: resolved.seqlen ?? defaultSeqlen(layout.config) };
+  const settings = {
+    method: o.method, spec: o.spec, calib: o.calib, nsamples: o.nsamples, seqlen: o.seqlen, seed: o.seed, layers: [...selected],
+    percdamp: o.percdamp, blocksize: o.blocksize, sparsellm: o.sparsellm,
+  };
+  const run: PruneRun = { o, onnxFile, model, layout, selected, plan, settings };
+  checkRun(run);
+  return run;
+}
 
-  const seqlen = o.seqlen ?? defaultSeqlen(onnxFile);
-  checkRun(o, model, layout, selected, seqlen);
-  // Tokenizer and calibration text (missing, corrupt, too short) before `<out>.partial` exists.
-  let source: CalibrationSource | undefined;
-  if (needsCalibration) {
-    const t = clock();
-    const tok = loadTokenizer(o.tokenizer ?? onnxFile);
-    source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
-    if (source.tokenCount !== undefined && source.tokenCount <= seqlen) {
-      source.close();
-      throw new UserError(`calibration text ${o.calib} has ${source.tokenCount} tokens, fewer than one window of ${seqlen}: use a longer text or a shorter --seqlen`);
-    }
-    timings.calibration += clock() - t;
+/** Tokenizer and calibration text (missing, corrupt, too short), opened before `<out>.partial` exists. */
+async function openCalibration(run: PruneRun, timings: Timings): Promise<CalibrationSource | undefined> {
+  const { o } = run;
+  if (o.method === 'magnitude') return undefined;
+  const t = clock();
+  const tok = loadTokenizer(o.tokenizer ?? run.onnxFile);
+  const source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
+  if (source.tokenCount !== undefined && source.tokenCount <= o.seqlen) {
+    source.close();
+    throw new UserError(`calibration text ${o.calib} has ${source.tokenCount} tokens, fewer than one window of ${o.seqlen}: use a longer text or a shorter --seqlen`);
   }
+  timings.calibration += clock() - t;
+  return source;
+}
+
+/** 1. Calibration windows -> prologue states, in micro-batches of whole sequences. */
+async function calibrate(run: PruneRun, runner: BlockRunner, source: CalibrationSource, progress: Progress, timings: Timings): Promise<BlockState[]> {
+  const { o, plan } = run;
+  const t = clock();
+  const states: BlockState[] = [];
+  const batch = microBatchSize(o.nsamples, o.seqlen);
+  progress.start('calibration', o.nsamples);
+  let pending: BigInt64Array[] = [];
+  const flush = async () => {
+    const ids = new BigInt64Array(pending.length * o.seqlen);
+    pending.forEach((w, k) => ids.set(w, k * o.seqlen));
+    states.push(await runner.prologue(ids, pending.length, o.seqlen));
+    progress.tick(pending.length);
+    pending = [];
+  };
+  try {
+    for await (const w of source.windows(o.nsamples, o.seqlen, o.seed)) {
+      pending.push(w);
+      if (pending.length === batch) await flush();
+      checkInterrupted(plan.partial);
+    }
+    if (pending.length) await flush();
+  } finally {
+    source.close();
+  }
+  progress.stop();
+  timings.calibration += clock() - t;
+  return states;
+}
+
+interface PrunedBlocks {
+  linears: LinearReport[];
+  sparsellm: PruneReport['sparsellm'];
+  resumedBlocks: number;
+}
+
+/** 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run. */
+async function pruneBlocks(
+  run: PruneRun, runner: BlockRunner, checkpoint: Checkpoint, states: BlockState[], progress: Progress, timings: Timings,
+): Promise<PrunedBlocks> {
+  const { o, layout, selected, plan } = run;
+  const linears: LinearReport[] = [];
+  const sparsellm: PruneReport['sparsellm'] = [];
+  const restored = new Map(checkpoint.finished.map((b) => [b.index, b]));
+  let prunedHere = 0, tFirstBlock = 0;
+  for (const block of layout.blocks) {
+    checkInterrupted(plan.partial);
+    const i = block.index;
+    const done = restored.get(i);
+    if (done) {
+      const sizes = new Map(block.linears.map((l) => [l.role, l.inFeatures * l.outFeatures]));
+      await runner.setBlockWeights(i, checkpoint.weights(done, sizes));
+      linears.push(...done.linears);
+      if (done.sparsellm) sparsellm.push({ block: i, ...done.sparsellm });
+    } else if (selected.has(i)) {
+      const t0 = clock();
+      // overall ETA from the blocks pruned so far in this run
+      const remaining = [...selected].filter((b) => b >= i && !restored.has(b)).length;
+      const eta = prunedHere > 0 ? ` — about ${formatSeconds(((t0 - tFirstBlock) / prunedHere) * remaining)} left` : '';
+      if (prunedHere === 0) tFirstBlock = t0;
+      progress.log(`block ${i} (${i + 1} of ${layout.blocks.length}): pruning with ${o.method}${eta}`);
+      const result = await pruneOneBlock(run, runner, block, states, progress);
+      prunedHere++;
+      timings.statistics += result.statisticsSeconds;
+      timings.solve += result.solveSeconds;
+      for (const [role, W] of result.weights) assertFinite(W, `pruned weight of block ${i} ${role}`);
+      await runner.setBlockWeights(i, result.weights);
+      assertStoredFinite(runner.model, block, result.weights.keys());
+      linears.push(...result.linears);
+      if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
+      checkpoint.save(
+        { index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 },
+        result.weights,
+      );
+    }
+    // Re-run the (pruned) block: its outputs are the next block's inputs.
+    if (states.length > 0 && i < layout.blocks.length - 1) {
+      const t = clock();
+      progress.start(`block ${i} forward`, states.length);
+      for (let k = 0; k < states.length; k++) {
+        states[k] = (await runner.runBlock(i, states[k]!)).state;
+        progress.tick();
+      }
+      progress.stop();
+      timings.rerun += clock() - t;
+    }
+  }
+  states.length = 0;
+  return { linears, sparsellm, resumedBlocks: restored.size };
+}
+
+async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderBlock, states: BlockState[], progress: Progress) {
+  const { o, layout } = run;
+  const family = layout.family;
+  let statisticsSeconds = 0;
+  let stats: BlockStatisticsCollector | null = null;
+  if (o.method !== 'magnitude') {
+    const t = performance.now();
+    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null);
+    progress.start(`block ${block.index} statistics`, states.length);
+    for (const s of states) {
+      const { captures } = await runner.runBlock(block.index, s, { capture: true });
+      await stats.add(captures, s.batch, s.seqlen);
+      progress.tick();
+      checkInterrupted(run.plan.partial);
+    }
+    progress.stop();
+    statisticsSeconds = (performance.now() - t) / 1000;
+  }
+  const t = performance.now();
+  const weights = runner.getBlockWeights(block.index);
+  const biases = new Map<string, Float32Array>();
+  for (const l of block.linears) if (l.biasName) biases.set(l.role, runner.model.readFloat32(l.biasName));
+  const layerOutputError = async (W: Float32Array, Wp: Float32Array, l: LinearLayer) =>
+    o.method === 'magnitude' || o.method === 'wanda' ? null : layerOutputErrorFromHessian(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures);
+  const result = await pruneBlock(block, family, weights, biases, stats, o, o.spec, layerOutputError);
+  return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
+}
+
+/** 3. Export: the same layout as the input (inline weights stay inline when the input had no external data). */
+function exportModel(run: PruneRun, runner: BlockRunner, timings: Timings): string {
+  const t = clock();
+  const outOnnx = join(run.plan.partial, run.plan.onnxRelative);
+  mkdirSync(dirname(outOnnx), { recursive: true });
+  const inlineInput = run.model.externalDataFiles.length === 0;
+  runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
+  copyCompanionFiles(run.plan);
+  timings.export += clock() - t;
+  return outOnnx;
+}
+
+/** 4. The report: settings, per-layer results, overall sparsity, timings, perplexity. */
+function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined): PruneReport {
+  const { o } = run;
+  let zeros = 0, total = 0;
+  for (const r of pruned.linears) {
+    zeros += r.sparsity * r.in * r.out;
+    total += r.in * r.out;
+  }
+  return {
+    tool: 'sparsellm',
+    model: run.onnxFile,
+    output: join(run.plan.out, run.plan.onnxRelative),
+    architecture: run.layout.architecture,
+    method: o.method,
+    arguments: { ...run.settings, layers: o.layers, prunedBlocks: [...run.selected], eval: o.eval },
+    sparsity: { target: targetSparsity(o.spec), prunedLayers: pruned.linears.length, overall: total ? zeros / total : 0 },
+    layers: pruned.linears,
+    sparsellm: pruned.sparsellm,
+    timings,
+    ...(perplexity ? { perplexity } : {}),
+    resumedBlocks: pruned.resumedBlocks,
+  };
+}
+
+export async function runPrune(options: PruneOptions, progress: Progress): Promise<PruneReport> {
+  const timings: Timings = { calibration: 0, statistics: 0, solve: 0, rerun: 0, export: 0, eval: 0 };
+  const tStart = clock();
+  const run = await planRun(options);
+  const { o, plan } = run;
+  const source = await openCalibration(run, timings);
   // Solvers on the GPU where a CUDA build finds one (SparseGPT so far; see docs/CUDA.md), else the CPU.
-  const device = resolveDevice(o.device ?? 'auto');
-  o = { ...o, device: device.device };
+  const device = resolveDevice(o.device);
+  o.device = device.device;
   progress.log(device.line);
-  const runner = await BlockRunner.open(model);
+  const runner = await BlockRunner.open(run.model);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it
   // resumed an earlier run's checkpoint (never thrown away by a later failure).
   const resumed = o.resume && existsSync(plan.partial);
   if (!o.resume && existsSync(plan.partial)) rmSync(plan.partial, { recursive: true, force: true });
   createPartial(plan);
-  const settings = { method: o.method, spec, calib: o.calib, nsamples: o.nsamples, seqlen, seed: o.seed, layers: [...selected], percdamp: o.percdamp, blocksize: o.blocksize, sparsellm: o.sparsellm };
-  const reports: LinearReport[] = [];
-  const sparsellmReports: PruneReport['sparsellm'] = [];
   try {
-    const checkpoint = new Checkpoint(plan.partial, checkpointKey(onnxFile, settings), o.resume);
-    // 1. Calibration windows -> prologue states, in micro-batches of whole sequences.
-    let states: BlockState[] = [];
-    if (source) {
-      const t = clock();
-      const batch = microBatchSize(o.nsamples, seqlen);
-      progress.start('calibration', o.nsamples);
-      let pending: BigInt64Array[] = [];
-      const flush = async () => {
-        const ids = new BigInt64Array(pending.length * seqlen);
-        pending.forEach((w, k) => ids.set(w, k * seqlen));
-        states.push(await runner.prologue(ids, pending.length, seqlen));
-        progress.tick(pending.length);
-        pending = [];
-      };
-      try {
-        for await (const w of source.windows(o.nsamples, seqlen, o.seed)) {
-          pending.push(w);
-          if (pending.length === batch) await flush();
-          checkInterrupted(plan.partial);
-        }
-        if (pending.length) await flush();
-      } finally {
-        source.close();
-      }
-      progress.stop();
-      timings.calibration += clock() - t;
-    }
-
-    // 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run.
-    const restored = new Map(checkpoint.finished.map((b) => [b.index, b]));
-    let prunedHere = 0, tFirstBlock = 0;
-    for (const block of layout.blocks) {
-      checkInterrupted(plan.partial);
-      const i = block.index;
-      const done = restored.get(i);
-      if (done) {
-        const sizes = new Map(block.linears.map((l) => [l.role, l.inFeatures * l.outFeatures]));
-        await runner.setBlockWeights(i, checkpoint.weights(done, sizes));
-        reports.push(...done.linears);
-        if (done.sparsellm) sparsellmReports.push({ block: i, ...done.sparsellm });
-      } else if (selected.has(i)) {
-        const t0 = clock();
-        // overall ETA from the blocks pruned so far in this run
-        const remaining = [...selected].filter((b) => b >= i && !restored.has(b)).length;
-        const eta = prunedHere > 0 ? ` — about ${formatSeconds(((t0 - tFirstBlock) / prunedHere) * remaining)} left` : '';
-        if (prunedHere === 0) tFirstBlock = t0;
-        progress.log(`block ${i} (${i + 1} of ${layout.blocks.length}): pruning with ${o.method}${eta}`);
-        const result = await pruneOneBlock(runner, block, states, o, progress);
-        prunedHere++;
-        timings.statistics += result.statisticsSeconds;
-        timings.solve += result.solveSeconds;
-        for (const [role, W] of result.weights) assertFinite(W, `pruned weight of block ${i} ${role}`);
-        await runner.setBlockWeights(i, result.weights);
-        reports.push(...result.linears);
-        if (result.sparsellm) sparsellmReports.push({ block: i, ...result.sparsellm });
-        checkpoint.save(
-          { index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 },
-          result.weights,
-        );
-      }
-      // Re-run the (pruned) block: its outputs are the next block's inputs.
-      if (needsCalibration && i < layout.blocks.length - 1) {
-        const t = clock();
-        progress.start(`block ${i} forward`, states.length);
-        for (let k = 0; k < states.length; k++) {
-          states[k] = (await runner.runBlock(i, states[k]!)).state;
-          progress.tick();
-        }
-        progress.stop();
-        timings.rerun += clock() - t;
-      }
-    }
-    states = [];
-
-    // 3. Export: the same layout as the input (inline weights stay inline when the input had no external data).
-    let t = clock();
-    const outOnnx = join(plan.partial, plan.onnxRelative);
-    mkdirSync(dirname(outOnnx), { recursive: true });
-    const inlineInput = model.externalDataFiles.length === 0;
-    runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
-    copyCompanionFiles(plan);
-    timings.export += clock() - t;
-
-    // 4. Optional evaluation of the written model.
+    const checkpoint = new Checkpoint(plan.partial, checkpointKey(run.onnxFile, run.settings), o.resume);
+    const states = source ? await calibrate(run, runner, source, progress, timings) : [];
+    const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings);
+    const outOnnx = exportModel(run, runner, timings);
     let perplexity: EvalResults | undefined;
     if (o.eval.length) {
-      t = clock();
+      const t = clock();
       perplexity = await evaluateDatasets(outOnnx, o.eval, { tokenizer: o.tokenizer, seqlen: o.evalSeqlen, maxWindows: o.evalMaxWindows, dataDir: o.dataDir, docSeparator: o.docSeparator, progress });
       timings.eval += clock() - t;
     }
     timings.total = clock() - tStart;
-
-    let zeros = 0, total = 0;
-    for (const r of reports) {
-      zeros += r.sparsity * r.in * r.out;
-      total += r.in * r.out;
-    }
-    const report: PruneReport = {
-      tool: 'sparsellm',
-      model: onnxFile,
-      output: join(plan.out, plan.onnxRelative),
-      architecture: layout.architecture,
-      method: o.method,
-      arguments: { ...settings, layers: o.layers, prunedBlocks: [...selected], eval: o.eval },
-      sparsity: { target: targetSparsity(spec), prunedLayers: reports.length, overall: total ? zeros / total : 0 },
-      layers: reports,
-      sparsellm: sparsellmReports,
-      timings,
-      ...(perplexity ? { perplexity } : {}),
-      resumedBlocks: restored.size,
-    };
+    const report = buildReport(run, pruned, timings, perplexity);
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
     commitOutput(plan);
     return report;
@@ -265,32 +361,4 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
   } finally {
     await runner.dispose();
   }
-}
-
-async function pruneOneBlock(runner: BlockRunner, block: DecoderBlock, states: BlockState[], o: PruneOptions, progress: Progress) {
-  const family = runner.layout.family;
-  const keepFfn = o.method === 'sparsellm' ? ffnInputRole(family) : null;
-  let statisticsSeconds = 0;
-  let stats: BlockStatisticsCollector | null = null;
-  if (o.method !== 'magnitude') {
-    const t = performance.now();
-    stats = new BlockStatisticsCollector(block, o.method, keepFfn);
-    progress.start(`block ${block.index} statistics`, states.length);
-    for (const s of states) {
-      const { captures } = await runner.runBlock(block.index, s, { capture: true });
-      await stats.add(captures, s.batch, s.seqlen);
-      progress.tick();
-      checkInterrupted(`${o.out}.partial`);
-    }
-    progress.stop();
-    statisticsSeconds = (performance.now() - t) / 1000;
-  }
-  const t = performance.now();
-  const weights = runner.getBlockWeights(block.index);
-  const biases = new Map<string, Float32Array>();
-  for (const l of block.linears) if (l.biasName) biases.set(l.role, runner.model.readFloat32(l.biasName));
-  const relErr = async (W: Float32Array, Wp: Float32Array, l: LinearLayer) =>
-    o.method === 'magnitude' || o.method === 'wanda' ? null : relativeErrorFromHessian(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures);
-  const result = await pruneBlock(block, family, weights, biases, stats, o, o.spec, relErr);
-  return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
 }

@@ -6,6 +6,7 @@ import { resolveModelArgument } from '../../hub/registry.js';
 import { resolveModelFile } from '../../model/model-path.js';
 import { evaluateDatasets, evalJson, type EvalResults } from '../../pipeline/evaluate.js';
 import { createProgress } from '../../pipeline/progress.js';
+import { PRUNE_DEFAULTS } from '../../pipeline/options.js';
 
 interface EvalArgs {
   model: string;
@@ -59,7 +60,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx), .onnx file, known name or hub id' })
       .option('dataset', { type: 'string', default: 'wikitext2', describe: 'comma-separated: wikitext2, ptb, c4, tinystories, or a .txt / .jsonl file' })
-      .option('seqlen', { type: 'number', describe: 'window length (default: the model\'s positions, at most 2048)' })
+      .option('seqlen', { type: 'number', describe: `window length (default: the model's positions, at most ${PRUNE_DEFAULTS.maxSeqlen})` })
       .option('batch', { type: 'number', default: 1, describe: 'windows per model run' })
       .option('per-document', { type: 'boolean', default: false, describe: 'score each document on its own with BOS (own files; default for tinystories)' })
       .option('doc-separator', { type: 'string', describe: 'document separator for --per-document (default <|endoftext|>)' })

@@ -2,7 +2,12 @@
 import { resolve } from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../../errors.js';
-import { METHODS, describeSpec, sparsitySpec, type Method, type PruneOptions } from '../../pipeline/options.js';
+import {
+  DEFAULT_SPARSITY, METHODS, PRUNE_DEFAULTS, SPARSEGPT_DEFAULTS, SPARSELLM_DEFAULTS, defaultNsamples, describeSpec, sparsitySpec,
+  type Method, type PruneOptions,
+} from '../../pipeline/options.js';
+import { llamaFamily } from '../../model/families/llama.js';
+import { optFamily } from '../../model/families/opt.js';
 import { interruption, runPrune, type PruneReport } from '../../pipeline/prune.js';
 import { createProgress, type Progress } from '../../pipeline/progress.js';
 
@@ -60,8 +65,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     method: argv.method,
     spec,
     calib: argv.calib,
-    // reference defaults: SparseGPT/Wanda 128 samples, SparseLLM 64 (OPT) — it keeps every FFN activation
-    nsamples: argv.nsamples ?? (argv.method === 'sparsellm' ? 64 : 128),
+    nsamples: argv.nsamples ?? defaultNsamples(argv.method),
     seqlen: argv.seqlen,
     seed: argv.seed,
     docSeparator: argv.docSeparator,
@@ -134,35 +138,35 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
   builder: (y: Argv) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder, .onnx file, known name (opt-125m, stories260K, ...) or hub id' })
-      .option('method', { choices: METHODS, default: 'sparsellm' as Method, describe: 'pruning method' })
-      .option('sparsity', { type: 'number', describe: 'fraction of weights to prune in each pruned layer, in [0, 1) (default 0.5)' })
+      .option('method', { choices: METHODS, default: PRUNE_DEFAULTS.method, describe: 'pruning method' })
+      .option('sparsity', { type: 'number', describe: `fraction of weights to prune in each pruned layer, in [0, 1) (default ${DEFAULT_SPARSITY})` })
       .option('prunen', { type: 'number', describe: 'N:M sparsity: weights PRUNED in each group of --prunem (2 with --prunem 4 = 2:4)' })
       .option('prunem', { type: 'number', describe: 'N:M sparsity: group size M' })
-      .option('calib', { type: 'string', default: 'c4', describe: 'calibration data: c4, wikitext2, ptb, tinystories or a .txt/.jsonl file' })
-      .option('nsamples', { type: 'number', describe: 'calibration sequences (default 128; 64 for sparsellm)' })
-      .option('seqlen', { type: 'number', describe: 'calibration sequence length (default: the model\'s positions, at most 2048)' })
-      .option('seed', { type: 'number', default: 0, describe: 'seed of the calibration sampling (Python random semantics)' })
-      .option('layers', { type: 'string', default: 'all', describe: 'blocks to prune: all, first-half (the SparseLLM paper), last-half, or 0-11 / 0,2,5-7' })
-      .option('alpha', { type: 'number', describe: 'SparseLLM α (default 0.1 OPT, 5 LLaMA, as the reference)' })
-      .option('beta', { type: 'number', describe: 'SparseLLM β (default 0.1 OPT, 5 LLaMA)' })
-      .option('gamma', { type: 'number', describe: 'SparseLLM γ (default 0.1 OPT, 5 LLaMA)' })
-      .option('epochs', { type: 'number', describe: 'SparseLLM alternating epochs (default 4)' })
-      .option('fc2-update', { choices: ['gd', 'lstsq'] as const, describe: 'SparseLLM OPT fc2 refit: gd (reference, default) or lstsq (closed form)' })
-      .option('reference-quirks', { type: 'boolean', default: false, describe: 'SparseLLM: reproduce the reference\'s fp16 casts and accumulated damping' })
-      .option('output-refit', { type: 'boolean', default: true, describe: 'SparseLLM: refit fc2/down on the real sparse activations each epoch (--no-output-refit = reference)' })
-      .option('keep-best', { type: 'boolean', default: true, describe: 'SparseLLM: keep the epoch with the lowest FFN output error (--no-keep-best = reference: last epoch)' })
-      .option('percdamp', { type: 'number', default: 0.01, describe: 'SparseGPT damping, fraction of mean(diag H)' })
-      .option('blocksize', { type: 'number', default: 128, describe: 'SparseGPT lazy-update block size' })
+      .option('calib', { type: 'string', default: PRUNE_DEFAULTS.calib, describe: 'calibration data: c4, wikitext2, ptb, tinystories or a .txt/.jsonl file' })
+      .option('nsamples', { type: 'number', describe: `calibration sequences (default ${defaultNsamples('sparsegpt')}; ${defaultNsamples('sparsellm')} for sparsellm)` })
+      .option('seqlen', { type: 'number', describe: `calibration sequence length (default: the model's positions, at most ${PRUNE_DEFAULTS.maxSeqlen})` })
+      .option('seed', { type: 'number', default: PRUNE_DEFAULTS.seed, describe: 'seed of the calibration sampling (Python random semantics)' })
+      .option('layers', { type: 'string', default: PRUNE_DEFAULTS.layers, describe: 'blocks to prune: all, first-half (the SparseLLM paper), last-half, or 0-11 / 0,2,5-7' })
+      .option('alpha', { type: 'number', describe: `SparseLLM α (default ${optFamily.sparsellm.alpha} OPT, ${llamaFamily.sparsellm.alpha} LLaMA, as the reference)` })
+      .option('beta', { type: 'number', describe: `SparseLLM β (default ${optFamily.sparsellm.beta} OPT, ${llamaFamily.sparsellm.beta} LLaMA)` })
+      .option('gamma', { type: 'number', describe: `SparseLLM γ (default ${optFamily.sparsellm.gamma} OPT, ${llamaFamily.sparsellm.gamma} LLaMA)` })
+      .option('epochs', { type: 'number', describe: `SparseLLM alternating epochs (default ${SPARSELLM_DEFAULTS.epochs})` })
+      .option('fc2-update', { choices: ['gd', 'lstsq'] as const, describe: `SparseLLM OPT fc2 refit: gd (reference) or lstsq (closed form); default ${SPARSELLM_DEFAULTS.fc2Update}` })
+      .option('reference-quirks', { type: 'boolean', default: SPARSELLM_DEFAULTS.referenceQuirks, describe: 'SparseLLM: reproduce the reference\'s fp16 casts and accumulated damping' })
+      .option('output-refit', { type: 'boolean', default: SPARSELLM_DEFAULTS.outputRefit, describe: 'SparseLLM: refit fc2/down on the real sparse activations each epoch (--no-output-refit = reference)' })
+      .option('keep-best', { type: 'boolean', default: SPARSELLM_DEFAULTS.keepBest, describe: 'SparseLLM: keep the epoch with the lowest FFN output error (--no-keep-best = reference: last epoch)' })
+      .option('percdamp', { type: 'number', default: SPARSEGPT_DEFAULTS.percdamp, describe: 'SparseGPT damping, fraction of mean(diag H)' })
+      .option('blocksize', { type: 'number', default: SPARSEGPT_DEFAULTS.blocksize, describe: 'SparseGPT lazy-update block size' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (must not exist unless --force / --resume)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing output folder' })
       .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from its last finished block' })
       .option('eval', { type: 'string', describe: 'evaluate the pruned model: wikitext2, ptb, c4, tinystories or a file (comma-separated)' })
-      .option('eval-seqlen', { type: 'number', describe: 'evaluation window (default: the model\'s positions, at most 2048)' })
+      .option('eval-seqlen', { type: 'number', describe: `evaluation window (default: the model's positions, at most ${PRUNE_DEFAULTS.maxSeqlen})` })
       .option('tokenizer', { type: 'string', describe: 'tokenizer folder or file, when the model folder has none' })
       .option('data-dir', { type: 'string', describe: 'folder with dataset files (also $SPARSELLM_DATA)' })
       .option('doc-separator', { type: 'string', describe: 'document separator of your own text file (default <|endoftext|>)' })
       .option('max-memory', { type: 'number', describe: 'memory budget in GB for the pre-run estimate (default: available memory)' })
-      .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'solver device: auto takes CUDA when a CUDA build finds a GPU (docs/CUDA.md)' })
+      .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: PRUNE_DEFAULTS.device, describe: 'solver device: auto takes CUDA when a CUDA build finds a GPU (docs/CUDA.md)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the report as one JSON object on stdout' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as unknown as Argv<PruneArgs>,
   handler,

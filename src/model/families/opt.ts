@@ -1,18 +1,24 @@
 // OPT (facebook/opt-*): pre-LayerNorm, learned positions, ReLU FFN, biases on every linear.
+import { bool, num, str } from './config-values.js';
 import type { FamilySpec } from './types.js';
 
 export const optFamily: FamilySpec = {
   architecture: 'opt',
   modelTypes: ['opt'],
-  linears: [
-    { role: 'q_proj', aliases: ['q_proj'], part: 'attention' },
-    { role: 'k_proj', aliases: ['k_proj'], part: 'attention' },
-    { role: 'v_proj', aliases: ['v_proj'], part: 'attention' },
-    { role: 'out_proj', aliases: ['out_proj'], part: 'attention' },
-    { role: 'fc1', aliases: ['fc1'], part: 'mlp' },
-    { role: 'fc2', aliases: ['fc2'], part: 'mlp' },
-  ],
+  linears: ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'],
   ffn: 'relu-fc',
-  biases: true,
+  ffnRoles: { input: 'fc1', global: ['fc1', 'fc2'] },
+  // the reference's OPT script: α = β = γ = 0.1
+  sparsellm: { alpha: 0.1, beta: 0.1, gamma: 0.1 },
   signatureRoles: ['fc1', 'fc2'],
+  // transformers OPTConfig: enable_bias (default true) covers every linear; embeddings tied by default
+  normalizeConfig: (c) => {
+    const hidden = num(c.hidden_size), heads = num(c.num_attention_heads), bias = bool(c.enable_bias) ?? true;
+    return {
+      hidden, layers: num(c.num_hidden_layers), heads, kvHeads: heads,
+      headDim: hidden !== undefined && heads ? hidden / heads : undefined,
+      ffn: num(c.ffn_dim), vocab: num(c.vocab_size), maxPositions: num(c.max_position_embeddings), dtype: str(c.torch_dtype),
+      tieWordEmbeddings: bool(c.tie_word_embeddings) ?? true, attentionBias: bias, mlpBias: bias,
+    };
+  },
 };

@@ -1,7 +1,7 @@
 // The supported decoder families. Adding one = writing its table and listing it here.
 import { llamaFamily } from './llama.js';
 import { optFamily } from './opt.js';
-import type { Architecture, FamilySpec } from './types.js';
+import type { FamilySpec } from './types.js';
 
 export const FAMILIES: readonly FamilySpec[] = [optFamily, llamaFamily];
 
@@ -10,8 +10,4 @@ export function familyForModelType(modelType: string): FamilySpec | undefined {
   return FAMILIES.find((f) => f.modelTypes.includes(t));
 }
 
-export function familyByArchitecture(architecture: Architecture): FamilySpec {
-  return FAMILIES.find((f) => f.architecture === architecture)!;
-}
-
-export type { Architecture, FamilySpec, FfnKind, LinearRoleSpec } from './types.js';
+export type { Architecture, FamilySpec, FfnKind, FfnRoles, ModelConfig } from './types.js';

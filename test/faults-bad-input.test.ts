@@ -65,6 +65,16 @@ function buildFixtures(): void {
   m.writeFloat32(up.weightName, w);
   m.save(fx('nan/onnx/model.new.onnx'), { sizeThreshold: Number.MAX_SAFE_INTEGER });
   renameSync(fx('nan/onnx/model.new.onnx'), fx('nan/onnx/model.onnx'));
+  // block 1's k_proj MatMul reads block 0's k_proj weight: one initializer, two linears
+  copyStories(fx('tied'));
+  const tied = OnnxModel.load(fx('tied/onnx/model.onnx'));
+  const kProj = analyzeDecoder(tied).blocks.map((b) => b.linears.find((l) => l.role === 'k_proj')!);
+  tied.graph.node.find((n) => n.name === kProj[1]!.matmulNode)!.input[1] = kProj[0]!.weightName;
+  tied.save(fx('tied/onnx/model.new.onnx'), { sizeThreshold: Number.MAX_SAFE_INTEGER });
+  renameSync(fx('tied/onnx/model.new.onnx'), fx('tied/onnx/model.onnx'));
+  // a LLaMA config with biases on the FFN linears (mlp_bias), which SparseLLM's SwiGLU solver cannot carry
+  copyStories(fx('mlp-bias'));
+  writeFileSync(fx('mlp-bias/config.json'), readFileSync(fx('mlp-bias/config.json'), 'utf8').replace('"mlp_bias": false', '"mlp_bias": true'));
   // an eval model folder whose .onnx is cut short (tokenizer present)
   copyStories(fx('eval-truncated'));
   writeFileSync(fx('eval-truncated/onnx/model.onnx'), readFileSync(storiesOnnx).subarray(0, 5000));
@@ -98,7 +108,7 @@ function pruneCases(): Case[] {
     p('not onnx', fx('not-onnx.onnx'), [], /not-onnx\.onnx is not a valid ONNX model/),
     p('not a decoder LM', fx('matmul'), [], /is not a decoder LM this tool understands/),
     p('unknown architecture', fx('neox'), [], /model_type "gpt_neox", which sparsellm does not support \(supported: opt, llama/),
-    p('missing external data', fx('no-data'), [], /external data file missing: .*model\.onnx\.data .*keep it beside the model/),
+    p('missing external data', fx('no-data'), [], /external data file missing: .*model\.onnx_data .*keep it beside the model/),
     p('merged decoder folder', fx('merged'), [], /holds only onnx\/decoder_model_merged\.onnx, an optimum merged decoder; export decoder_model\.onnx/),
     p('merged decoder file', fx('merged/onnx/decoder_model_merged.onnx'), [], /is an optimum merged decoder .*use decoder_model\.onnx or model\.onnx/),
     p('sparsity 1', STORIES, ['--sparsity', '1'], /--sparsity 1 is outside \[0, 1\)/),
@@ -123,6 +133,8 @@ function pruneCases(): Case[] {
     p('known name offline, not cached', 'opt-125m', [], /Xenova\/opt-125m is not in the model cache .*downloads are off/, { env: { SPARSELLM_CACHE: fx('empty-cache'), HF_HUB_OFFLINE: '1' } }),
     p('layers out of range', STORIES, ['--layers', '3-7'], /--layers "3-7" is out of range: the model has 5 blocks \(0-4\)/),
     p('layers not understood', STORIES, ['--layers', 'odd'], /--layers "odd" is not understood/),
+    p('one initializer, two linears', fx('tied'), ['--method', 'magnitude'], /block 0 k_proj and block 1 k_proj share one weight initializer \(onnx::MatMul_\d+\), which cannot be pruned twice/),
+    p('sparsellm with LLaMA FFN biases', fx('mlp-bias'), ['--method', 'sparsellm'], /sparsellm does not support LLaMA FFN biases \(mlp_bias in config\.json\): use --method sparsegpt/),
     p('NaN in input weights', fx('nan'), [], /input weight onnx::MatMul_\d+ \(block 1 up_proj\) contains NaN or Inf \(at element 7\)/),
     p('stale partial without --resume', STORIES, [], /stale\.partial holds an interrupted run: add --resume to continue it, or --force to start over/, { out: fx('stale'), partialExisted: true }),
     p('resume of a complete output', STORIES, ['--resume'], /nothing to resume: .*complete-out is already complete/, { out: fx('complete-out'), outExisted: true }),

@@ -1,12 +1,14 @@
 // Issue #8: nothing non-finite reaches a solver or the written model. Calibration inputs that overflow stop the run
 // with the block and layer named; pruned weights are checked finite before anything is written.
 import assert from 'node:assert/strict';
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, OperatorSetIdProtoSchema, TensorProtoSchema, TensorProto_DataType } from 'onnx-buf';
 import { isUserError } from '../src/errors.js';
-import { OnnxModel, analyzeDecoder } from '../src/model/index.js';
-import { assertFinite } from '../src/pipeline/prune.js';
+import { OnnxModel, analyzeDecoder, type DecoderBlock, type LinearLayer } from '../src/model/index.js';
+import { assertFinite, assertStoredFinite } from '../src/pipeline/prune.js';
 import { BlockStatisticsCollector } from '../src/pipeline/statistics.js';
 import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult } from './faults-helpers.js';
 
@@ -22,6 +24,26 @@ describe('finite checks', () => {
         return true;
       });
     }
+  });
+
+  it('a pruned weight that overflows its fp16 storage is refused (the check runs on the stored values)', () => {
+    // one fp16 MatMul weight W [2, 2]
+    const file = join(root, 'fp16.onnx');
+    const W = create(TensorProtoSchema, { name: 'W', dims: [2n, 2n], dataType: TensorProto_DataType.FLOAT16, rawData: new Uint8Array(8) });
+    const graph = create(GraphProtoSchema, { name: 'g', node: [create(NodeProtoSchema, { name: '/layers.0/fc1/MatMul', opType: 'MatMul', input: ['X', 'W'], output: ['Y'] })], initializer: [W] });
+    writeFileSync(file, toBinary(ModelProtoSchema, create(ModelProtoSchema, { irVersion: 8n, opsetImport: [create(OperatorSetIdProtoSchema, { version: 17n })], graph })));
+    const model = OnnxModel.load(file);
+    const block = { index: 3, linears: [{ role: 'fc1', weightName: 'W', dtype: 'float16' } as LinearLayer] } as DecoderBlock;
+    model.writeFloat32('W', new Float32Array([1, -2, 65504, 0.5])); // 65504: the largest fp16 value
+    assert.doesNotThrow(() => assertStoredFinite(model, block, ['fc1']));
+    const pruned = new Float32Array([1, -2, 7e4, 0.5]); // finite in float32, Inf once rounded to fp16
+    assert.doesNotThrow(() => assertFinite(pruned, 'pruned weight'));
+    model.writeFloat32('W', pruned);
+    assert.throws(() => assertStoredFinite(model, block, ['fc1']), (e: Error) => {
+      assert.ok(isUserError(e));
+      assert.equal(e.message, 'pruned weight of block 3 fc1 overflows its float16 storage (Inf at element 2): refusing to write a broken model');
+      return true;
+    });
   });
 
   it('statistics of overflowing inputs are refused before a solver sees them (Hessian and Wanda scaler)', async () => {

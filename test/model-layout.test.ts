@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { generateOptModel } from '../bench/opt-model.js';
 import { UserError } from '../src/errors.js';
 import { openDecoderModel, readLinearWeight } from '../src/model/index.js';
 import { needsShared } from './helpers.js';
@@ -65,4 +66,38 @@ test('an unsupported config.json model_type is a UserError', () => {
   copyFileSync(MODELS.stories, join(dir, 'model.onnx'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
   assert.throws(() => openDecoderModel(dir), (e: unknown) => e instanceof UserError && /gpt2/.test(e.message));
+});
+
+test('ModelConfig: config.json normalised per family and consistent with the graph (stories260K LLaMA with GQA, a generated OPT)', () => {
+  const { layout } = openDecoderModel(MODELS.stories);
+  const c = layout.config;
+  // models/stories260K/config.json
+  assert.deepEqual(
+    { hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, ffn: c.ffn, vocab: c.vocab, maxPositions: c.maxPositions },
+    { hidden: 64, layers: 5, heads: 8, kvHeads: 4, headDim: 8, ffn: 172, vocab: 512, maxPositions: 512 });
+  assert.deepEqual([c.tieWordEmbeddings, c.attentionBias, c.mlpBias, c.dtype, c.modelType], [true, false, false, 'float32', 'llama']);
+  // the same facts read off the graph
+  const shape = (role: string) => layout.blocks[0]!.linears.find((l) => l.role === role)!;
+  assert.equal(layout.blocks.length, c.layers);
+  assert.equal(shape('q_proj').outFeatures, c.heads! * c.headDim!);
+  assert.equal(shape('k_proj').outFeatures, c.kvHeads! * c.headDim!);
+  assert.equal(shape('up_proj').outFeatures, c.ffn);
+
+  // OPT: ffn_dim, biases from enable_bias, heads = kv heads, head_dim = hidden / heads, tied embeddings by default
+  const opt = openDecoderModel(join(generateOptModel(tempDir(), { hidden: 64, layers: 2, ffn: 192, heads: 4 }).dir, 'onnx', 'model.onnx')).layout;
+  assert.deepEqual(
+    { hidden: opt.config.hidden, layers: opt.config.layers, heads: opt.config.heads, kvHeads: opt.config.kvHeads, headDim: opt.config.headDim, ffn: opt.config.ffn },
+    { hidden: 64, layers: 2, heads: 4, kvHeads: 4, headDim: 16, ffn: 192 });
+  assert.deepEqual([opt.config.attentionBias, opt.config.mlpBias, opt.config.tieWordEmbeddings], [true, true, true]);
+  assert.equal(opt.blocks[1]!.linears.find((l) => l.role === 'fc1')!.outFeatures, opt.config.ffn);
+  assert.ok(opt.blocks[1]!.linears.every((l) => l.biasName !== null), 'enable_bias: every linear has a bias in the graph');
+});
+
+test('ModelConfig from genai_config.json (onnxruntime-genai layout)', { skip: needsShared(MODELS.genai) }, () => {
+  const { layout } = openDecoderModel(MODELS.genai);
+  assert.equal(layout.detectedFrom, 'genai_config.json');
+  // ../shared/models-src/onnx-layout-ref-tiny-random-llama/genai_config.json
+  assert.deepEqual(
+    { hidden: layout.config.hidden, layers: layout.config.layers, heads: layout.config.heads, kvHeads: layout.config.kvHeads, headDim: layout.config.headDim, vocab: layout.config.vocab, maxPositions: layout.config.maxPositions },
+    { hidden: 16, layers: 2, heads: 1, kvHeads: 1, headDim: 16, vocab: 32000, maxPositions: 2048 });
 });

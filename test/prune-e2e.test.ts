@@ -173,3 +173,31 @@ test('sparsegpt prunes the genai fp16 layout with calibration through --tokenize
   const info = await inspect(out);
   for (const l of info.blocks.flatMap((b) => b.linears)) assert.ok(l.sparsity >= 0.5 && l.sparsity < 0.53, `${l.role}: ${l.sparsity}`);
 });
+
+test('CLI options reach the solvers: --epochs / --no-keep-best (SparseLLM), --percdamp (SparseGPT)', async () => {
+  const prune = async (name: string, args: string[]) => {
+    const r = await runCli(['prune', '--model', models.stories260K, '--sparsity', '0.7', ...calib, ...args, '--out', join(work, `options-${name}`), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { sparsellm: { epochs: { outputError: number }[]; chosenEpoch: number; outputError: number }[]; layers: { layerOutputError: number }[] };
+  };
+  const [last, best, damped, plain] = await Promise.all([
+    prune('last', ['--method', 'sparsellm', '--epochs', '2', '--no-keep-best']),
+    prune('best', ['--method', 'sparsellm', '--epochs', '3']),
+    prune('damped', ['--method', 'sparsegpt', '--percdamp', '100']),
+    prune('plain', ['--method', 'sparsegpt']),
+  ]);
+  assert.equal(last.sparsellm.length, 5); // one FFN per block of stories260K
+  for (const b of last.sparsellm) {
+    assert.equal(b.epochs.length, 2);
+    assert.equal(b.chosenEpoch, 1, 'the reference returns the last epoch');
+    assert.equal(b.outputError, b.epochs[1]!.outputError);
+  }
+  for (const b of best.sparsellm) {
+    assert.equal(b.epochs.length, 3);
+    const errors = b.epochs.map((e) => e.outputError);
+    assert.equal(b.chosenEpoch, errors.indexOf(Math.min(...errors)), 'keep-best returns the epoch with the lowest output error');
+  }
+  // damping 100 × mean(diag H) turns SparseGPT's OBS update nearly off: the layers fit their inputs worse
+  const mean = (r: typeof plain) => r.layers.reduce((s, l) => s + l.layerOutputError, 0) / r.layers.length;
+  assert.ok(mean(damped) > 1.2 * mean(plain), `mean layer output error: percdamp 100 ${mean(damped)}, 0.01 ${mean(plain)}`);
+});

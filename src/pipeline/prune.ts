@@ -92,7 +92,7 @@ export function assertFinite(values: Float32Array, what: string): void {
  * The weights as they will be written (fp16 / bf16 models store them rounded): a finite float32 value above the
  * storage type's range becomes Inf there, so the check runs on the stored values.
  */
-function assertStoredFinite(model: OnnxModel, block: DecoderBlock, roles: Iterable<string>): void {
+export function assertStoredFinite(model: OnnxModel, block: DecoderBlock, roles: Iterable<string>): void {
   for (const role of roles) {
     const l = block.linears.find((x) => x.role === role)!;
     const stored = model.readFloat32(l.weightName);

@@ -32,7 +32,7 @@ test('wikitext2 test: HF rows reproduced, "\\n\\n"-joined, 287,645 OPT tokens (â
   const ids = await evalTokens(def, optTokenizer(), 2048, dataDir);
   assert.equal(ids.length, 287645); // the SparseGPT/SparseLLM reference's OPT token count for WikiText-2 test
   assert.equal(ids[0], 2);
-  assert.equal(Math.floor(ids.length / 2048), 140); // windows of the reference protocol
+  assert.equal(Math.floor(ids.length / 2048), 140); // the 140 windows of 2048 the SparseGPT/SparseLLM reference scores on OPT
 });
 
 test('ptb test: stripped lines joined with " "', { skip: needsShared('data/ptb') }, async () => {

@@ -21,7 +21,7 @@ test('eval --per-document --json on the TinyStories sample', () => {
   const out = JSON.parse(r.stdout) as Record<string, Record<string, number>>;
   assert.deepEqual(Object.keys(out), ['perplexity', 'tokens', 'windows']);
   assert.equal(out.tokens![sample], 1804); // 5 stories, every token after each BOS predicted once (README results table)
-  assert.equal(out.windows![sample], 5);
+  assert.equal(out.windows![sample], 5); // the sample holds 5 stories
   assert.ok(Math.abs(out.perplexity![sample]! - 3.548) < 0.03); // dense stories260K, README table (3.55)
 });
 
@@ -30,7 +30,7 @@ test('eval of the embedded tinystories set and wikitext2 windows (human table)',
     '--data-dir', shared('data'));
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /tinystories\s+per-document\s+256/);
-  assert.match(r.stdout, /wikitext2\s+windows\s+256\s+4\s+1024/);
+  assert.match(r.stdout, /wikitext2\s+windows\s+256\s+4\s+1024/); // --max-windows 4 × --seqlen 256 = 1024 tokens
 });
 
 test('bad inputs: one line on stderr, non-zero exit', () => {

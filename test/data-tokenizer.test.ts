@@ -45,6 +45,8 @@ test('SentencePiece (stories260K tokenizer.model): BOS 1, byte fallback, round t
   assert.equal(tok.vocabSize, 512);
   const s = 'Once upon a time, there was a little girl named Lily.\nShe loved to play!';
   const ids = tok.encode(s);
+  // BOS 1, then the pieces of "Once upon a time," as this tokenizer.model encodes them (a regression value; the
+  // decode round trip below checks that the ids are the text)
   assert.deepEqual(ids.slice(0, 8), [1, 403, 407, 261, 378, 432, 383, 286]);
   assert.ok(ids.includes(13)); // "\n" is not a piece: byte fallback <0x0A> = 3 + 10
   assert.equal(tok.decode!(ids), s);

@@ -18,6 +18,7 @@ async function chained(runner: BlockRunner, ids: BigInt64Array, capture = false)
   return { logits: await runner.epilogue(state), captures };
 }
 
+// vocab and blocks: each model's config.json (vocab_size, num_hidden_layers; genai_config.json for the genai layout)
 const cases = [
   { name: 'stories260K (LLaMA, GQA, position_ids)', path: MODELS.stories, vocab: 512, blocks: 5, tol: 1e-4 },
   { name: 'tiny-random-opt (OPT, no position_ids)', path: MODELS.tinyOpt, vocab: 50272, blocks: 2, tol: 1e-4 },

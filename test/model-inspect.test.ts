@@ -11,6 +11,7 @@ import { needsShared, projectRoot } from './helpers.js';
 
 const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(projectRoot, 'src/cli/main.ts'), ...args], { encoding: 'utf8', cwd: projectRoot });
 
+// blocks: config.json num_hidden_layers; linears per block: the family table (7 LLaMA, 6 OPT)
 for (const [name, path, blocks, linears] of [
   ['stories260K', MODELS.stories, 5, 7],
   ['tiny-random-opt', MODELS.tinyOpt, 2, 6],
@@ -38,7 +39,7 @@ test('inspect --json prints exactly one JSON object with the documented fields',
   assert.equal(r.blocks.length, 5);
   assert.deepEqual(Object.keys(r.blocks[0]).sort(), ['index', 'linears']);
   const k = r.blocks[0].linears[1];
-  assert.deepEqual({ role: k.role, in: k.in, out: k.out, sparsity: k.sparsity, params: k.params, nm: k.nm }, { role: 'k_proj', in: 64, out: 32, sparsity: 0, params: 2048, nm: null });
+  assert.deepEqual({ role: k.role, in: k.in, out: k.out, sparsity: k.sparsity, params: k.params, nm: k.nm }, { role: 'k_proj', in: 64, out: 32, sparsity: 0, params: 2048, nm: null }); // hidden 64 → 4 kv heads × head_dim 8
 });
 
 test('N:M detector follows the SparseGPT convention (N pruned of every M)', () => {

@@ -12,6 +12,8 @@ import { MODELS, tempDir } from './model-fixtures.js';
 const LLAMA_ROLES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const OPT_ROLES = ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'];
 
+// blocks and [in, out] shapes: each model's config.json (hidden_size, intermediate_size / ffn_dim, heads × head_dim,
+// kv heads × head_dim); genai_config.json for the genai layout
 const layouts = [
   { name: 'stories260K', path: MODELS.stories, arch: 'llama', blocks: 5, roles: LLAMA_ROLES, dtype: 'float32', shapes: { q_proj: [64, 64], k_proj: [64, 32], v_proj: [64, 32], gate_proj: [64, 172], down_proj: [172, 64] } },
   { name: 'tiny-random-opt', path: MODELS.tinyOpt, arch: 'opt', blocks: 2, roles: OPT_ROLES, dtype: 'float32', shapes: { q_proj: [64, 64], fc1: [64, 256], fc2: [256, 64] } },

@@ -85,30 +85,33 @@ export async function pruneBlock(
     const solverOptions = sparseLlmOptions(family, { ...options.sparsellm, ...spec, percdamp: options.percdamp, blocksize: options.blocksize });
     const t0 = performance.now();
     let result: SparseLlmResult;
+    // the family table names the FFN's roles in the solver's order: OPT [fc1, fc2], LLaMA [gate, up, down]
+    const roles = family.ffnRoles.global;
+    const copy = (role: string) => {
+      const W = weights.get(role)!.slice();
+      pruned.set(role, W);
+      return W;
+    };
     if (family.ffn === 'relu-fc') {
-      const fc1 = linear('fc1'), fc2 = linear('fc2');
-      const W1 = weights.get('fc1')!.slice(), W2 = weights.get('fc2')!.slice();
+      const [fc1, fc2] = roles.map(linear) as [LinearLayer, LinearLayer];
       result = await sparsellmOpt(
         {
-          tokens, hidden: fc1.inFeatures, ffn: fc1.outFeatures, X, W1, W2,
-          b1: biases.get('fc1') ?? new Float32Array(fc1.outFeatures),
-          b2: biases.get('fc2') ?? new Float32Array(fc2.outFeatures),
-          H1: stats!.hessian('fc1').H, H2: stats!.hessian('fc2').H, nsamples: stats!.sequences,
+          tokens, hidden: fc1.inFeatures, ffn: fc1.outFeatures, X, W1: copy(fc1.role), W2: copy(fc2.role),
+          b1: biases.get(fc1.role) ?? new Float32Array(fc1.outFeatures),
+          b2: biases.get(fc2.role) ?? new Float32Array(fc2.outFeatures),
+          H1: stats!.hessian(fc1.role).H, H2: stats!.hessian(fc2.role).H, nsamples: stats!.sequences,
         },
         solverOptions,
       );
-      pruned.set('fc1', W1);
-      pruned.set('fc2', W2);
     } else {
-      const up = linear('up_proj');
-      const Wg = weights.get('gate_proj')!.slice(), Wu = weights.get('up_proj')!.slice(), Wd = weights.get('down_proj')!.slice();
+      const [gate, up, down] = roles.map(linear) as [LinearLayer, LinearLayer, LinearLayer];
       result = await sparsellmLlama(
-        { tokens, hidden: up.inFeatures, ffn: up.outFeatures, X, Wg, Wu, Wd, Hx: stats!.hessian('up_proj').H, Hd: stats!.hessian('down_proj').H, nsamples: stats!.sequences },
+        {
+          tokens, hidden: up.inFeatures, ffn: up.outFeatures, X, Wg: copy(gate.role), Wu: copy(up.role), Wd: copy(down.role),
+          Hx: stats!.hessian(family.ffnRoles.input).H, Hd: stats!.hessian(down.role).H, nsamples: stats!.sequences,
+        },
         solverOptions,
       );
-      pruned.set('gate_proj', Wg);
-      pruned.set('up_proj', Wu);
-      pruned.set('down_proj', Wd);
     }
     const seconds = (performance.now() - t0) / 1000;
     for (const role of global) {

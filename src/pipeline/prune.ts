@@ -18,6 +18,7 @@ import { evaluateDatasets, type EvalResults } from './evaluate.js';
 import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './memory.js';
 import { parseLayers, targetSparsity, type PruneOptions } from './options.js';
 import { copyCompanionFiles, commitOutput, createPartial, planOutput } from './output.js';
+import { assertOutputOutsideInput, modelInputs, optionInputs } from './output-placement.js';
 import { ffnInputRole, pruneBlock, type LinearReport } from './prune-block.js';
 import type { Progress } from './progress.js';
 import { BlockStatisticsCollector } from './statistics.js';
@@ -107,6 +108,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
 
   const modelPath = await resolveModelArgument(o.model);
   const onnxFile = resolveModelFile(modelPath);
+  assertOutputOutsideInput(o.out, [...modelInputs(modelPath, onnxFile), ...optionInputs({ '--calib': o.calib, '--eval': o.eval, '--tokenizer': o.tokenizer, '--data-dir': o.dataDir })]);
   const plan = planOutput(o.out, onnxFile, o.force, o.resume);
   const model = OnnxModel.load(onnxFile);
   const layout = analyzeDecoder(model);

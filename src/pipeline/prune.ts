@@ -134,6 +134,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
   const device = resolveDevice(o.device ?? 'auto');
   o = { ...o, device: device.device };
   progress.log(device.line);
+  if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${o.calib} ${source.warning}\n`);
   const runner = await BlockRunner.open(model);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it

@@ -8,7 +8,7 @@ import { UserError } from '../errors.js';
 export interface ReadInput {
   /** A file or folder the command reads. */
   path: string;
-  /** How the message names it: "the input model folder", "the calibration file (--calib)". */
+  /** How the message names it: "the input model folder", "the --calib input". */
   what: string;
   /** A model folder: the output may not go anywhere inside it either (only around it is refused otherwise). */
   enclosing?: boolean;

@@ -9,6 +9,7 @@
  * Windows are BigInt64Array(seqlen), ready to feed as int64 `input_ids`.
  */
 import { UserError } from '../errors.js';
+import { calibrationTextWarning } from './calibration-check.js';
 import { resolveDataset, splitFile, splitText, type DatasetDef } from './datasets.js';
 import { openDocuments, type DocumentStore } from './jsonl.js';
 import { PythonRandom } from './python-random.js';
@@ -32,6 +33,8 @@ export interface CalibrationSource {
   documentCount?: number;
   windows(nsamples: number, seqlen: number, seed?: number): AsyncGenerator<BigInt64Array>;
   close(): void;
+  /** Why the text does not look like natural text (calibration-check.ts), for a one-line warning. */
+  warning?: string;
 }
 
 const tokenCache = new Map<string, Int32Array>();
@@ -54,7 +57,7 @@ export async function prepareCalibration(
     tokenCache.clear(); // keep one split at most
     tokenCache.set(key, ids);
   }
-  return streamSource(def.name, ids);
+  return { ...streamSource(def.name, ids), warning: calibrationTextWarning(text) };
 }
 
 /** The whole flow: prepare, then stream `nsamples` windows. */

@@ -18,6 +18,7 @@ import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './m
 import { defaultSeqlen, parseLayers, resolvePruneOptions, targetSparsity, type PruneOptions, type ResolvedPruneOptions } from './options.js';
 import { copyCompanionFiles, commitOutput, createPartial, planOutput, type OutputPlan } from './output.js';
 import { pruneBlock, type LinearReport } from './prune-block.js';
+import { assertOutputOutsideInput, modelInputs, optionInputs } from './output-placement.js';
 import type { Progress } from './progress.js';
 import { BlockStatisticsCollector } from './statistics.js';
 
@@ -136,7 +137,12 @@ function checkRun(run: PruneRun): void {
 /** Resolves the model and the options and checks them; nothing is written yet. */
 async function planRun(options: PruneOptions): Promise<PruneRun> {
   const resolved = resolvePruneOptions(options);
-  const onnxFile = resolveModelFile(await resolveModelArgument(resolved.model));
+  const modelPath = await resolveModelArgument(resolved.model);
+  const onnxFile = resolveModelFile(modelPath);
+  assertOutputOutsideInput(resolved.out, [
+    ...modelInputs(modelPath, onnxFile),
+    ...optionInputs({ '--calib': resolved.calib, '--eval': resolved.eval, '--tokenizer': resolved.tokenizer, '--data-dir': resolved.dataDir }),
+  ]);
   const plan = planOutput(resolved.out, onnxFile, resolved.force, resolved.resume);
   const model = OnnxModel.load(onnxFile);
   const layout = analyzeDecoder(model);
@@ -331,6 +337,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   const device = resolveDevice(o.device);
   o.device = device.device;
   progress.log(device.line);
+  if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${o.calib} ${source.warning}\n`);
   const runner = await BlockRunner.open(run.model);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it

@@ -7,6 +7,7 @@ import { resolveModelFile } from '../../model/model-path.js';
 import { evaluateDatasets, evalJson, type EvalResults } from '../../pipeline/evaluate.js';
 import { createProgress } from '../../pipeline/progress.js';
 import { PRUNE_DEFAULTS } from '../../pipeline/options.js';
+import { validateEvalArgs } from '../validate.js';
 
 interface EvalArgs {
   model: string;
@@ -24,6 +25,7 @@ interface EvalArgs {
 }
 
 async function handler(argv: ArgumentsCamelCase<EvalArgs>): Promise<void> {
+  validateEvalArgs(argv);
   if (!Number.isInteger(argv.batch) || argv.batch < 1) throw new UserError(`--batch must be a positive integer, got ${argv.batch}`);
   if (argv.maxWindows !== undefined && (!Number.isInteger(argv.maxWindows) || argv.maxWindows < 1)) {
     throw new UserError(`--max-windows must be a positive integer, got ${argv.maxWindows}`);

@@ -4,6 +4,7 @@ import type { CommandModule } from 'yargs';
 import { openDecoderModel } from '../../model/index.js';
 import { readLinearWeight } from '../../model/weights.js';
 import { detectNM, zeroFraction } from '../../model/sparsity.js';
+import { validateInspectArgs } from '../validate.js';
 
 export interface LinearReport {
   role: string;
@@ -70,6 +71,7 @@ export const inspectCommand: CommandModule<object, { model: string; json: boolea
       .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx) or .onnx file' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }) as never,
   handler: (argv) => {
+    validateInspectArgs(argv);
     const report = inspectModel(argv.model);
     process.stdout.write(argv.json ? `${JSON.stringify(report)}\n` : `${formatReport(report)}\n`);
   },

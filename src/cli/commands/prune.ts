@@ -10,6 +10,7 @@ import { llamaFamily } from '../../model/families/llama.js';
 import { optFamily } from '../../model/families/opt.js';
 import { interruption, runPrune, type PruneReport } from '../../pipeline/prune.js';
 import { createProgress, type Progress } from '../../pipeline/progress.js';
+import { validatePruneArgs } from '../validate.js';
 
 interface PruneArgs {
   model: string;
@@ -52,6 +53,7 @@ function positive(name: string, v: number | undefined, integer = true): void {
 }
 
 async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
+  validatePruneArgs(argv);
   const spec = sparsitySpec(argv.sparsity, argv.prunen, argv.prunem);
   if (argv.nsamples !== undefined && (!Number.isInteger(argv.nsamples) || argv.nsamples < 1)) throw new UserError(`--nsamples must be a positive integer, got ${argv.nsamples}`);
   positive('seqlen', argv.seqlen);

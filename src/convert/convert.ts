@@ -212,6 +212,7 @@ export async function ensureOnnxModel(folder: string, options: { progress?: Prog
   mkdirSync(dirname(target), { recursive: true });
   // each process converts into its own folder, then renames it into place (a concurrent run may win: then use its copy)
   const mine = `${target}.${process.pid}`;
+  if (!options.progress) process.stderr.write(`sparsellm: converting the checkpoint ${folder} to ONNX in ${target} (once; reused next time)\n`);
   convertCheckpoint(folder, mine, { force: true, progress: options.progress });
   try {
     renameSync(mine, target);

@@ -63,9 +63,10 @@ export function openCheckpoint(folder: string): { checkpoint: SafetensorsCheckpo
   const files = weightFiles(folder);
   const hasSafetensors = files.some((f) => f === SINGLE_FILE || f === INDEX_FILE);
   if (!hasSafetensors) {
-    if (files.some((f) => f.startsWith('pytorch_model'))) {
+    const pickles = files.filter((f) => f.startsWith('pytorch_model'));
+    if (pickles.length) {
       throw new UserError(
-        `${folder} holds only pytorch_model*.bin (PyTorch pickle), which sparsellm does not read: use the repo's safetensors ` +
+        `${folder} holds only ${pickles.length > 2 ? `${pickles[0]} … (${pickles.length} files)` : pickles.join(', ')} (PyTorch pickle), which sparsellm does not read: use the repo's safetensors ` +
           `(on the hub, the "refs/pr/N" safetensors conversion many repos have), or convert it once with Python: ` +
           `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True)`,
       );
@@ -114,18 +115,23 @@ function checkParameters(checkpoint: SafetensorsCheckpoint, params: ParamSpec[],
  * Convert the checkpoint in `source` into an ONNX model folder `out` (`out.partial` first, renamed at the end; an
  * existing `out` is refused unless force). Weights are read, converted and written one tensor at a time.
  */
+/** Everything about a checkpoint that can be refused, checked from headers and config alone (no weights read). */
+export function checkCheckpoint(folder: string) {
+  const { checkpoint, config, configPath } = openCheckpoint(folder);
+  const converter = converterFor(config.model_type, configPath);
+  const shape = converter.parseConfig(config, configPath);
+  const params = converter.parameters(shape);
+  checkParameters(checkpoint, params, folder);
+  return { checkpoint, converter, shape, params, sourceDtype: checkpoint.dtype };
+}
+
 export function convertCheckpoint(source: string, out: string, options: ConvertOptions = {}): ConvertReport {
   const t0 = performance.now();
   const src = resolve(source), dest = resolve(out);
   if (!existsSync(src) || !statSync(src).isDirectory()) throw new UserError(`checkpoint folder not found: ${source}`);
   if (dest === src) throw new UserError(`--out ${out} is the checkpoint's own folder: choose a new folder`);
   if (existsSync(dest) && !options.force) throw new UserError(`output folder ${out} already exists: choose another --out or pass --force to replace it`);
-  const { checkpoint, config, configPath } = openCheckpoint(src);
-  const converter = converterFor(config.model_type, configPath);
-  const shape = converter.parseConfig(config, configPath);
-  const params = converter.parameters(shape);
-  checkParameters(checkpoint, params, src);
-  const sourceDtype = checkpoint.dtype;
+  const { checkpoint, converter, shape, params, sourceDtype } = checkCheckpoint(src);
   const dtype = options.dtype ?? defaultOutputDtype(sourceDtype);
 
   const partial = `${dest}.partial`;
@@ -209,10 +215,11 @@ export async function ensureOnnxModel(folder: string, options: { progress?: Prog
   const dtype = 'default';
   const target = join(convertedCacheDir(), `${basename(resolve(folder)).replace(/[^\w.-]/g, '_')}-${conversionKey(folder, dtype)}`);
   if (existsSync(join(target, 'onnx', 'model.onnx'))) return target;
-  mkdirSync(dirname(target), { recursive: true });
   // each process converts into its own folder, then renames it into place (a concurrent run may win: then use its copy)
   const mine = `${target}.${process.pid}`;
-  if (!options.progress) process.stderr.write(`sparsellm: converting the checkpoint ${folder} to ONNX in ${target} (once; reused next time)\n`);
+  checkCheckpoint(folder); // refusals first, before anything is said or written
+  mkdirSync(dirname(target), { recursive: true });
+  if (!options.progress) process.stderr.write(`converting the checkpoint ${folder} to ONNX in ${target} (once; reused next time)\n`);
   convertCheckpoint(folder, mine, { force: true, progress: options.progress });
   try {
     renameSync(mine, target);

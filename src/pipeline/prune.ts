@@ -234,6 +234,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     }
     if (safetensorsPlan) writeSafetensorsExport(safetensorsPlan, plan.partial, o.maxShardBytes);
     copyCompanionFiles(plan);
+    if (format === 'safetensors' && o.eval.length) copyCompanionFiles({ ...plan, partial: join(plan.partial, EVAL_ONLY) }); // config + tokenizer for --eval
     timings.export += clock() - t;
 
     // 4. Optional evaluation of the written model.

@@ -208,10 +208,7 @@ function conversionKey(folder: string, dtype: string): string {
 export async function ensureOnnxModel(folder: string, options: { progress?: Progress } = {}): Promise<string> {
   if (!existsSync(folder) || !statSync(folder).isDirectory()) return folder;
   if (ONNX_LAYOUTS.some((f) => existsSync(join(folder, f)))) return folder;
-  if (!isCheckpointFolder(folder)) {
-    if (existsSync(join(folder, 'config.json'))) openCheckpoint(folder); // throws the checkpoint's own reason (no weights)
-    return folder;
-  }
+  if (!isCheckpointFolder(folder)) return folder; // neither: the ONNX resolver says what it expected
   const dtype = 'default';
   const target = join(convertedCacheDir(), `${basename(resolve(folder)).replace(/[^\w.-]/g, '_')}-${conversionKey(folder, dtype)}`);
   if (existsSync(join(target, 'onnx', 'model.onnx'))) return target;

@@ -6,6 +6,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
+import { ensureOnnxModel } from '../convert/convert.js';
 import { UserError } from '../errors.js';
 
 export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -67,7 +68,8 @@ export async function fetchHubModel(repo: string): Promise<string> {
 
 /** Turns the user's MODEL argument into a local path (folder or .onnx file). */
 export async function resolveModelArgument(model: string): Promise<string> {
-  if (existsSync(model)) return resolve(model);
+  // a checkpoint folder (config.json + safetensors) is converted once into the cache (src/convert/convert.ts)
+  if (existsSync(model)) return ensureOnnxModel(resolve(model));
   if (isAbsolute(model) || /^\.{1,2}\//.test(model) || model.endsWith('.onnx') || model.split('/').length > 2) {
     throw new UserError(`model not found: ${model} (no such file or folder)`);
   }

@@ -51,12 +51,15 @@ export const SPARSELLM_DEFAULTS = {
 } as const satisfies Omit<SparseLlmOptions, 'alpha' | 'beta' | 'gamma' | 'percdamp' | 'blocksize' | 'sparsity' | 'prunen' | 'prunem'>;
 
 /** The rest of a prune run's defaults (CLI flags and runPrune callers both take them from here). */
+export type OutputFormat = 'onnx' | 'safetensors' | 'both';
+
 export const PRUNE_DEFAULTS = {
   method: 'sparsellm' as Method,
   calib: 'c4',
   seed: 0,
   layers: 'all',
   device: 'auto' as Device,
+  format: 'onnx' as OutputFormat,
   /** calibration windows are at most this long (and evaluation windows): the reference's 2048 */
   maxSeqlen: 2048,
 };
@@ -116,11 +119,15 @@ export interface PruneOptions {
   maxMemoryGb?: number;
   /** Where the solvers run: 'auto' takes CUDA when a CUDA build finds a GPU and cuBLAS. */
   device?: Device;
+  /** Output: ONNX (the input's layout), a HF safetensors checkpoint in the input family's layout, or both. */
+  format?: OutputFormat;
+  /** Largest safetensors shard in bytes (DEFAULT_MAX_SHARD_BYTES in src/convert/safetensors.ts when unset, as hub checkpoints). */
+  maxShardBytes?: number;
 }
 
 /** Every option of a run decided, except what depends on the model (seqlen, the family's α/β/γ). */
-export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb'>> &
-  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb'>;
+export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes'>> &
+  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes'>;
 
 export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
   const method = o.method ?? PRUNE_DEFAULTS.method;
@@ -140,6 +147,7 @@ export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
     eval: o.eval ?? [],
     quiet: o.quiet ?? false,
     device: o.device ?? PRUNE_DEFAULTS.device,
+    format: o.format ?? PRUNE_DEFAULTS.format,
   };
 }
 

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { prepareCalibration, type CalibrationSource } from '../data/calibration.js';
 import { resolveDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
+import { planSafetensorsExport, writeSafetensorsExport, type SafetensorsPlan } from '../convert/export-safetensors.js';
 import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type DecoderLayout, type LinearLayer } from '../model/index.js';
@@ -56,6 +57,8 @@ interface PruneRun {
   /** the options with every default applied; device becomes 'cuda' or 'cpu' once resolved */
   o: ResolvedPruneOptions & { seqlen: number };
   onnxFile: string;
+  /** --format safetensors|both: every checkpoint tensor found in the graph, checked before any work */
+  safetensors?: SafetensorsPlan;
   model: OnnxModel;
   layout: DecoderLayout;
   selected: Set<number>;
@@ -154,6 +157,7 @@ async function planRun(options: PruneOptions): Promise<PruneRun> {
   };
   const run: PruneRun = { o, onnxFile, model, layout, selected, plan, settings };
   checkRun(run);
+  if (o.format !== 'onnx') run.safetensors = planSafetensorsExport(model);
   return run;
 }
 
@@ -291,16 +295,27 @@ async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderB
   return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
 }
 
-/** 3. Export: the same layout as the input (inline weights stay inline when the input had no external data). */
-function exportModel(run: PruneRun, runner: BlockRunner, timings: Timings): string {
+/** With --format safetensors alone, the ONNX is written aside only for --eval and dropped at commit. */
+const EVAL_ONLY_ONNX = '.eval-onnx';
+
+/** 3. Export: the same layout as the input (inline weights stay inline when the input had no external data), and/or
+ * the HF safetensors checkpoint. Returns the written ONNX, if any. */
+function exportModel(run: PruneRun, runner: BlockRunner, timings: Timings): string | undefined {
+  const { o, plan } = run;
   const t = clock();
-  const outOnnx = join(run.plan.partial, run.plan.onnxRelative);
-  mkdirSync(dirname(outOnnx), { recursive: true });
-  const inlineInput = run.model.externalDataFiles.length === 0;
-  runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
-  copyCompanionFiles(run.plan);
+  const onnxOnlyForEval = o.format === 'safetensors';
+  const outOnnx = onnxOnlyForEval ? join(plan.partial, EVAL_ONLY_ONNX, plan.onnxRelative) : join(plan.partial, plan.onnxRelative);
+  const writeOnnx = !onnxOnlyForEval || o.eval.length > 0;
+  if (writeOnnx) {
+    mkdirSync(dirname(outOnnx), { recursive: true });
+    const inlineInput = run.model.externalDataFiles.length === 0;
+    runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
+  }
+  if (run.safetensors) writeSafetensorsExport(run.safetensors, plan.partial, o.maxShardBytes);
+  copyCompanionFiles(plan);
+  if (onnxOnlyForEval && writeOnnx) copyCompanionFiles({ ...plan, partial: join(plan.partial, EVAL_ONLY_ONNX) }); // config + tokenizer for --eval
   timings.export += clock() - t;
-  return outOnnx;
+  return writeOnnx ? outOnnx : undefined;
 }
 
 /** 4. The report: settings, per-layer results, overall sparsity, timings, perplexity. */
@@ -314,7 +329,7 @@ function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perp
   return {
     tool: 'sparsellm',
     model: run.onnxFile,
-    output: join(run.plan.out, run.plan.onnxRelative),
+    output: o.format === 'safetensors' ? run.plan.out : join(run.plan.out, run.plan.onnxRelative),
     architecture: run.layout.architecture,
     method: o.method,
     arguments: { ...run.settings, layers: o.layers, prunedBlocks: [...run.selected], eval: o.eval },
@@ -351,7 +366,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
     const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings);
     const outOnnx = exportModel(run, runner, timings);
     let perplexity: EvalResults | undefined;
-    if (o.eval.length) {
+    if (o.eval.length && outOnnx) {
       const t = clock();
       perplexity = await evaluateDatasets(outOnnx, o.eval, { tokenizer: o.tokenizer, seqlen: o.evalSeqlen, maxWindows: o.evalMaxWindows, dataDir: o.dataDir, docSeparator: o.docSeparator, progress });
       timings.eval += clock() - t;
@@ -359,7 +374,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
     timings.total = clock() - tStart;
     const report = buildReport(run, pruned, timings, perplexity);
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
-    commitOutput(plan);
+    commitOutput(plan, (name) => name !== '.checkpoint' && name !== EVAL_ONLY_ONNX);
     return report;
   } catch (e) {
     const interrupted = isUserError(e) && e.exitCode === 130;

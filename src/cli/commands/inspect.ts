@@ -1,6 +1,7 @@
 // `sparsellm inspect MODEL [--json]`: architecture, blocks, and each linear's shape, parameters,
 // sparsity (fraction of exact zeros) and N:M pattern.
 import type { CommandModule } from 'yargs';
+import { resolveModelArgument } from '../../hub/registry.js';
 import { openDecoderModel } from '../../model/index.js';
 import { readLinearWeight } from '../../model/weights.js';
 import { detectNM, zeroFraction } from '../../model/sparsity.js';
@@ -68,11 +69,11 @@ export const inspectCommand: CommandModule<object, { model: string; json: boolea
   describe: 'Blocks, linear layers, shapes and sparsity of an ONNX model',
   builder: (y) =>
     y
-      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx) or .onnx file' })
+      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx, or a checkpoint: config.json + safetensors), .onnx file, known name or hub id' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }) as never,
-  handler: (argv) => {
+  handler: async (argv) => {
     validateInspectArgs(argv);
-    const report = inspectModel(argv.model);
+    const report = inspectModel(await resolveModelArgument(argv.model));
     process.stdout.write(argv.json ? `${JSON.stringify(report)}\n` : `${formatReport(report)}\n`);
   },
 };

@@ -1,5 +1,6 @@
 // The options of a prune run, their defaults (following the reference implementations) and their validation.
 import { UserError } from '../errors.js';
+import type { ModelSourceOptions } from '../hub/registry.js';
 
 export const METHODS = ['magnitude', 'wanda', 'sparsegpt', 'sparsellm'] as const;
 export type Method = (typeof METHODS)[number];
@@ -27,6 +28,8 @@ export interface SparseLlmOptions {
 
 export interface PruneOptions {
   model: string;
+  /** --revision / --model-file for a hub model or folder */
+  modelSource?: ModelSourceOptions;
   method: Method;
   spec: SparsitySpec;
   calib: string;

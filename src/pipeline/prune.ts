@@ -105,7 +105,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
   const clock = () => performance.now() / 1000;
   const tStart = clock();
 
-  const modelPath = await resolveModelArgument(o.model);
+  const modelPath = await resolveModelArgument(o.model, { ...o.modelSource, progress });
   const onnxFile = resolveModelFile(modelPath);
   const plan = planOutput(o.out, onnxFile, o.force, o.resume);
   const model = OnnxModel.load(onnxFile);

@@ -4,6 +4,9 @@ import type { CommandModule } from 'yargs';
 import { openDecoderModel } from '../../model/index.js';
 import { readLinearWeight } from '../../model/weights.js';
 import { detectNM, zeroFraction } from '../../model/sparsity.js';
+import { resolveModelArgument } from '../../hub/registry.js';
+import { createProgress } from '../../pipeline/progress.js';
+import { modelSource, modelSourceOptions } from '../hub-options.js';
 
 export interface LinearReport {
   role: string;
@@ -62,15 +65,17 @@ function formatReport(r: InspectReport): string {
   return lines.join('\n');
 }
 
-export const inspectCommand: CommandModule<object, { model: string; json: boolean }> = {
+export const inspectCommand: CommandModule<object, { model: string; json: boolean; revision?: string; modelFile?: string }> = {
   command: 'inspect <model>',
   describe: 'Blocks, linear layers, shapes and sparsity of an ONNX model',
   builder: (y) =>
     y
-      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx) or .onnx file' })
+      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx), .onnx file, known name or hub id' })
+      .options(modelSourceOptions)
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }) as never,
-  handler: (argv) => {
-    const report = inspectModel(argv.model);
+  handler: async (argv) => {
+    const path = await resolveModelArgument(argv.model, { ...modelSource(argv), progress: createProgress(!argv.json) });
+    const report = inspectModel(path);
     process.stdout.write(argv.json ? `${JSON.stringify(report)}\n` : `${formatReport(report)}\n`);
   },
 };

@@ -30,15 +30,21 @@ export function snapshotFolder(repoFolder: string, commit: string): string {
   return join(repoFolder, 'snapshots', commit);
 }
 
-/** Paths (with '/') of the files in a snapshot folder whose target exists; broken links are left out. */
-export function listFolderFiles(folder: string, prefix = ''): string[] {
+/**
+ * Paths (with '/') of the files in a folder. Links whose blob is gone are left out, or listed with
+ * `withBrokenLinks` (a snapshot still names the files it had).
+ */
+export function listFolderFiles(folder: string, prefix = '', withBrokenLinks = false): string[] {
   if (!existsSync(folder)) return [];
   const out: string[] = [];
   for (const e of readdirSync(folder, { withFileTypes: true })) {
     const path = join(folder, e.name);
     const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    if (!existsSync(path)) continue;
-    if (statSync(path).isDirectory()) out.push(...listFolderFiles(path, rel));
+    if (!existsSync(path)) {
+      if (withBrokenLinks && e.isSymbolicLink()) out.push(rel);
+      continue;
+    }
+    if (statSync(path).isDirectory()) out.push(...listFolderFiles(path, rel, withBrokenLinks));
     else out.push(rel);
   }
   return out.sort();

@@ -117,12 +117,17 @@ function fromCache(repo: string, revision: string, repoFolder: string, o: HubMod
   const at = revision === 'main' ? '' : ` at revision ${revision}`;
   const commit = cachedCommit(repoFolder, revision);
   const snapshot = commit ? snapshotFolder(repoFolder, commit) : undefined;
-  const present = snapshot ? listFolderFiles(snapshot) : [];
+  const present = snapshot ? listFolderFiles(snapshot, '', true) : [];
   if (!commit || present.length === 0) {
     throw new UserError(`${repo}${at} is not in the Hugging Face cache (${repoFolder}) and ${reason}: run once online, or pass a local folder with --model`);
   }
   // Known files name what a complete download has, so a missing graph is reported rather than another file chosen.
-  const choice = chooseModelFiles(`${repo} (cached${at})`, new Set([...present, ...(o.knownFiles ?? [])]), o.modelFile);
+  let choice: ModelChoice;
+  try {
+    choice = chooseModelFiles(`${repo} (cached${at})`, new Set([...present, ...(o.knownFiles ?? [])]), o.modelFile);
+  } catch (e) {
+    throw new UserError(`${(e as Error).message}; the hub was not asked (${reason || 'commit given'}): run once online to download the model`);
+  }
   const missing = choice.required.filter((f) => fileSize(join(snapshot!, f)) === undefined);
   if (missing.length) {
     throw new UserError(`${missing.join(', ')} of ${repo}${at} is not in the Hugging Face cache (${snapshot}) and ${reason || 'the hub was not asked'}: run once online to download it`);

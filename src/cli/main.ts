@@ -5,6 +5,7 @@ import { isUserError } from '../errors.js';
 import { pruneCommand } from './commands/prune.js';
 import { evalCommand } from './commands/eval.js';
 import { inspectCommand } from './commands/inspect.js';
+import { convertCommand } from './commands/convert.js';
 
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -23,7 +24,8 @@ export async function main(argv: string[]): Promise<void> {
       .command(pruneCommand)
       .command(evalCommand)
       .command(inspectCommand)
-      .demandCommand(1, 'Name a command: prune, eval or inspect (see --help).')
+      .command(convertCommand)
+      .demandCommand(1, 'Name a command: prune, eval, inspect or convert (see --help).')
       .strict()
       // `--calib a --calib b`: the last value wins (an array would reach the commands as a string option)
       .parserConfiguration({ 'duplicate-arguments-array': false })

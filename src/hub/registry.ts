@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureOnnxModel } from '../convert/convert.js';
 import { UserError } from '../errors.js';
 import { createProgress, type Progress } from '../pipeline/progress.js';
 import { listFolderFiles } from './cache.js';
@@ -14,6 +15,8 @@ export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..'
 export interface RegistryEntry {
   /** Hub repository the name stands for. */
   repo?: string;
+  /** The original checkpoint when `repo` is an ONNX export of it (what `convert` downloads). */
+  checkpoint?: string;
   /** A model shipped in this repository (path from its root). */
   bundled?: string;
   family: 'opt' | 'llama';
@@ -44,27 +47,16 @@ export interface ModelSourceOptions {
 }
 
 /**
- * A local model folder. Checkpoint folders (config.json + safetensors, no ONNX) are handed to the converter
- * here; ONNX folders and files are used as they are.
+ * A local model folder or file. A checkpoint folder (config.json + safetensors, no ONNX) is converted once
+ * into the cache (src/convert/convert.ts); ONNX folders and files are used as they are. --model-file picks
+ * one file of the folder by the hub's rules (choose.ts).
  */
 export async function localModel(path: string, o: ModelSourceOptions = {}): Promise<string> {
   if (statSync(path).isFile()) return path;
-  if (o.modelFile === undefined) {
-    if (isCheckpointFolder(path)) throw new UserError(`${path} is a checkpoint (config.json + safetensors) without an ONNX export: converting it needs sparsellm convert, which this build does not have yet`);
-    return path;
-  }
+  if (o.modelFile === undefined) return ensureOnnxModel(path, { progress: o.progress });
   const choice = chooseModelFiles(path, listFolderFiles(path), o.modelFile);
   for (const note of choice.notes) (o.progress ?? createProgress(true)).log(note);
-  return choice.entry ? join(path, choice.entry) : path;
-}
-
-/** A folder with a safetensors checkpoint and no plain ONNX decoder (what chooseModelFiles would convert). */
-function isCheckpointFolder(path: string): boolean {
-  try {
-    return chooseModelFiles(path, listFolderFiles(path)).kind === 'checkpoint';
-  } catch {
-    return false; // no model at all: resolveModelFile says what is missing
-  }
+  return choice.entry ? join(path, choice.entry) : ensureOnnxModel(path, { progress: o.progress });
 }
 
 /** Turns the user's MODEL argument into a local path (folder or .onnx file). */
@@ -84,5 +76,21 @@ export async function resolveModelArgument(model: string, o: ModelSourceOptions 
   const hub = await fetchHubModel(repo, {
     revision: o.revision, modelFile: o.modelFile, progress: o.progress ?? createProgress(true), knownFiles: reg.repos[repo]?.files,
   });
-  return hub.choice.kind === 'checkpoint' ? localModel(hub.path) : hub.path;
+  return hub.choice.kind === 'checkpoint' ? localModel(hub.path, { progress: o.progress }) : hub.path;
+}
+
+/**
+ * The checkpoint folder behind the MODEL argument, for `convert`: a local folder as it is, a hub model as its
+ * snapshot folder with config, safetensors and tokenizer (an ONNX export in the same repo is not what is asked).
+ */
+export async function resolveCheckpointArgument(model: string, o: ModelSourceOptions = {}): Promise<string> {
+  if (existsSync(model)) return resolve(model);
+  const reg = loadRegistry();
+  const entry = reg.models[model];
+  const repo = (entry?.repo && reg.repos[entry.repo]?.format === 'checkpoint' ? entry.repo : entry?.checkpoint) ?? (/^[\w.-]+\/[\w.-]+$/.test(model) ? model : undefined);
+  if (!repo) throw new UserError(`model "${model}" is neither a checkpoint folder nor a known name with a checkpoint nor a hub id like owner/name`);
+  const hub = await fetchHubModel(repo, {
+    revision: o.revision, modelFile: o.modelFile ?? 'config.json', progress: o.progress ?? createProgress(true), knownFiles: reg.repos[repo]?.files,
+  });
+  return hub.path;
 }

@@ -55,6 +55,10 @@ export interface PruneOptions {
   maxMemoryGb?: number;
   /** Where the solvers run: 'auto' (default) takes CUDA when a CUDA build finds a GPU and cuBLAS. */
   device?: 'cuda' | 'cpu' | 'auto';
+  /** Output: ONNX (default), a HF safetensors checkpoint in the input family's layout, or both. */
+  format?: 'onnx' | 'safetensors' | 'both';
+  /** Largest safetensors shard in bytes (default 5 GB, as hub checkpoints). */
+  maxShardBytes?: number;
 }
 
 export function sparsitySpec(sparsity: number | undefined, prunen: number | undefined, prunem: number | undefined): SparsitySpec {

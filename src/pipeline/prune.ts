@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { prepareCalibration, type CalibrationSource } from '../data/calibration.js';
 import { resolveDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
+import { planSafetensorsExport, writeSafetensorsExport, type SafetensorsPlan } from '../convert/export-safetensors.js';
 import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type DecoderLayout, type LinearLayer } from '../model/index.js';
@@ -116,6 +117,9 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
 
   const seqlen = o.seqlen ?? defaultSeqlen(onnxFile);
   checkRun(o, model, layout, selected, seqlen);
+  const format = o.format ?? 'onnx';
+  // --format safetensors|both: every checkpoint tensor must be found in the graph, checked before any work
+  const safetensorsPlan: SafetensorsPlan | undefined = format === 'onnx' ? undefined : planSafetensorsExport(model);
   // Tokenizer and calibration text (missing, corrupt, too short) before `<out>.partial` exists.
   let source: CalibrationSource | undefined;
   if (needsCalibration) {
@@ -220,11 +224,17 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
 
     // 3. Export: the same layout as the input (inline weights stay inline when the input had no external data).
     let t = clock();
-    const outOnnx = join(plan.partial, plan.onnxRelative);
-    mkdirSync(dirname(outOnnx), { recursive: true });
-    const inlineInput = model.externalDataFiles.length === 0;
-    runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
+    // with --format safetensors alone, the ONNX is written aside only for --eval and dropped at commit
+    const EVAL_ONLY = '.eval-onnx';
+    const outOnnx = format === 'safetensors' ? join(plan.partial, EVAL_ONLY, plan.onnxRelative) : join(plan.partial, plan.onnxRelative);
+    if (format !== 'safetensors' || o.eval.length) {
+      mkdirSync(dirname(outOnnx), { recursive: true });
+      const inlineInput = model.externalDataFiles.length === 0;
+      runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
+    }
+    if (safetensorsPlan) writeSafetensorsExport(safetensorsPlan, plan.partial, o.maxShardBytes);
     copyCompanionFiles(plan);
+    if (format === 'safetensors' && o.eval.length) copyCompanionFiles({ ...plan, partial: join(plan.partial, EVAL_ONLY) }); // config + tokenizer for --eval
     timings.export += clock() - t;
 
     // 4. Optional evaluation of the written model.
@@ -244,7 +254,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
     const report: PruneReport = {
       tool: 'sparsellm',
       model: onnxFile,
-      output: join(plan.out, plan.onnxRelative),
+      output: format === 'safetensors' ? plan.out : join(plan.out, plan.onnxRelative),
       architecture: layout.architecture,
       method: o.method,
       arguments: { ...settings, layers: o.layers, prunedBlocks: [...selected], eval: o.eval },
@@ -256,7 +266,7 @@ export async function runPrune(o: PruneOptions, progress: Progress): Promise<Pru
       resumedBlocks: restored.size,
     };
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
-    commitOutput(plan);
+    commitOutput(plan, (name) => name !== '.checkpoint' && name !== EVAL_ONLY);
     return report;
   } catch (e) {
     const interrupted = isUserError(e) && e.exitCode === 130;

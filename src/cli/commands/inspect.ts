@@ -1,10 +1,10 @@
 // `sparsellm inspect MODEL [--json]`: architecture, blocks, and each linear's shape, parameters,
 // sparsity (fraction of exact zeros) and N:M pattern.
 import type { CommandModule } from 'yargs';
+import { resolveModelArgument } from '../../hub/registry.js';
 import { openDecoderModel } from '../../model/index.js';
 import { readLinearWeight } from '../../model/weights.js';
 import { detectNM, zeroFraction } from '../../model/sparsity.js';
-import { resolveModelArgument } from '../../hub/registry.js';
 import { createProgress } from '../../pipeline/progress.js';
 import { modelSource, modelSourceOptions } from '../hub-options.js';
 
@@ -70,7 +70,7 @@ export const inspectCommand: CommandModule<object, { model: string; json: boolea
   describe: 'Blocks, linear layers, shapes and sparsity of an ONNX model',
   builder: (y) =>
     y
-      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx), .onnx file, known name or hub id' })
+      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx, or a checkpoint: config.json + safetensors), .onnx file, known name or hub id' })
       .options(modelSourceOptions)
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }) as never,
   handler: async (argv) => {

@@ -1,6 +1,7 @@
 // `sparsellm prune`: parses the options and runs the pipeline (src/pipeline/prune.ts).
 import { resolve } from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { parseByteSize } from '../../convert/export-safetensors.js';
 import { UserError } from '../../errors.js';
 import { METHODS, describeSpec, sparsitySpec, type Method, type PruneOptions } from '../../pipeline/options.js';
 import { interruption, runPrune, type PruneReport } from '../../pipeline/prune.js';
@@ -40,6 +41,8 @@ interface PruneArgs {
   docSeparator?: string;
   maxMemory?: number;
   device: 'cuda' | 'cpu' | 'auto';
+  format: 'onnx' | 'safetensors' | 'both';
+  maxShardSize?: string;
   json: boolean;
   quiet: boolean;
 }
@@ -83,6 +86,8 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     quiet: argv.quiet || argv.json,
     maxMemoryGb: argv.maxMemory,
     device: argv.device,
+    format: argv.format,
+    maxShardBytes: argv.maxShardSize === undefined ? undefined : parseByteSize(String(argv.maxShardSize)),
   };
   // The header goes out with the first progress output, i.e. after runPrune's checks: a bad input prints one line.
   const bars = createProgress(!options.quiet);
@@ -168,6 +173,8 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('doc-separator', { type: 'string', describe: 'document separator of your own text file (default <|endoftext|>)' })
       .option('max-memory', { type: 'number', describe: 'memory budget in GB for the pre-run estimate (default: available memory)' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'solver device: auto takes CUDA when a CUDA build finds a GPU (docs/CUDA.md)' })
+      .option('format', { choices: ['onnx', 'safetensors', 'both'] as const, default: 'onnx' as const, describe: 'output: ONNX (input layout), a Hugging Face safetensors checkpoint (transformers names, input dtype), or both' })
+      .option('max-shard-size', { type: 'string', describe: 'safetensors shard size limit, e.g. 5GB (default, as the hub), 500MB' })
       .option('json', { type: 'boolean', default: false, describe: 'print the report as one JSON object on stdout' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as unknown as Argv<PruneArgs>,
   handler,

@@ -3,7 +3,7 @@
 // written by another tool is used as is, HF_HUB_OFFLINE works from the cache, gated repos need HF_TOKEN, and an
 // interrupted or corrupted download is resumed or refused, never used.
 import assert from 'node:assert/strict';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -12,7 +12,7 @@ import { fetchHubModel } from '../src/hub/hub-model.js';
 import { resolveModelArgument } from '../src/hub/registry.js';
 import { runCli } from './cli-helpers.js';
 import { FakeHub, sha256, type FakeRepo } from './hub-server.js';
-import { projectRoot } from './helpers.js';
+import { projectRoot, sharedDir } from './helpers.js';
 
 const stories = (f: string) => readFileSync(join(projectRoot, 'models', 'stories260K', f));
 const dummy = (name: string) => Buffer.from(`${name}: a file sparsellm must never download\n`.repeat(50));
@@ -34,7 +34,25 @@ function xenovaLayout(id: string, extra: Partial<FakeRepo> = {}): FakeRepo {
 const XENOVA = 'Xenova/stories260K';
 const GATED = 'meta-llama/tiny-stories-gated';
 const TOKEN = 'hf_testtokenwithaccess';
-const hub = new FakeHub([xenovaLayout(XENOVA, { tags: ['v1.0'] }), xenovaLayout(GATED, { gatedFor: [TOKEN] })]);
+/** ../shared's HF checkpoints as hub repos, with the files a real one carries that must not be fetched. */
+const shared = (() => {
+  try {
+    return sharedDir();
+  } catch {
+    return undefined;
+  }
+})();
+function checkpointRepo(id: string, folder: string): FakeRepo {
+  const dir = join(shared!, 'models-src', folder);
+  const files: Record<string, Buffer> = { 'README.md': Buffer.from(`# ${id}\n`), 'pytorch_model.bin': dummy('pytorch'), 'original/consolidated.00.pth': dummy('original') };
+  for (const f of readdirSync(dir)) files[f] = readFileSync(join(dir, f));
+  return { id, files };
+}
+const CHECKPOINT = 'karpathy/stories260K-hf', SHARDED = 'karpathy/stories260K-hf-bf16-sharded';
+const hub = new FakeHub([
+  xenovaLayout(XENOVA, { tags: ['v1.0'] }), xenovaLayout(GATED, { gatedFor: [TOKEN] }),
+  ...(shared ? [checkpointRepo(CHECKPOINT, 'stories260K-hf'), checkpointRepo(SHARDED, 'stories260K-hf-bf16-sharded')] : []),
+]);
 const root = mkdtempSync(join(tmpdir(), 'sparsellm-hub-'));
 let n = 0;
 const freshCache = () => join(root, `cache-${n++}`);
@@ -259,5 +277,44 @@ describe('interrupted and corrupted downloads (in process)', () => {
     assert.ok(readFileSync(model.path).equals(content));
     const ranges = hub.log.slice(before).filter((q) => q.url.startsWith(`/cdn/${sha256(content)}`) && q.range !== 'bytes=0-0').map((q) => q.range ?? 'all');
     assert.deepEqual(ranges, [`bytes=300000-${content.length - 1}`, 'all'], 'resumed, found bad, restarted from zero');
+  });
+});
+
+describe('checkpoint repos (../shared/models-src as hub repos)', { skip: shared ? false : 'no ../shared: checkpoint repos not served (set SPARSELLM_SHARED)' }, () => {
+  const saved = { ...process.env };
+  after(() => restoreEnv(saved));
+  for (const [repo, folder, weights] of [
+    [CHECKPOINT, 'stories260K-hf', ['model.safetensors']],
+    [SHARDED, 'stories260K-hf-bf16-sharded', ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']],
+  ] as const) {
+    test(`${repo}: the snapshot folder gets config, safetensors and tokenizer, nothing else`, async () => {
+      Object.assign(process.env, env(freshCache()));
+      const before = hub.log.length;
+      const model = await fetchHubModel(repo, { progress: quiet });
+      assert.equal(model.choice.kind, 'checkpoint');
+      assert.equal(model.path, join(process.env.HF_HUB_CACHE!, `models--${repo.replace('/', '--')}`, 'snapshots', hub.commitOf(repo)));
+      const expected = ['config.json', ...weights, 'tokenizer.model', 'tokenizer_config.json'].sort();
+      assert.deepEqual(readdirSync(model.path).sort(), expected);
+      for (const f of expected) assert.ok(readFileSync(join(model.path, f)).equals(readFileSync(join(shared!, 'models-src', folder, f))), f);
+      const urls = hub.log.slice(before).map((q) => q.url);
+      assert.ok(!urls.some((u) => /pytorch_model|original|README/.test(u)), urls.join(' '));
+    });
+  }
+
+  test('prune a checkpoint repo through HF_ENDPOINT: downloaded, converted once, pruned', async () => {
+    const cache = freshCache();
+    const out = join(root, 'pruned-checkpoint');
+    const vars = env(cache, { SPARSELLM_CACHE: join(root, 'converted') });
+    const r = await runCli(['prune', '--model', CHECKPOINT, '--method', 'magnitude', '--sparsity', '0.5', '--out', out, '--json'], vars);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.ok(Math.abs(report.sparsity.overall - 0.5) < 0.01, String(report.sparsity.overall));
+    assert.ok(existsSync(join(cache, `models--${CHECKPOINT.replace('/', '--')}`, 'snapshots', hub.commitOf(CHECKPOINT), 'model.safetensors')));
+    // convert --revision <commit> reads the same snapshot without a request
+    const before = hub.log.length;
+    const c = await runCli(['convert', CHECKPOINT, '--revision', hub.commitOf(CHECKPOINT), '--out', join(root, 'converted-out'), '--json'], vars);
+    assert.equal(c.code, 0, c.stderr);
+    assert.ok(existsSync(join(root, 'converted-out', 'onnx', 'model.onnx')));
+    assert.equal(hub.log.length, before);
   });
 });

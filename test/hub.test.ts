@@ -156,6 +156,16 @@ describe('an ONNX repo in the Xenova layout', () => {
     assert.deepEqual(hub.log.slice(before).filter((q) => /resolve|cdn/.test(q.url)), [], 'the blob was there: no download');
   });
 
+  test('a hub that cannot be reached: the cached revision is used, with one line saying so', async () => {
+    const lines: string[] = [];
+    const progress = { ...quiet, log: (l: string) => void lines.push(l) };
+    await withEnv(env(cache, { HF_ENDPOINT: 'http://127.0.0.1:9' }), async () => {
+      assert.equal(await resolveModelArgument(XENOVA, { progress }), join(repoDir, 'snapshots', hub.commitOf(XENOVA), 'onnx', 'decoder_model.onnx'));
+      assert.match(lines.join('\n'), /^cannot reach the hub at http:\/\/127\.0\.0\.1:9 \(.*\): using the cached Xenova\/stories260K$/);
+      await rejectsOneLine(resolveModelArgument('nobody/elsewhere', { progress }), /^nobody\/elsewhere is not in the Hugging Face cache .* and cannot reach the hub at http:\/\/127\.0\.0\.1:9/);
+    });
+  });
+
   test('--revision: a tag is resolved to its commit and recorded in refs/; unknown revisions and repos are one line', async () => {
     await withEnv(env(cache), async () => {
       await resolveModelArgument(XENOVA, { revision: 'v1.0', progress: quiet });

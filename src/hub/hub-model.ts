@@ -9,7 +9,7 @@ import type { Progress } from '../pipeline/progress.js';
 import { cachedCommit, COMMIT_HASH, fileSize, listFolderFiles, repoCacheFolder, snapshotFolder, writeRef } from './cache.js';
 import { chooseModelFiles, type ModelChoice } from './choose.js';
 import { ensureCachedFile, type HubFileEntry } from './download.js';
-import { hubSettings, type HubSettings } from './settings.js';
+import { checkToken, hubSettings, type HubSettings } from './settings.js';
 
 export interface HubModelOptions {
   /** Branch, tag or commit (default main). */
@@ -48,7 +48,7 @@ function hubFetch(repo: string, revision: string, s: HubSettings): typeof fetch 
     if (res.ok) return res;
     const code = res.headers.get('x-error-code');
     const page = `${s.endpoint}/${repo}`;
-    if (code === 'GatedRepo' || (res.status === 403 && s.token)) {
+    if (code === 'GatedRepo') {
       const why = s.token ? 'the token in HF_TOKEN has no access to it yet' : 'no token was given';
       throw new UserError(`${repo} is a gated model and ${why}: accept its licence on ${page} (logged in), then create a read token at ${s.endpoint}/settings/tokens and set HF_TOKEN=hf_...`);
     }
@@ -56,7 +56,10 @@ function hubFetch(repo: string, revision: string, s: HubSettings): typeof fetch 
       throw new UserError(`${repo} is not a model repository on ${s.endpoint}${s.token ? '' : ' (if it is private, set HF_TOKEN)'}`);
     }
     if (code === 'RevisionNotFound') throw new UserError(`${repo} has no revision "${revision}" (a branch, tag or commit of ${page})`);
-    if (res.status === 401) throw new UserError(`the hub refused the token in HF_TOKEN for ${repo} (401): check it at ${s.endpoint}/settings/tokens`);
+    if (res.status === 401 || res.status === 403) {
+      const who = s.token ? 'the token in HF_TOKEN' : 'a request without a token (set HF_TOKEN)';
+      throw new UserError(`the hub refused ${who} for ${repo} (${res.status}${code ? ` ${code}` : ''}): check the token and your access at ${page}`);
+    }
     return res;
   };
 }
@@ -66,6 +69,7 @@ export async function fetchHubModel(repo: string, o: HubModelOptions): Promise<H
   const revision = o.revision ?? 'main';
   const repoFolder = repoCacheFolder(s.cacheDir, repo);
   if (s.offline) return fromCache(repo, revision, repoFolder, o, 'HF_HUB_OFFLINE is set');
+  checkToken(s.token);
   // a commit is immutable: when the cache already holds what it needs, no request at all
   if (COMMIT_HASH.test(revision)) {
     try {

@@ -28,10 +28,13 @@ function readToken(): string | undefined {
   return existsSync(file) ? readFileSync(file, 'utf8').trim() || undefined : undefined;
 }
 
+/** @huggingface/hub refuses other tokens with a TypeError: say it in the CLI's words before a request. */
+export function checkToken(token: string | undefined): void {
+  if (token !== undefined && !token.startsWith('hf_')) throw new UserError('HF_TOKEN is not a Hugging Face access token (they start with hf_): create one at https://huggingface.co/settings/tokens');
+}
+
 export function hubSettings(): HubSettings {
   const token = readToken();
-  // @huggingface/hub refuses other tokens with a TypeError; say it in the CLI's words instead
-  if (token !== undefined && !token.startsWith('hf_')) throw new UserError('HF_TOKEN is not a Hugging Face access token (they start with hf_): create one at https://huggingface.co/settings/tokens');
   return {
     endpoint: (process.env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, ''),
     token,

@@ -76,7 +76,7 @@ export function chooseModelFiles(where: string, listing: Iterable<string>, model
   if (checkpoint) return checkpoint;
 
   if (root(files).some((f) => PYTORCH_BIN.test(f))) {
-    throw new UserError(`${where} holds its weights only as pytorch_model.bin, which sparsellm does not read: use a repository with model.safetensors, or convert it once in Python (transformers: model.save_pretrained(DIR, safe_serialization=True)) and pass --model DIR`);
+    throw new UserError(`${where} holds its weights only as pytorch_model.bin, which sparsellm does not read: use its safetensors conversion if the hub has one (often a pull request: --revision refs/pr/N), or convert it once in Python (transformers: model.save_pretrained(DIR, safe_serialization=True)) and pass --model DIR`);
   }
   const fp16 = onnxFiles.find((f) => isFp16(f) && !isQuantized(f) && !isMerged(f));
   if (fp16) throw new UserError(`${where} has no fp32 ONNX decoder, only ${fp16}: pass --model-file ${fp16} to prune the fp16 export`);

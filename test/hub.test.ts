@@ -247,8 +247,14 @@ describe('interrupted and corrupted downloads (in process)', () => {
     assert.equal(readFileSync(`${blob}.incomplete`).length, 400_000);
     assert.ok(!existsSync(join(cache, 'models--Xenova--stories260K', 'snapshots', hub.commitOf(XENOVA), file)));
     const before = hub.log.length;
-    const model = await fetchHubModel(XENOVA, { progress: quiet });
+    // the bar: one per file, total = the file's bytes, ticks in bytes (the resumed part first)
+    const bars: { label: string; total: number; ticks: number[] }[] = [];
+    const progress = { ...quiet, start: (label: string, total: number) => void bars.push({ label, total, ticks: [] }), tick: (n = 1) => void bars.at(-1)!.ticks.push(n) };
+    const model = await fetchHubModel(XENOVA, { progress });
     assert.equal(model.downloaded, 1);
+    assert.deepEqual(bars.map((b) => [b.label, b.total]), [[`${file} (resumed)`, content.length]]);
+    assert.equal(bars[0]!.ticks[0], 400_000);
+    assert.equal(bars[0]!.ticks.reduce((a, b) => a + b, 0), content.length);
     assert.ok(hub.log.slice(before).some((q) => q.url.startsWith('/cdn/') && q.range === `bytes=400000-${content.length - 1}`), 'no resume request');
     assert.ok(readFileSync(model.path).equals(content));
     assert.ok(!existsSync(`${blob}.incomplete`));

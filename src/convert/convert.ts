@@ -101,11 +101,21 @@ export function defaultOutputDtype(source: FloatDtype): OutputDtype {
   return source === 'F16' ? 'fp16' : 'fp32';
 }
 
+/**
+ * The checkpoint's name for a transformers parameter: the name itself, or without the `model.` prefix (checkpoints
+ * saved from the base model, e.g. OPT's original `decoder.layers.0...`, which transformers also accepts).
+ */
+function storedName(checkpoint: SafetensorsCheckpoint, name: string): string {
+  if (checkpoint.has(name) || !name.startsWith('model.')) return name;
+  return checkpoint.has(name.slice('model.'.length)) ? name.slice('model.'.length) : name;
+}
+
 /** Check the checkpoint holds every tensor the family needs, with the shapes config.json implies. */
 function checkParameters(checkpoint: SafetensorsCheckpoint, params: ParamSpec[], folder: string): void {
   for (const p of params) {
-    if (!checkpoint.has(p.name)) throw new UserError(`${folder}: the checkpoint lacks ${p.name}, which config.json's architecture needs (incomplete download or a different model)`);
-    const t = checkpoint.info(p.name);
+    const name = storedName(checkpoint, p.name);
+    if (!checkpoint.has(name)) throw new UserError(`${folder}: the checkpoint lacks ${p.name}, which config.json's architecture needs (incomplete download or a different model)`);
+    const t = checkpoint.info(name);
     if (t.shape.join(',') !== p.shape.join(',')) throw new UserError(`${folder}: ${p.name} has shape [${t.shape}], config.json implies [${p.shape}]`);
     if (!['F32', 'F16', 'BF16'].includes(t.dtype)) throw new UserError(`${folder}: ${p.name} is ${t.dtype}; only F32, F16 and BF16 weights are supported`);
   }
@@ -141,10 +151,10 @@ export function convertCheckpoint(source: string, out: string, options: ConvertO
   const progress = options.progress;
   let done = 0;
   const weights: WeightSource = {
-    has: (name) => checkpoint.has(name),
-    shape: (name) => checkpoint.info(name).shape,
+    has: (name) => checkpoint.has(storedName(checkpoint, name)),
+    shape: (name) => checkpoint.info(storedName(checkpoint, name)).shape,
     read: (name) => {
-      const values = checkpoint.readFloat32(name);
+      const values = checkpoint.readFloat32(storedName(checkpoint, name));
       for (let k = 0; k < values.length; k++) {
         const v = values[k]!;
         if (!Number.isFinite(v)) throw new UserError(`${src}: tensor ${name} contains NaN or Inf (element ${k}): refusing to write a broken model`);
@@ -208,10 +218,7 @@ function conversionKey(folder: string, dtype: string): string {
 export async function ensureOnnxModel(folder: string, options: { progress?: Progress } = {}): Promise<string> {
   if (!existsSync(folder) || !statSync(folder).isDirectory()) return folder;
   if (ONNX_LAYOUTS.some((f) => existsSync(join(folder, f)))) return folder;
-  if (!isCheckpointFolder(folder)) {
-    if (existsSync(join(folder, 'config.json'))) openCheckpoint(folder); // throws the checkpoint's own reason (no weights)
-    return folder;
-  }
+  if (!isCheckpointFolder(folder)) return folder; // neither: the ONNX resolver says what it expected
   const dtype = 'default';
   const target = join(convertedCacheDir(), `${basename(resolve(folder)).replace(/[^\w.-]/g, '_')}-${conversionKey(folder, dtype)}`);
   if (existsSync(join(target, 'onnx', 'model.onnx'))) return target;

@@ -130,7 +130,7 @@ function pruneCases(): Case[] {
     p('output under a file', STORIES, [], /cannot create --out .*a-file\/sub: .*a-file is a file, not a folder/, { out: fx('a-file/sub') }),
     p('output in /proc', STORIES, [], /cannot write to \/proc: choose an --out folder you can write to/, { out: '/proc/sparsellm-out' }),
     p('unknown registry name', 'opt-7b', [], /model "opt-7b" is neither a path nor a known name \(stories260K, opt-125m/),
-    p('known name offline, not cached', 'opt-125m', [], /Xenova\/opt-125m is not in the model cache .*downloads are off/, { env: { SPARSELLM_CACHE: fx('empty-cache'), HF_HUB_OFFLINE: '1' } }),
+    p('known name offline, not cached', 'opt-125m', [], /Xenova\/opt-125m is not in the Hugging Face cache \(.*empty-cache\/models--Xenova--opt-125m\) and HF_HUB_OFFLINE is set/, { env: { HF_HUB_CACHE: fx('empty-cache'), HF_HUB_OFFLINE: '1' } }),
     p('layers out of range', STORIES, ['--layers', '3-7'], /--layers "3-7" is out of range: the model has 5 blocks \(0-4\)/),
     p('layers not understood', STORIES, ['--layers', 'odd'], /--layers "odd" is not understood/),
     p('one initializer, two linears', fx('tied'), ['--method', 'magnitude'], /block 0 k_proj and block 1 k_proj share one weight initializer \(onnx::MatMul_\d+\), which cannot be pruned twice/),

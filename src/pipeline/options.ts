@@ -8,6 +8,7 @@ import type { SparseLlmOptions } from '../native/sparsellm.js';
 import type { SparsitySpec } from '../native/sparsity.js';
 
 export type { SparsitySpec };
+import type { ModelSourceOptions } from '../hub/registry.js';
 
 export const METHODS = ['magnitude', 'wanda', 'sparsegpt', 'sparsellm'] as const;
 export type Method = (typeof METHODS)[number];
@@ -92,6 +93,8 @@ export interface SparseLlmSettings {
 /** A prune run as callers describe it: unset fields take the defaults above (see resolvePruneOptions). */
 export interface PruneOptions {
   model: string;
+  /** --revision / --model-file for a hub model or folder */
+  modelSource?: ModelSourceOptions;
   out: string;
   method?: Method;
   /** default: DEFAULT_SPARSITY unstructured */
@@ -126,8 +129,8 @@ export interface PruneOptions {
 }
 
 /** Every option of a run decided, except what depends on the model (seqlen, the family's α/β/γ). */
-export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes'>> &
-  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes'>;
+export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource'>> &
+  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource'>;
 
 export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
   const method = o.method ?? PRUNE_DEFAULTS.method;

@@ -138,9 +138,9 @@ function checkRun(run: PruneRun): void {
 }
 
 /** Resolves the model and the options and checks them; nothing is written yet. */
-async function planRun(options: PruneOptions): Promise<PruneRun> {
+async function planRun(options: PruneOptions, progress: Progress): Promise<PruneRun> {
   const resolved = resolvePruneOptions(options);
-  const modelPath = await resolveModelArgument(resolved.model);
+  const modelPath = await resolveModelArgument(resolved.model, { ...resolved.modelSource, progress });
   const onnxFile = resolveModelFile(modelPath);
   assertOutputOutsideInput(resolved.out, [
     ...modelInputs(modelPath, onnxFile),
@@ -345,7 +345,7 @@ function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perp
 export async function runPrune(options: PruneOptions, progress: Progress): Promise<PruneReport> {
   const timings: Timings = { calibration: 0, statistics: 0, solve: 0, rerun: 0, export: 0, eval: 0 };
   const tStart = clock();
-  const run = await planRun(options);
+  const run = await planRun(options, progress);
   const { o, plan } = run;
   const source = await openCalibration(run, timings);
   // Solvers on the GPU where a CUDA build finds one (SparseGPT so far; see docs/CUDA.md), else the CPU.

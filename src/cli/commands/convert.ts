@@ -3,10 +3,13 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { convertCheckpoint } from '../../convert/convert.js';
 import type { OutputDtype } from '../../convert/onnx-graph.js';
+import { resolveCheckpointArgument } from '../../hub/registry.js';
 import { createProgress } from '../../pipeline/progress.js';
+import { modelSourceOptions } from '../hub-options.js';
 
 interface ConvertArgs {
   model: string;
+  revision?: string;
   out: string;
   dtype?: OutputDtype;
   force: boolean;
@@ -14,9 +17,10 @@ interface ConvertArgs {
   quiet: boolean;
 }
 
-function handler(argv: ArgumentsCamelCase<ConvertArgs>): void {
+async function handler(argv: ArgumentsCamelCase<ConvertArgs>): Promise<void> {
   const progress = createProgress(!argv.quiet && !argv.json);
-  const report = convertCheckpoint(argv.model, argv.out, { dtype: argv.dtype, force: argv.force, progress });
+  const folder = await resolveCheckpointArgument(argv.model, { revision: argv.revision, progress });
+  const report = convertCheckpoint(folder, argv.out, { dtype: argv.dtype, force: argv.force, progress });
   if (argv.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`converted ${report.source} (${report.architecture}, ${report.sourceDtype}) to ${report.output} (${report.dtype}, ${report.tensors} tensors, ${report.seconds.toFixed(1)} s)\n`);
 }
@@ -26,7 +30,8 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   describe: 'Convert a Hugging Face checkpoint folder (config.json + safetensors, OPT or LLaMA) to ONNX',
   builder: (y: Argv) =>
     y
-      .positional('model', { type: 'string', demandOption: true, describe: 'checkpoint folder: config.json + model.safetensors or shards with model.safetensors.index.json' })
+      .positional('model', { type: 'string', demandOption: true, describe: 'checkpoint folder (config.json + model.safetensors or shards with model.safetensors.index.json), known name or hub id' })
+      .option('revision', modelSourceOptions.revision)
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (written as OUT.partial, then renamed)' })
       .option('dtype', { choices: ['fp32', 'fp16'] as const, describe: 'weights and activations of the ONNX model (default: the checkpoint\'s; bf16 -> fp32, as onnxruntime\'s CPU provider has no bf16 MatMul)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing output folder' })

@@ -8,9 +8,12 @@ import { evaluateDatasets, evalJson, type EvalResults } from '../../pipeline/eva
 import { createProgress } from '../../pipeline/progress.js';
 import { PRUNE_DEFAULTS } from '../../pipeline/options.js';
 import { validateEvalArgs } from '../validate.js';
+import { modelSource, modelSourceOptions } from '../hub-options.js';
 
 interface EvalArgs {
   model: string;
+  revision?: string;
+  modelFile?: string;
   dataset: string;
   seqlen?: number;
   batch: number;
@@ -31,10 +34,11 @@ async function handler(argv: ArgumentsCamelCase<EvalArgs>): Promise<void> {
     throw new UserError(`--max-windows must be a positive integer, got ${argv.maxWindows}`);
   }
   const names = argv.dataset.split(',').map((s) => s.trim()).filter(Boolean);
-  const onnx = resolveModelFile(await resolveModelArgument(argv.model));
+  const progress = createProgress(!argv.quiet && !argv.json);
+  const onnx = resolveModelFile(await resolveModelArgument(argv.model, { ...modelSource(argv), progress }));
   const results = await evaluateDatasets(onnx, names, {
     seqlen: argv.seqlen, batch: argv.batch, perDocument: argv.perDocument, docSeparator: argv.docSeparator,
-    dataDir: argv.dataDir, tokenizer: argv.tokenizer, maxWindows: argv.maxWindows, threads: argv.threads, progress: createProgress(!argv.quiet && !argv.json),
+    dataDir: argv.dataDir, tokenizer: argv.tokenizer, maxWindows: argv.maxWindows, threads: argv.threads, progress,
   });
   if (argv.json) {
     process.stdout.write(`${JSON.stringify(evalJson(results))}\n`);
@@ -61,6 +65,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   builder: (y: Argv) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx), .onnx file, known name or hub id' })
+      .options(modelSourceOptions)
       .option('dataset', { type: 'string', default: 'wikitext2', describe: 'comma-separated: wikitext2, ptb, c4, tinystories, or a .txt / .jsonl file' })
       .option('seqlen', { type: 'number', describe: `window length (default: the model's positions, at most ${PRUNE_DEFAULTS.maxSeqlen})` })
       .option('batch', { type: 'number', default: 1, describe: 'windows per model run' })

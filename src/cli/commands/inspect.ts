@@ -6,6 +6,8 @@ import { openDecoderModel } from '../../model/index.js';
 import { readLinearWeight } from '../../model/weights.js';
 import { detectNM, zeroFraction } from '../../model/sparsity.js';
 import { validateInspectArgs } from '../validate.js';
+import { createProgress } from '../../pipeline/progress.js';
+import { modelSource, modelSourceOptions } from '../hub-options.js';
 
 export interface LinearReport {
   role: string;
@@ -64,16 +66,18 @@ function formatReport(r: InspectReport): string {
   return lines.join('\n');
 }
 
-export const inspectCommand: CommandModule<object, { model: string; json: boolean }> = {
+export const inspectCommand: CommandModule<object, { model: string; json: boolean; revision?: string; modelFile?: string }> = {
   command: 'inspect <model>',
   describe: 'Blocks, linear layers, shapes and sparsity of an ONNX model',
   builder: (y) =>
     y
       .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx, or a checkpoint: config.json + safetensors), .onnx file, known name or hub id' })
+      .options(modelSourceOptions)
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }) as never,
   handler: async (argv) => {
     validateInspectArgs(argv);
-    const report = inspectModel(await resolveModelArgument(argv.model));
+    const path = await resolveModelArgument(argv.model, { ...modelSource(argv), progress: createProgress(!argv.json) });
+    const report = inspectModel(path);
     process.stdout.write(argv.json ? `${JSON.stringify(report)}\n` : `${formatReport(report)}\n`);
   },
 };

@@ -12,9 +12,12 @@ import { optFamily } from '../../model/families/opt.js';
 import { interruption, runPrune, type PruneReport } from '../../pipeline/prune.js';
 import { createProgress, type Progress } from '../../pipeline/progress.js';
 import { validatePruneArgs } from '../validate.js';
+import { modelSource, modelSourceOptions } from '../hub-options.js';
 
 interface PruneArgs {
   model: string;
+  revision?: string;
+  modelFile?: string;
   method: Method;
   sparsity?: number;
   prunen?: number;
@@ -67,6 +70,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
 
   const options: PruneOptions = {
     model: argv.model,
+    modelSource: modelSource(argv),
     method: argv.method,
     spec,
     calib: argv.calib,
@@ -145,6 +149,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
   builder: (y: Argv) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder, .onnx file, known name (opt-125m, stories260K, ...) or hub id' })
+      .options(modelSourceOptions)
       .option('method', { choices: METHODS, default: PRUNE_DEFAULTS.method, describe: 'pruning method' })
       .option('sparsity', { type: 'number', describe: `fraction of weights to prune in each pruned layer, in [0, 1) (default ${DEFAULT_SPARSITY})` })
       .option('prunen', { type: 'number', describe: 'N:M sparsity: weights PRUNED in each group of --prunem (2 with --prunem 4 = 2:4)' })

@@ -116,6 +116,7 @@ export const PRUNE_RULES: Rules = {
     { option: 'prunen', needs: 'prunem', why: 'N:M sparsity takes both (--prunen 2 --prunem 4 = 2:4)' },
     { option: 'prunem', needs: 'prunen', why: 'N:M sparsity takes both (--prunen 2 --prunem 4 = 2:4)' },
     { option: 'eval-seqlen', needs: 'eval', why: 'it sets the window of the evaluation after pruning; add --eval DATASETS or drop it' },
+    { option: 'max-shard-size', needs: 'format', why: 'it sizes the safetensors shards; add --format safetensors (or both) or drop it' },
   ],
   methodOnly: [
     {
@@ -128,7 +129,14 @@ export const PRUNE_RULES: Rules = {
   ],
 };
 
+/** --revision / --model-file (src/cli/hub-options.ts), taken by every command that reads a model. */
+const MODEL_SOURCE_TEXT_OPTIONS: TextOption[] = [
+  { name: 'revision', what: 'a branch, tag or commit of the hub repo' },
+  { name: 'model-file', what: 'the ONNX file inside the model, like onnx/model.onnx' },
+];
+
 export const PRUNE_TEXT_OPTIONS: TextOption[] = [
+  ...MODEL_SOURCE_TEXT_OPTIONS,
   { name: 'model', what: 'a model folder, .onnx file or known name' },
   { name: 'out', what: 'the output folder' },
   { name: 'calib', what: 'a dataset name (c4, wikitext2, ptb, tinystories) or a text file' },
@@ -136,6 +144,7 @@ export const PRUNE_TEXT_OPTIONS: TextOption[] = [
   { name: 'tokenizer', what: 'a tokenizer folder or file' },
   { name: 'data-dir', what: 'a folder with dataset files' },
   { name: 'layers', what: 'all, first-half, last-half or block indices like 0-11' },
+  { name: 'max-shard-size', what: 'a size like 5GB or 500MB' },
 ];
 
 export const EVAL_RULES: Rules = {
@@ -145,6 +154,7 @@ export const EVAL_RULES: Rules = {
 };
 
 export const EVAL_TEXT_OPTIONS: TextOption[] = [
+  ...MODEL_SOURCE_TEXT_OPTIONS,
   { name: 'model', what: 'a model folder, .onnx file or known name' },
   { name: 'dataset', what: 'dataset names or files', list: true },
   { name: 'tokenizer', what: 'a tokenizer folder or file' },
@@ -163,5 +173,13 @@ export function validateEvalArgs(argv: Argv, given = givenOptions()): void {
 }
 
 export function validateInspectArgs(argv: Argv): void {
-  assertNonEmpty(argv, [{ name: 'model', label: 'MODEL', what: 'a model folder or .onnx file' }]);
+  assertNonEmpty(argv, [{ name: 'model', label: 'MODEL', what: 'a model folder or .onnx file' }, ...MODEL_SOURCE_TEXT_OPTIONS]);
+}
+
+export function validateConvertArgs(argv: Argv): void {
+  assertNonEmpty(argv, [
+    { name: 'model', label: 'MODEL', what: 'a checkpoint folder, known name or hub id' },
+    { name: 'out', what: 'the output folder' },
+    { name: 'revision', what: 'a branch, tag or commit of the hub repo' },
+  ]);
 }

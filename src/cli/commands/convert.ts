@@ -4,8 +4,10 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { convertCheckpoint } from '../../convert/convert.js';
 import type { OutputDtype } from '../../convert/onnx-graph.js';
 import { resolveCheckpointArgument } from '../../hub/registry.js';
+import { assertOutputOutsideInput } from '../../pipeline/output-placement.js';
 import { createProgress } from '../../pipeline/progress.js';
 import { modelSourceOptions } from '../hub-options.js';
+import { validateConvertArgs } from '../validate.js';
 
 interface ConvertArgs {
   model: string;
@@ -18,8 +20,10 @@ interface ConvertArgs {
 }
 
 async function handler(argv: ArgumentsCamelCase<ConvertArgs>): Promise<void> {
+  validateConvertArgs(argv);
   const progress = createProgress(!argv.quiet && !argv.json);
   const folder = await resolveCheckpointArgument(argv.model, { revision: argv.revision, progress });
+  assertOutputOutsideInput(argv.out, [{ path: folder, what: 'the input checkpoint folder', enclosing: true }]);
   const report = convertCheckpoint(folder, argv.out, { dtype: argv.dtype, force: argv.force, progress });
   if (argv.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`converted ${report.source} (${report.architecture}, ${report.sourceDtype}) to ${report.output} (${report.dtype}, ${report.tensors} tensors, ${report.seconds.toFixed(1)} s)\n`);

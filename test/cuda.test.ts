@@ -173,7 +173,6 @@ test('cuBLAS / cuSOLVER are found with dlopen (stub libraries: explicit folder, 
     }
 
     if (!baseline.cublas) {
-      assert.equal(baseline.cublas, false);
       assert.match(baseline.cublasReason!, /^cuBLAS not found \(libcublas\.so\.13\/libcublas\.so\.12\); .*LD_LIBRARY_PATH/);
       assert.match(baseline.cusolverReason!, /^cuSOLVER not found/);
     }

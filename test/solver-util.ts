@@ -167,3 +167,70 @@ export function outputError(A: ArrayLike<number>, B: ArrayLike<number>, rows: nu
     }
   return s;
 }
+
+/**
+ * Every SparseGPT / SparseLLM option spelled out, as the bindings take them (they fall back to nothing). The values are
+ * the CLI's (SPARSEGPT_DEFAULTS / SPARSELLM_DEFAULTS and the family α/β/γ of the family table); a test overrides
+ * what it is about. The sparsity spec is `o`'s ({ sparsity } or { prunen, prunem }).
+ */
+export function gptOptions(o: { sparsity?: number; prunen?: number; prunem?: number; percdamp?: number; blocksize?: number; accumulateDamping?: boolean; doublePrecision?: boolean }) {
+  return { percdamp: 0.01, blocksize: 128, accumulateDamping: false, doublePrecision: false, ...o };
+}
+export function llmOptions(family: 'opt' | 'llama', o: Record<string, unknown>) {
+  const penalty = family === 'opt' ? 0.1 : 5; // the reference's α = β = γ (ALGORITHMS.md §1.4 / §1.5)
+  return {
+    alpha: penalty, beta: penalty, gamma: penalty, epochs: 4, percdamp: 0.01, blocksize: 128,
+    fc2Update: 'gd' as const, gdSteps: 10, gdLr: 0.01, referenceQuirks: false, lstsqRidge: 1e-6, keepBest: true, outputRefit: true,
+    refitRidge: 1e-3, sUpdate: 'newton' as const, sSteps: 2, sLr: 0.01, ...o,
+  } as never;
+}
+
+/** ‖Y − Ŷ‖² / ‖Y‖² (float64) of an OPT FFN Ŷ = W2 ReLU(W1 x + b1) + b2 against the dense one, over the tokens of X. */
+export function optFfnError(X: Float32Array, N: number, d: number, f: number, b1: Float32Array, b2: Float32Array,
+  dense: { W1: Float32Array; W2: Float32Array }, sparse: { W1: Float32Array; W2: Float32Array }): number {
+  const fwd = (W1: Float32Array, W2: Float32Array, t: number) => {
+    const a = new Float64Array(f), y = new Float64Array(d);
+    for (let i = 0; i < f; i++) {
+      let s = b1[i]!;
+      for (let j = 0; j < d; j++) s += W1[i * d + j]! * X[t * d + j]!;
+      a[i] = s > 0 ? s : 0;
+    }
+    for (let j = 0; j < d; j++) {
+      let s = b2[j]!;
+      for (let i = 0; i < f; i++) s += W2[j * f + i]! * a[i]!;
+      y[j] = s;
+    }
+    return y;
+  };
+  let num = 0, den = 0;
+  for (let t = 0; t < N; t++) {
+    const y = fwd(dense.W1, dense.W2, t), yh = fwd(sparse.W1, sparse.W2, t);
+    for (let j = 0; j < d; j++) (num += (y[j]! - yh[j]!) ** 2), (den += y[j]! ** 2);
+  }
+  return num / den;
+}
+
+/** The same for a LLaMA FFN Ŷ = Wd (silu(Wg x) ⊙ Wu x). */
+export function llamaFfnError(X: Float32Array, N: number, d: number, f: number,
+  dense: { Wg: Float32Array; Wu: Float32Array; Wd: Float32Array }, sparse: { Wg: Float32Array; Wu: Float32Array; Wd: Float32Array }): number {
+  const fwd = (w: typeof dense, t: number) => {
+    const a = new Float64Array(f), y = new Float64Array(d);
+    for (let i = 0; i < f; i++) {
+      let g = 0, u = 0;
+      for (let j = 0; j < d; j++) (g += w.Wg[i * d + j]! * X[t * d + j]!), (u += w.Wu[i * d + j]! * X[t * d + j]!);
+      a[i] = (g / (1 + Math.exp(-g))) * u;
+    }
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let i = 0; i < f; i++) s += w.Wd[j * f + i]! * a[i]!;
+      y[j] = s;
+    }
+    return y;
+  };
+  let num = 0, den = 0;
+  for (let t = 0; t < N; t++) {
+    const y = fwd(dense, t), yh = fwd(sparse, t);
+    for (let j = 0; j < d; j++) (num += (y[j]! - yh[j]!) ** 2), (den += y[j]! ** 2);
+  }
+  return num / den;
+}

@@ -1,5 +1,6 @@
 // Independent float64 reference math for the solver tests (naive, small sizes only).
 import { gaussian, mulberry32 } from './helpers.js';
+import type { SparsitySpec } from '../src/native/sparsity.js';
 
 /** X [N, d] with correlated features: X = G · Lmix, plus a per-feature scale (outlier features). */
 export function correlatedX(N: number, d: number, seed: number, corr = 0.7): Float32Array {
@@ -173,7 +174,7 @@ export function outputError(A: ArrayLike<number>, B: ArrayLike<number>, rows: nu
  * the CLI's (SPARSEGPT_DEFAULTS / SPARSELLM_DEFAULTS and the family α/β/γ of the family table); a test overrides
  * what it is about. The sparsity spec is `o`'s ({ sparsity } or { prunen, prunem }).
  */
-export function gptOptions(o: { sparsity?: number; prunen?: number; prunem?: number; percdamp?: number; blocksize?: number; accumulateDamping?: boolean; doublePrecision?: boolean }) {
+export function gptOptions(o: SparsitySpec & { percdamp?: number; blocksize?: number; accumulateDamping?: boolean; doublePrecision?: boolean }) {
   return { percdamp: 0.01, blocksize: 128, accumulateDamping: false, doublePrecision: false, ...o };
 }
 export function llmOptions(family: 'opt' | 'llama', o: Record<string, unknown>) {

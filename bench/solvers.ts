@@ -15,6 +15,7 @@ import { WandaScaler, wandaPrune } from '../src/native/wanda.js';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { sparsellmOpt } from '../src/native/sparsellm.js';
 import { HessianAccumulator } from '../src/native/hessian.js';
+import { gptOptions, llmOptions } from '../test/solver-util.js';
 
 export interface SolverBenchRow {
   solver: string;
@@ -92,9 +93,9 @@ export async function benchSolvers(opts: { tokens?: number; sparsity?: number; s
     // SparseGPT flops: Hinv (potrf + trtri: 2/3 n³) + lazy updates (≈ rows·n²) + in-block updates (rows·n·B)
     const n = inp, B = 128;
     const flop = (2 / 3) * n ** 3 + out * n * n + out * n * B;
-    const r = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, { sparsity: s }));
+    const r = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, gptOptions({ sparsity: s })));
     add('sparsegpt', name, r.seconds, flop / 1e9, sg);
-    const r24 = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, { prunen: 2, prunem: 4 }));
+    const r24 = await best(3, () => sparsegptPrune(W0.slice(), out, inp, acc.H, gptOptions({ prunen: 2, prunem: 4 })));
     add('sparsegpt 2:4', name, r24.seconds, flop / 1e9, sg);
   }
   if (opts.sparsellm !== false) {
@@ -103,7 +104,7 @@ export async function benchSolvers(opts: { tokens?: number; sparsity?: number; s
     const acc = new HessianAccumulator(d);
     await acc.add(X, N, N / 2048);
     const W1 = rand(f * d, 6, 0.05), b1 = rand(f, 7, 0.05), W2 = rand(d * f, 8, 0.02), b2 = rand(d, 9, 0.02);
-    const r = await sparsellmOpt({ tokens: N, hidden: d, ffn: f, X, W1, b1, W2, b2, H1: acc.H, nsamples: N / 2048 }, { sparsity: s, epochs });
+    const r = await sparsellmOpt({ tokens: N, hidden: d, ffn: f, X, W1, b1, W2, b2, H1: acc.H, nsamples: N / 2048 }, llmOptions('opt', { sparsity: s, epochs }));
     // per epoch: pᵀp SYRK (N f²), fc1 LS (2 N d f), fc2 GD 10×(2 d f²) + YᵀP (2 N d f), two SparseGPT calls,
     // p update: W2ᵀW2 (d f²) + inverse (f³) + RHS (2 N d f) + R·A⁻¹ (2 N f²), z: 2 N d f, objective + output: 4 N d f
     const sgFlop = (nn: number, rr: number) => (2 / 3) * nn ** 3 + rr * nn * nn + rr * nn * 128;

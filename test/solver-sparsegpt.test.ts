@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { magnitudePrune } from '../src/native/magnitude.js';
 import { WandaScaler, wandaPrune } from '../src/native/wanda.js';
-import { cholesky, correlatedX, hessian, inverse, naiveSparseGpt, outputError, randn, upperCholeskyOfInverse } from './solver-util.js';
+import { cholesky, correlatedX, gptOptions, hessian, inverse, naiveSparseGpt, outputError, randn, upperCholeskyOfInverse } from './solver-util.js';
 import { gaussian, mulberry32 } from './helpers.js';
 import { relativeError } from './helpers.js';
 
@@ -18,7 +18,7 @@ test('SparseGPT matches a naive float64 implementation (loss and weights), unstr
       const W = randn(rows * cols, 2);
       const want = naiveSparseGpt(W, rows, cols, H, spec, 0.01, blocksize);
       const H0 = H.slice();
-      const r = await sparsegptPrune(W, rows, cols, H, { ...spec, blocksize, doublePrecision: blocksize === 16 });
+      const r = await sparsegptPrune(W, rows, cols, H, gptOptions({ ...spec, blocksize, doublePrecision: blocksize === 16 }));
       assert.deepEqual(H, H0, 'H not modified');
       assert.ok(Math.abs(r.loss - want.loss) <= 1e-4 * want.loss, `loss ${r.loss} vs ${want.loss} (${JSON.stringify(spec)}, B=${blocksize})`);
       assert.ok(relativeError(W, want.W) < 1e-4, `weights ${relativeError(W, want.W)}`);
@@ -36,7 +36,7 @@ test('SparseGPT matches the naive float64 implementation on blocks large enough 
   for (const spec of [{ sparsity: 0.5 }, { sparsity: 0.7 }, { prunen: 2, prunem: 4 }, { prunen: 4, prunem: 8 }]) {
     const W = randn(rows * cols, 12);
     const want = naiveSparseGpt(W, rows, cols, H, spec, 0.01, 128);
-    const r = await sparsegptPrune(W, rows, cols, H, { ...spec, blocksize: 128 });
+    const r = await sparsegptPrune(W, rows, cols, H, gptOptions({ ...spec, blocksize: 128 }));
     assert.ok(Math.abs(r.loss - want.loss) <= 1e-4 * want.loss, `loss ${r.loss} vs ${want.loss} (${JSON.stringify(spec)})`);
     assert.ok(relativeError(W, want.W) < 1e-4, `weights ${relativeError(W, want.W)}`);
     for (let i = 0; i < W.length; i++) assert.equal(W[i] === 0, want.W[i] === 0);
@@ -97,7 +97,7 @@ test('SparseGPT matches the naive float64 implementation at 64×1536 (blocked pa
   for (const spec of [{ sparsity: 0.5 }, { sparsity: 0.7 }, { prunen: 2, prunem: 4 }]) {
     const W = randn(rows * cols, 32);
     const want = naiveSparseGpt(W, rows, cols, H, spec, percdamp, 128, U);
-    const r = await sparsegptPrune(W, rows, cols, H, { ...spec, percdamp, blocksize: 128 });
+    const r = await sparsegptPrune(W, rows, cols, H, gptOptions({ ...spec, percdamp, blocksize: 128 }));
     // tolerances: float32 solver vs float64 reference, measured at d1cae2b: loss 0.7–1.8e-8 relative, weights
     // 1.5–1.8e-7 relative; with the lazy SGEMM update skipped (tried): loss 2.4e-3, weights 0.12. Bounds 1e-6 / 1e-5.
     // The masks must agree.
@@ -115,7 +115,7 @@ test('SparseGPT sparsity: per-block shared threshold gives int(rows·B·s)+1 per
   const H = hessian(X, N, cols, 3);
   for (const s of [0.5, 0.7, 0.9]) {
     const W = randn(rows * cols, 3);
-    const r = await sparsegptPrune(W, rows, cols, H, { sparsity: s, blocksize: B });
+    const r = await sparsegptPrune(W, rows, cols, H, gptOptions({ sparsity: s, blocksize: B }));
     const perBlock = Math.floor(rows * B * s) + 1;
     for (let b = 0; b < cols; b += B) {
       let z = 0;
@@ -126,7 +126,7 @@ test('SparseGPT sparsity: per-block shared threshold gives int(rows·B·s)+1 per
   }
   for (const [n, m] of [[2, 4], [4, 8], [3, 4]] as const) {
     const W = randn(rows * cols, 4);
-    await sparsegptPrune(W, rows, cols, H, { prunen: n, prunem: m, blocksize: B });
+    await sparsegptPrune(W, rows, cols, H, gptOptions({ prunen: n, prunem: m, blocksize: B }));
     for (let i = 0; i < rows; i++)
       for (let g = 0; g < cols; g += m) {
         let z = 0;
@@ -141,7 +141,7 @@ test('SparseGPT with sparsity 0 leaves W exactly unchanged', async () => {
   const X = correlatedX(N, cols, 3);
   const H = hessian(X, N, cols, 1);
   const W = randn(rows * cols, 5), W0 = W.slice();
-  const r = await sparsegptPrune(W, rows, cols, H, { sparsity: 0 });
+  const r = await sparsegptPrune(W, rows, cols, H, gptOptions({ sparsity: 0 }));
   assert.deepEqual(W, W0);
   assert.equal(r.loss, 0);
 });
@@ -155,7 +155,7 @@ test('SparseGPT beats magnitude and Wanda and is within a few % of the exact opt
   const H = hessian(X, N, cols, 1);
   const W0 = randn(rows * cols, 8);
   const Wg = W0.slice();
-  await sparsegptPrune(Wg, rows, cols, H, { sparsity: s, percdamp: 0.0001 });
+  await sparsegptPrune(Wg, rows, cols, H, gptOptions({ sparsity: s, percdamp: 0.0001 }));
   const Wm = W0.slice();
   await magnitudePrune(Wm, rows, cols, { sparsity: s });
   const Ww = W0.slice();
@@ -225,7 +225,7 @@ test('SparseGPT: singular / indefinite H retries with 10× damping and stays fin
   for (let i = 0; i < cols; i++) H[i * cols + i] = 1;
   H[0 * cols + 1] = H[1 * cols + 0] = 1.5;
   const W = randn(rows * cols, 1);
-  const r = await sparsegptPrune(W, rows, cols, H, { sparsity: 0.5 });
+  const r = await sparsegptPrune(W, rows, cols, H, gptOptions({ sparsity: 0.5 }));
   assert.ok(r.retries > 0, 'retried');
   assert.ok(r.damping > 0.01);
   assert.ok(W.every(Number.isFinite) && Number.isFinite(r.loss));
@@ -234,7 +234,7 @@ test('SparseGPT: singular / indefinite H retries with 10× damping and stays fin
   for (let t = 0; t < 5; t++) X[t * cols + 3] = 0;
   const H2 = hessian(X, 5, cols, 1);
   const V = randn(rows * cols, 3);
-  const r2 = await sparsegptPrune(V, rows, cols, H2, { sparsity: 0.25 });
+  const r2 = await sparsegptPrune(V, rows, cols, H2, gptOptions({ sparsity: 0.25 }));
   for (let i = 0; i < rows; i++) assert.equal(V[i * cols + 3], 0);
   assert.ok(V.every(Number.isFinite) && Number.isFinite(r2.loss));
   assert.ok(zeros(V) >= Math.floor(rows * cols * 0.25));
@@ -245,17 +245,23 @@ test('SparseGPT accumulateDamping writes the damping into H (reference quirk)', 
   const X = randn(50 * cols, 4);
   const H = hessian(X, 50, cols, 1), H0 = H.slice();
   const mean = Array.from({ length: cols }, (_, i) => H0[i * cols + i]!).reduce((a, b) => a + b) / cols;
-  const r = await sparsegptPrune(randn(rows * cols, 5), rows, cols, H, { sparsity: 0.5, accumulateDamping: true });
+  const r = await sparsegptPrune(randn(rows * cols, 5), rows, cols, H, gptOptions({ sparsity: 0.5, accumulateDamping: true }));
   assert.ok(Math.abs(r.damping - 0.01 * mean) < 1e-6 * mean);
   for (let i = 0; i < cols; i++) assert.ok(Math.abs(H[i * cols + i]! - H0[i * cols + i]! - r.damping) < 1e-5 * mean);
-  await sparsegptPrune(randn(rows * cols, 5), rows, cols, H, { sparsity: 0.5, accumulateDamping: true });
+  await sparsegptPrune(randn(rows * cols, 5), rows, cols, H, gptOptions({ sparsity: 0.5, accumulateDamping: true }));
   for (let i = 0; i < cols; i++) assert.ok(H[i * cols + i]! > H0[i * cols + i]! + 1.9 * r.damping);
 });
 
 test('SparseGPT rejects bad sizes and NaN input', async () => {
-  await assert.rejects(sparsegptPrune(new Float32Array(12), 3, 4, new Float32Array(15), { sparsity: 0.5 }), RangeError);
-  await assert.rejects(sparsegptPrune(new Float32Array(12), 3, 4, new Float32Array(16), { prunen: 2, prunem: 4, blocksize: 6 }), /multiple/);
+  await assert.rejects(sparsegptPrune(new Float32Array(12), 3, 4, new Float32Array(15), gptOptions({ sparsity: 0.5 })), RangeError);
+  await assert.rejects(sparsegptPrune(new Float32Array(12), 3, 4, new Float32Array(16), gptOptions({ prunen: 2, prunem: 4, blocksize: 6 })), /multiple/);
   const H = new Float32Array(16);
   for (let i = 0; i < 4; i++) H[i * 4 + i] = 1;
-  await assert.rejects(sparsegptPrune(new Float32Array(12).fill(NaN), 3, 4, H, { sparsity: 0.5 }), /NaN/);
+  await assert.rejects(sparsegptPrune(new Float32Array(12).fill(NaN), 3, 4, H, gptOptions({ sparsity: 0.5 })), /NaN/);
+  // the binding takes no defaults: a missing field is a TypeError naming it
+  for (const k of ['percdamp', 'blocksize', 'accumulateDamping', 'doublePrecision'] as const) {
+    const o: Record<string, unknown> = gptOptions({ sparsity: 0.5 });
+    delete o[k];
+    await assert.rejects(sparsegptPrune(new Float32Array(12), 3, 4, H, o as never), new RegExp(`^TypeError: option ${k} is missing$`));
+  }
 });

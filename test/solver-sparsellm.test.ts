@@ -203,6 +203,13 @@ test('SparseLLM options reach the solver: quirks accumulate fc1 damping, fc2Upda
   }
   await assert.rejects(sparsellmOpt({ ...pr, b1: new Float32Array(3) }, llmOptions('opt', { sparsity: 0.5 })), RangeError);
   await assert.rejects(sparsellmOpt({ ...pr }, llmOptions('opt', { sparsity: 1.5 })), RangeError);
+  // the binding takes no defaults: every missing field is a TypeError naming it
+  const full = llmOptions('opt', { sparsity: 0.5 }) as Record<string, unknown>;
+  for (const k of Object.keys(full).filter((k) => k !== 'sparsity')) {
+    const o = { ...full };
+    delete o[k];
+    await assert.rejects(sparsellmOpt({ ...pr }, o as never), new RegExp(`^TypeError: option ${k} is missing$`), k);
+  }
 });
 
 test('output refit: fc2 is the least-squares fit to the dense targets on the real sparse activations, then pruned', async () => {

@@ -211,7 +211,7 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
       result.cholesky = "cpu-lapack";
     }
     if (ok) break;
-    if (result.retries >= o.maxRetries)
+    if (result.retries >= kMaxCholeskyRetries)
       throw std::runtime_error("sparsegpt (cuda): Cholesky of the damped Hessian failed after " +
                                std::to_string(result.retries) + " retries (damping " + std::to_string(damp) + ")");
     ++result.retries;
@@ -230,8 +230,8 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
   };
-  const bool unstructured = o.prunen <= 0;
-  if (unstructured && o.sparsity == 0) return finish();  // nothing to prune: W stays as it is (like the CPU solver)
+  const bool unstructured = !o.sp.nm();
+  if (unstructured && o.sp.sparsity == 0) return finish();  // nothing to prune: W stays as it is (like the CPU solver)
 
   // 3. blocks.
   const int bs = std::max(1, std::min(o.blocksize, n));
@@ -266,13 +266,13 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
                                            0, 32, c.stream),
             "SortKeys");
       // thresh = sort(tmp)[int(numel * sparsity)]; mask = tmp <= thresh
-      size_t k = static_cast<size_t>(static_cast<double>(items) * o.sparsity);
+      size_t k = static_cast<size_t>(static_cast<double>(items) * o.sp.sparsity);
       if (k >= items) k = items - 1;
       thresh = dSorted.get() + k;
     }
     unsigned grid = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
     ObsBlock<<<grid, kWarpsPerBlock * 32, smem, c.stream>>>(dW.get(), m, n, i1, B, dHinv.get(), dErr.get(), thresh,
-                                                            unstructured ? 0 : o.prunen, unstructured ? 1 : o.prunem,
+                                                            unstructured ? 0 : o.sp.prunen, unstructured ? 1 : o.sp.prunem,
                                                             loss);
     Check(cudaGetLastError(), "ObsBlock");
     if (i2 < n) {

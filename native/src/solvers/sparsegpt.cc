@@ -61,7 +61,7 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
     for (;;) {
       for (size_t i = 0; i < n; ++i) damped[i] = float(double(Hdiag[i]) + damp);
       if (UpperCholeskyOfInverse(H, damped.data(), n, opt.doublePrecision, Hinv)) break;
-      if (res.retries >= opt.maxRetries)
+      if (res.retries >= kMaxCholeskyRetries)
         throw std::runtime_error("sparsegpt: Cholesky of the damped Hessian failed after " +
                                  std::to_string(res.retries) + " retries (damping " + std::to_string(damp) + ")");
       ++res.retries;

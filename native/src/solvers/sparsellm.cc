@@ -128,6 +128,7 @@ SparseGptOptions PruneOptions(const SparseLlmOptions& o, bool accumulate) {
   g.percdamp = o.percdamp;
   g.blocksize = o.blocksize;
   g.accumulateDamping = accumulate;
+  g.doublePrecision = false;  // the FFN matrices are factored in float, as SparseGPT's own runs
   return g;
 }
 

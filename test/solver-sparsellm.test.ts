@@ -203,6 +203,12 @@ test('SparseLLM options reach the solver: quirks accumulate fc1 damping, fc2Upda
   }
   await assert.rejects(sparsellmOpt({ ...pr, b1: new Float32Array(3) }, llmOptions('opt', { sparsity: 0.5 })), RangeError);
   await assert.rejects(sparsellmOpt({ ...pr }, llmOptions('opt', { sparsity: 1.5 })), RangeError);
+  // fewer calibration tokens than 4 × the FFN width: a warning comes back (256 = 4 × 64 tokens: none)
+  assert.deepEqual((await runOpt(pr, { sparsity: 0.5, epochs: 1 })).r.warnings, []);
+  const few = optProblem(16, 64, 200);
+  const w = (await sparsellmOpt({ ...few }, llmOptions('opt', { sparsity: 0.5, epochs: 1 }))).warnings;
+  assert.equal(w.length, 1);
+  assert.match(w[0]!, /200 calibration tokens are fewer than 4 x the FFN width 64/);
   // the binding takes no defaults: every missing field is a TypeError naming it
   const full = llmOptions('opt', { sparsity: 0.5 }) as Record<string, unknown>;
   for (const k of Object.keys(full).filter((k) => k !== 'sparsity')) {

@@ -64,6 +64,9 @@ static Napi::Object ResultToJs(Napi::Env e, const SparseLlmResult& r) {
   o.Set("outputError", r.outputError);
   o.Set("chosenEpoch", r.chosenEpoch);
   o.Set("seconds", r.seconds);
+  auto warnings = Napi::Array::New(e, r.warnings.size());
+  for (size_t i = 0; i < r.warnings.size(); ++i) warnings.Set(uint32_t(i), r.warnings[i]);
+  o.Set("warnings", warnings);
   return o;
 }
 

@@ -220,7 +220,7 @@ bool UpperCholeskyOfInverse(const float* A, const float* diag, size_t n, bool in
 
 SpdFactor::~SpdFactor() { delete[] L; }
 
-bool SpdFactor::Factor(const float* G, size_t n_, double ridge) {
+bool SpdFactor::Factor(const double* G, size_t n_, double ridge) {
   delete[] L;
   n = n_;
   L = new double[n * n];

@@ -45,7 +45,7 @@ void MirrorUpper(float* A, size_t n);
 // positive definite or U's upper triangle is not finite with a positive diagonal.
 bool UpperCholeskyOfInverse(const float* A, const float* diag, size_t n, bool inDouble, float* U);
 
-// Solves (G + ridge*I) Xc = B in double, G symmetric n x n row-major float, B given column-major
+// Solves (G + ridge*I) Xc = B in double, G symmetric n x n row-major double, B given column-major
 // n x nrhs in double (overwritten by the solution). Throws on failure.
 struct SpdFactor {
   size_t n = 0;
@@ -54,8 +54,8 @@ struct SpdFactor {
   SpdFactor(const SpdFactor&) = delete;
   SpdFactor& operator=(const SpdFactor&) = delete;
   ~SpdFactor();
-  // Factor G + ridge*I (G row-major float symmetric). Returns false if not SPD.
-  bool Factor(const float* G, size_t n, double ridge);
+  // Factor G + ridge*I (G row-major double symmetric). Returns false if not SPD.
+  bool Factor(const double* G, size_t n, double ridge);
   // In-place solve on a column-major n x nrhs double matrix.
   void Solve(double* B, size_t nrhs) const;
 };

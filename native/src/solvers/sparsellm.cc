@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -35,6 +36,30 @@ void Gram(const float* A, size_t k, size_t n, float scale, float* G) {
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(k), scale, A, int(n), 0.0f, G, int(n));
   MirrorUpper(G, n);
 }
+using DBuf = std::vector<double>;
+
+// G[n,n] = A[k,n]ᵀ A accumulated in double (rows converted in chunks, DSYRK; both triangles). The least-squares Gram
+// matrices are formed this way: in float, cancellation in Σ aᵢaⱼ over k ~ 1e5 tokens with outlier channels costs
+// more digits than the ridge below is meant to touch (an fp32 Gram moved the weights by 26 % at an identical fit).
+void GramDouble(const float* A, size_t k, size_t n, DBuf& G) {
+  G.assign(n * n, 0.0);
+  constexpr size_t kChunk = 1024;
+  DBuf chunk(std::min(k, kChunk) * n);
+  for (size_t r0 = 0; r0 < k; r0 += kChunk) {
+    const size_t rows = std::min(kChunk, k - r0);
+    for (size_t i = 0; i < rows * n; ++i) chunk[i] = A[r0 * n + i];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(rows), 1.0, chunk.data(), int(n), 1.0, G.data(), int(n));
+  }
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < i; ++j) G[i * n + j] = G[j * n + i];
+}
+// float(scale · G), e.g. SparseGPT's Hessian (2/nsamples) AᵀA from a double Gram.
+Buf ScaledToFloat(const DBuf& G, double scale) {
+  Buf H(G.size());
+  for (size_t i = 0; i < G.size(); ++i) H[i] = float(scale * G[i]);
+  return H;
+}
+
 void AddRowVector(float* A, size_t rows, size_t cols, const float* v) {
   if (!v) return;
   ParallelFor(rows, [&](size_t b, size_t e) {
@@ -59,14 +84,18 @@ inline float Relu(float v) { return v > 0 ? v : 0.0f; }
 inline double Sigmoid(double s) { return 1.0 / (1.0 + std::exp(-s)); }
 inline float Silu(float s) { return float(s * Sigmoid(s)); }
 
-// Factor Gram + ridge·mean(diag)·I in double (ridge x10 on failure).
-void FactorGram(SpdFactor& F, const float* G, size_t n, double relRidge, const char* what) {
+// Factor G + λI for the Gram G = AᵀA of `tokens` rows (ridge x10 on failure), λ = max(relRidge, tokens·ε₆₄)·trace(G)/n.
+// The floor is the data's own fp64 rounding: each entry of G is a sum of `tokens` products, so it carries an error up
+// to about tokens·ε₆₄·(GᵢᵢGⱼⱼ)^½ — directions of G below that level are noise, and λ at that level keeps the Cholesky
+// factor well defined without biasing anything the data determines. relRidge (lstsqRidge / refitRidge) is the
+// regularisation chosen on top, relative to the same scale trace(G)/n.
+void FactorGram(SpdFactor& F, const DBuf& G, size_t n, size_t tokens, double relRidge, const char* what) {
   double mean = 0;
   for (size_t i = 0; i < n; ++i) mean += G[i * n + i];
-  mean = std::max(mean / double(n), 1e-30);
-  double ridge = relRidge * mean;
+  mean = std::max(mean / double(n), 1e-300);
+  double ridge = std::max(relRidge, double(tokens) * std::numeric_limits<double>::epsilon()) * mean;
   for (int t = 0; t < 8; ++t, ridge = ridge > 0 ? ridge * 10 : 1e-12 * mean)
-    if (F.Factor(G, n, ridge)) return;
+    if (F.Factor(G.data(), n, ridge)) return;
   throw std::runtime_error(std::string("sparsellm: the normal equations of ") + what + " are not positive definite");
 }
 
@@ -237,11 +266,8 @@ void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, 
 
 // The output layer's (fc2 / down) Hessian for this epoch: the dense pass's when given (epoch 0), else the refresh
 // from the auxiliary activations p, H = (2/nsamples) pᵀp (Gp = pᵀp).
-void OutputLayerHessian(Buf& H, const float* dense, const Buf& Gp, size_t f, double nsamples) {
-  if (dense)
-    H.assign(dense, dense + f * f);
-  else
-    for (size_t i = 0; i < f * f; ++i) H[i] = float(2.0 / nsamples) * Gp[i];
+Buf OutputLayerHessian(const float* dense, const DBuf& Gp, size_t f, double nsamples) {
+  return dense ? Buf(dense, dense + f * f) : ScaledToFloat(Gp, 2.0 / nsamples);
 }
 
 // Output-layer refit on the real sparse activations A [N, f]: W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense),
@@ -249,14 +275,14 @@ void OutputLayerHessian(Buf& H, const float* dense, const Buf& Gp, size_t f, dou
 // ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the pruned layer fits the dense targets directly.
 SparseGptResult RefitOutputLayer(const float* A, const float* Y, const float* b, size_t N, size_t f, size_t d,
                                  double nsamples, const SparseLlmOptions& o, float* W) {
-  Buf Ga(f * f);
-  Gram(A, N, f, 1.0f, Ga.data());
+  DBuf Ga;
+  GramDouble(A, N, f, Ga);
   SpdFactor Fa;
-  FactorGram(Fa, Ga.data(), f, o.refitRidge, "the sparse activations (output refit)");
+  FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
   LeastSquares(A, Y, b, N, f, d, Fa, W);
   CheckFinite(W, d * f, "output layer after the refit");
-  for (size_t i = 0; i < f * f; ++i) Ga[i] *= float(2.0 / nsamples);
-  return SparseGptPrune(W, d, f, Ga.data(), PruneOptions(o, false));
+  Buf H = ScaledToFloat(Ga, 2.0 / nsamples);
+  return SparseGptPrune(W, d, f, H.data(), PruneOptions(o, false));
 }
 
 // ---------------------------------------------------------------- the FFN solver, §1.4 (OPT) / §1.5 (LLaMA)
@@ -313,24 +339,25 @@ void ActivationStep(Family fam, const std::vector<InputLayer>& in, const Buf& P,
 // The output layer's own W update of the reference (used with the output refit off): OPT fc2 by `gdSteps` GD steps
 // on mean((W2 p + b2 − Y)²) or by least squares; LLaMA down by least squares. The reference rounds the GD result and
 // down's least-squares result to fp16.
-void FitOutputToP(Family fam, const Buf& P, const Buf& Gp, const Buf& Y, const float* b, size_t N, size_t f, size_t d,
+void FitOutputToP(Family fam, const Buf& P, const DBuf& Gp, const Buf& Y, const float* b, size_t N, size_t f, size_t d,
                   const SparseLlmOptions& o, float* W) {
   const bool gd = fam == Family::kOptRelu && o.fc2Gd;
   if (!gd) {
     SpdFactor Fp;
-    FactorGram(Fp, Gp.data(), f, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
+    FactorGram(Fp, Gp, f, N, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
     LeastSquares(P.data(), Y.data(), b, N, f, d, Fp, W);
     if (o.referenceQuirks && fam == Family::kLlamaSilu) RoundToHalf(W, d * f);
     return;
   }
   // grad = 2/(dN) (W pᵀp + b 1ᵀp − Yᵀp)
+  const Buf Gpf = ScaledToFloat(Gp, 1.0);
   Buf YtP(d * f), colP(f, 0.0f), Gr(d * f);
   GemmTN(d, f, N, 1.0f, Y.data(), P.data(), 0.0f, YtP.data());
   for (size_t t = 0; t < N; ++t)
     for (size_t c = 0; c < f; ++c) colP[c] += P[t * f + c];
   const float sc = float(2.0 / (double(d) * double(N)));
   for (int k = 0; k < o.gdSteps; ++k) {
-    GemmNN(d, f, f, 1.0f, W, Gp.data(), 0.0f, Gr.data());
+    GemmNN(d, f, f, 1.0f, W, Gpf.data(), 0.0f, Gr.data());
     for (size_t j = 0; j < d; ++j)
       for (size_t c = 0; c < f; ++c) {
         const float gr = sc * (Gr[j * f + c] + (b ? b[j] : 0.0f) * colP[c] - YtP[j * f + c]);
@@ -365,10 +392,14 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   AddRowVector(Y.data(), N, d, bout);
   const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
 
-  Buf G(d * d);
-  Gram(X, N, d, 1.0f, G.data());
+  DBuf G;
+  GramDouble(X, N, d, G);
   SpdFactor Fx;
-  FactorGram(Fx, G.data(), d, o.lstsqRidge, "X (input-layer refit)");
+  FactorGram(Fx, G, d, N, o.lstsqRidge, "X (input-layer refit)");
+  if (N < 4 * f)
+    res.warnings.push_back("sparsellm: " + std::to_string(N) + " calibration tokens are fewer than 4 x the FFN width " +
+                           std::to_string(f) + ": the least-squares fits of the FFN are poorly determined; use more " +
+                           "calibration tokens (--nsamples, --seqlen)");
   std::vector<Buf> best(in.size() + 1);
   double bestErr = INFINITY;
 
@@ -395,11 +426,11 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
       Activation(fam, in, nf, A.data());
       st.prune.push_back(RefitOutputLayer(A.data(), Y.data(), bout, N, f, d, nsamples, o, Wout));
     } else {  // the reference: fitted to p, pruned with the Hessian from p (epoch 0: the dense pass's)
-      Buf Gp(f * f), Hout(f * f);
-      Gram(P.data(), N, f, 1.0f, Gp.data());
+      DBuf Gp;
+      GramDouble(P.data(), N, f, Gp);
       if (ep > 0) FitOutputToP(fam, P, Gp, Y, bout, N, f, d, o, Wout);
       CheckFinite(Wout, d * f, "the output layer after the refit");
-      OutputLayerHessian(Hout, ep == 0 ? HoutDense : nullptr, Gp, f, nsamples);
+      Buf Hout = OutputLayerHessian(ep == 0 ? HoutDense : nullptr, Gp, f, nsamples);
       st.prune.push_back(SparseGptPrune(Wout, d, f, Hout.data(), PruneOptions(o, false)));
     }
     // (4) p update, Eq. 4.6 / 4.10: p = (β WᵀW + γI)⁻¹ (β Wᵀ(Y − b) + γ φ(z, s))

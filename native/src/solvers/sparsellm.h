@@ -44,6 +44,7 @@ struct SparseLlmResult {
   double outputError = 0;  // of the weights returned
   int chosenEpoch = 0;
   double seconds = 0;
+  std::vector<std::string> warnings;  // e.g. too few calibration tokens for the FFN width (tokens < 4 x ffn)
 };
 
 // OPT FFN: fc1 W1 [f, d] + b1, ReLU, fc2 W2 [d, f] + b2. W1/W2 are replaced in place by the pruned weights.

@@ -14,9 +14,9 @@ import { magnitudePrune } from '../src/native/magnitude.js';
 import { WandaScaler, wandaPrune } from '../src/native/wanda.js';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { sparsellmOpt } from '../src/native/sparsellm.js';
-import { optFamily } from '../src/model/families/opt.js';
-import { DEFAULT_SPARSITY, SPARSEGPT_DEFAULTS, sparseGptOptions, sparseLlmOptions } from '../src/pipeline/options.js';
 import { HessianAccumulator } from '../src/native/hessian.js';
+import { optFamily } from '../src/model/families/opt.js';
+import { SPARSEGPT_DEFAULTS, sparseGptOptions, sparseLlmOptions } from '../src/pipeline/options.js';
 
 export interface SolverBenchRow {
   solver: string;
@@ -64,7 +64,7 @@ async function best<T extends { seconds: number }>(reps: number, fn: () => Promi
 }
 
 export async function benchSolvers(opts: { tokens?: number; sparsity?: number; sparsellm?: boolean } = {}): Promise<SolverBenchResult> {
-  const N = opts.tokens ?? 2048, s = opts.sparsity ?? DEFAULT_SPARSITY;
+  const N = opts.tokens ?? 2048, s = opts.sparsity ?? 0.5;
   const rows: SolverBenchRow[] = [];
   const add = (solver: string, layer: string, seconds: number, gflop: number, sgemm: number) =>
     rows.push({ solver, layer, seconds, gflop, gflops: gflop / seconds, sgemmGflops: sgemm, ratio: gflop / seconds / sgemm });

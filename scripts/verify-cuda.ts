@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../src/native/addon.js';
 import { cudaAddon, cudaInfo, type CudaAddon } from '../src/native/device.js';
 import { relativeError } from '../test/helpers.js';
+import { sparseGptOptions } from '../src/pipeline/options.js';
 import { naiveSparseGpt, randn } from '../test/solver-util.js';
 
 type CpuSparseGpt = (
@@ -75,6 +76,11 @@ interface Spec { sparsity?: number; prunen?: number; prunem?: number; blocksize?
 /** The float64 reference SparseGPT of the test suite (test/solver-util.ts), with this script's spec options. */
 function referenceSparseGpt(W0: Float32Array, rows: number, cols: number, H0: Float32Array, spec: Spec): { W: Float64Array; loss: number } {
   return naiveSparseGpt(W0, rows, cols, H0, spec, spec.percdamp ?? 0.01, spec.blocksize ?? 128);
+}
+
+/** Every option the bindings read (they take no defaults): the spec's, else the CLI defaults (sparseGptOptions in src/pipeline/options.ts). */
+function bindingOptions(spec: Spec): object {
+  return sparseGptOptions('prunen' in spec && spec.prunen ? { prunen: spec.prunen, prunem: spec.prunem!, ...spec } : { sparsity: spec.sparsity ?? 0, ...spec } as never);
 }
 
 function structureOk(W: ArrayLike<number>, rows: number, cols: number, spec: Spec): boolean {
@@ -139,7 +145,7 @@ async function cpuOnly(): Promise<void> {
       const spec = { ...s, blocksize: bs };
       const W = randn(rows * cols, rows + cols);
       const ref = referenceSparseGpt(W, rows, cols, H, spec);
-      const got = await cpu(W, rows, cols, H, spec);
+      const got = await cpu(W, rows, cols, H, bindingOptions(spec) as Spec);
       console.log(`  ${rows}×${cols} bs ${bs} ${specName(s)}`);
       compare('CPU vs float64 reference', W, got.loss, ref.W, ref.loss);
       check(structureOk(W, rows, cols, spec), 'CPU result has the required zeros');
@@ -184,14 +190,14 @@ async function gpu(addon: CudaAddon): Promise<void> {
       const ref = referenceSparseGpt(W0, rows, cols, H, spec);
       const Wg = Float32Array.from(W0);
       const Hcopy = Float32Array.from(H);
-      const r = await addon.cudaSparseGptPrune(Wg, rows, cols, H, spec);
+      const r = await addon.cudaSparseGptPrune(Wg, rows, cols, H, bindingOptions(spec));
       console.log(`  ${rows}×${cols} bs ${bs} ${specName(s)} (cholesky ${r.cholesky}, gemm ${r.gemm})`);
       compare('GPU vs float64 reference', Wg, r.loss, ref.W, ref.loss);
       check(structureOk(Wg, rows, cols, spec), 'GPU result has the required zeros');
       check(relativeError(H, Hcopy) === 0, 'H left unchanged');
       if (cpu) {
         const Wc = Float32Array.from(W0);
-        const c = await cpu(Wc, rows, cols, H, spec);
+        const c = await cpu(Wc, rows, cols, H, bindingOptions(spec) as Spec);
         compare('GPU vs CPU solver', Wg, r.loss, Wc, c.loss);
       }
     }
@@ -203,7 +209,7 @@ async function gpu(addon: CudaAddon): Promise<void> {
     for (let t = 0; t < 256; t++) X[t * cols + 7] = 0;
     const H = await hessianOf(X, 256, cols);
     const W0 = randn(rows * cols, 9), Wg = Float32Array.from(W0);
-    await addon.cudaSparseGptPrune(Wg, rows, cols, H, { sparsity: 0.5, blocksize: 32 });
+    await addon.cudaSparseGptPrune(Wg, rows, cols, H, bindingOptions({ sparsity: 0.5, blocksize: 32 }));
     const ref = referenceSparseGpt(W0, rows, cols, H, { sparsity: 0.5, blocksize: 32 });
     let deadZero = true;
     for (let r = 0; r < rows; r++) deadZero &&= Wg[r * cols + 7] === 0;
@@ -222,13 +228,13 @@ async function gpu(addon: CudaAddon): Promise<void> {
       let info = { cholesky: '', gemm: '', loss: 0 };
       const tg = await time(async () => {
         Wg = Float32Array.from(W0);
-        info = await addon.cudaSparseGptPrune(Wg, rows, cols, H, spec);
+        info = await addon.cudaSparseGptPrune(Wg, rows, cols, H, bindingOptions(spec));
       }, 3);
       check(structureOk(Wg, rows, cols, spec), `${rows}×${cols} ${specName(s)}: structure`);
       let line = `  ${rows}×${cols} ${specName(s)}: GPU ${tg.ms.toFixed(1)} ms (cholesky ${info.cholesky}, gemm ${info.gemm})`;
       if (cpu) {
         const Wc = Float32Array.from(W0);
-        const tc = await time(() => cpu(Wc, rows, cols, H, spec));
+        const tc = await time(() => cpu(Wc, rows, cols, H, bindingOptions(spec) as Spec));
         line += `, CPU ${tc.ms.toFixed(1)} ms (×${(tc.ms / tg.ms).toFixed(1)})`;
         console.log(line);
         compare(`${rows}×${cols} ${specName(s)} GPU vs CPU`, Wg, info.loss, Wc, tc.value.loss);

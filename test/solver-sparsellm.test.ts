@@ -5,7 +5,7 @@ import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { llamaFamily } from '../src/model/families/llama.js';
 import { optFamily } from '../src/model/families/opt.js';
 import { SPARSELLM_DEFAULTS, sparseGptOptions, sparseLlmOptions } from '../src/pipeline/options.js';
-import { correlatedX, hessian, randn } from './solver-util.js';
+import { correlatedX, hessian, llamaFfnError, optFfnError, randn } from './solver-util.js';
 
 const relu = (v: number) => (v > 0 ? v : 0);
 const silu = (v: number) => v / (1 + Math.exp(-v));
@@ -50,20 +50,38 @@ test('SparseLLM epoch 0 is exactly plain SparseGPT of fc1 and fc2 (local Hessian
   assert.ok(diff <= W2.length * 0.002, `mask differences ${diff}`);
 });
 
-test('SparseLLM (defaults) beats plain SparseGPT at 70/80/90% and the Eq. 4.5 objective does not increase', async () => {
+/** The weights of a SparseLLM run on a copy of the problem, and their output error recomputed here in float64. */
+async function runOpt(pr: ReturnType<typeof optProblem>, o: Parameters<typeof sparseLlmOptions>[1]) {
+  const w = { W1: pr.W1.slice(), W2: pr.W2.slice() };
+  const r = await sparsellmOpt({ ...pr, ...w }, sparseLlmOptions(optFamily, o));
+  const error = optFfnError(pr.X, pr.tokens, pr.hidden, pr.ffn, pr.b1, pr.b2, pr, w);
+  return { r, w, error };
+}
+
+// The baseline the alternating epochs must beat is SparseGPT + output refit (epoch 0 alone, `epochs: 1`): keep-best
+// would return exactly that if every later epoch were broken. Errors are recomputed from the returned weights.
+// Measured at 86f702b on this problem (output error ‖Y − Ŷ‖²/‖Y‖², epochs 0..3): 70 %: 0.0780 0.0788 0.0733 0.0714;
+// 90 %: 0.3534 0.3362 0.3171 0.3058 — the last epoch wins, 8.5 % / 13 % below epoch 0; bounds 5 % / 8 %.
+test('SparseLLM OPT: a later epoch beats SparseGPT + refit (errors recomputed from the returned weights)', async () => {
   const pr = optProblem(48, 192, 2048);
-  for (const s of [0.7, 0.8, 0.9]) {
-    const a = { ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() };
-    const r = await sparsellmOpt(a, sparseLlmOptions(optFamily, { sparsity: s }));
-    const plain = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: s, epochs: 1, outputRefit: false }));
-    const sgpt = plain.outputError; // one epoch without the output refit == SparseGPT
-    assert.ok(r.outputError < sgpt, `s=${s}: sparsellm ${r.outputError} vs sparsegpt ${sgpt}`);
-    for (let e = 1; e < r.epochs.length; e++)
-      assert.ok(r.epochs[e]!.objective <= r.epochs[e - 1]!.objective * (1 + 1e-6), `objective rose at epoch ${e}: ${r.epochs.map((x) => x.objective)}`);
+  for (const [s, bound] of [[0.7, 0.95], [0.9, 0.92]] as const) {
+    const base = await runOpt(pr, { sparsity: s, epochs: 1 });
+    const full = await runOpt(pr, { sparsity: s });
+    assert.ok(Math.abs(full.error - full.r.outputError) <= 1e-3 * full.error, `reported ${full.r.outputError} vs recomputed ${full.error}`);
+    assert.ok(full.r.chosenEpoch > 0, `s=${s}: epoch ${full.r.chosenEpoch} kept`);
+    assert.ok(full.error < bound * base.error, `s=${s}: sparsellm ${full.error} vs SparseGPT + refit ${base.error}`);
+    // and below plain SparseGPT of both layers (the independent binding, local Hessians)
+    const H2 = hessian(denseP(pr), pr.tokens, pr.ffn, pr.nsamples);
+    const g = { W1: pr.W1.slice(), W2: pr.W2.slice() };
+    await sparsegptPrune(g.W1, pr.ffn, pr.hidden, pr.H1, sparseGptOptions({ sparsity: s }));
+    await sparsegptPrune(g.W2, pr.hidden, pr.ffn, H2, sparseGptOptions({ sparsity: s }));
+    const sgpt = optFfnError(pr.X, pr.tokens, pr.hidden, pr.ffn, pr.b1, pr.b2, pr, g);
+    assert.ok(full.error < sgpt, `s=${s}: sparsellm ${full.error} vs sparsegpt ${sgpt}`);
+    for (let e = 1; e < full.r.epochs.length; e++)
+      assert.ok(full.r.epochs[e]!.objective <= full.r.epochs[e - 1]!.objective * (1 + 1e-6), `objective rose at epoch ${e}: ${full.r.epochs.map((x) => x.objective)}`);
     // sparsity of the returned weights (shared-threshold rule → at least int(numel·s))
     const z = (w: Float32Array) => w.reduce((n, v) => n + (v === 0 ? 1 : 0), 0);
-    assert.ok(z(a.W1) >= Math.floor(a.W1.length * s) && z(a.W2) >= Math.floor(a.W2.length * s));
-    assert.ok(a.W1.every(Number.isFinite) && a.W2.every(Number.isFinite));
+    assert.ok(z(full.w.W1) >= Math.floor(full.w.W1.length * s) && z(full.w.W2) >= Math.floor(full.w.W2.length * s));
   }
 });
 
@@ -128,10 +146,13 @@ test('z update (Eq. 4.12, SiLU) has zero derivative; s update (Newton) never inc
   }
 });
 
-test('SparseLLM LLaMA: epoch 0 = SparseGPT, objective non-increasing, beats SparseGPT at 80%', async () => {
+// Measured at 86f702b on this problem (output error, epochs 0..3 at 80 %): 0.2643 0.2597 0.2536 0.2482 — the last
+// epoch wins, 6 % below SparseGPT + refit (epoch 0); bound 3 %.
+test('SparseLLM LLaMA: epoch 0 = SparseGPT, objective non-increasing, a later epoch beats SparseGPT + refit at 80%', async () => {
   const d = 32, f = 96, N = 1024, nseq = 8;
   const X = correlatedX(N, d, 4, 0.7), Hx = hessian(X, N, d, nseq);
   const Wg = randn(f * d, 2, 1 / Math.sqrt(d)), Wu = randn(f * d, 3, 1 / Math.sqrt(d)), Wd = randn(d * f, 4, 1 / Math.sqrt(f));
+  const dense = { Wg, Wu, Wd };
   const u = Wu.slice(), g = Wg.slice();
   await sparsegptPrune(u, f, d, Hx, sparseGptOptions({ sparsity: 0.8 }));
   await sparsegptPrune(g, f, d, Hx, sparseGptOptions({ sparsity: 0.8 }));
@@ -139,36 +160,76 @@ test('SparseLLM LLaMA: epoch 0 = SparseGPT, objective non-increasing, beats Spar
   await sparsellmLlama(one, sparseLlmOptions(llamaFamily, { sparsity: 0.8, epochs: 1 }));
   assert.deepEqual(one.Wu, u);
   assert.deepEqual(one.Wg, g);
+  const base = llamaFfnError(X, N, d, f, dense, one);
   const a = { ...one, Wg: Wg.slice(), Wu: Wu.slice(), Wd: Wd.slice() };
   const r = await sparsellmLlama(a, sparseLlmOptions(llamaFamily, { sparsity: 0.8 }));
   for (let e = 1; e < r.epochs.length; e++) assert.ok(r.epochs[e]!.objective <= r.epochs[e - 1]!.objective * (1 + 1e-6));
-  assert.ok(r.outputError < r.epochs[0]!.outputError, `${r.outputError} vs ${r.epochs[0]!.outputError}`);
-  assert.ok([a.Wg, a.Wu, a.Wd].every((w) => w.every(Number.isFinite)));
+  const err = llamaFfnError(X, N, d, f, dense, a);
+  assert.ok(Math.abs(err - r.outputError) <= 1e-3 * err, `reported ${r.outputError} vs recomputed ${err}`);
+  assert.ok(r.chosenEpoch > 0 && err < 0.97 * base, `sparsellm ${err} (epoch ${r.chosenEpoch}) vs SparseGPT + refit ${base}`);
 });
 
-test('SparseLLM options: reference quirks and lstsq run finite; bad sizes reject', async () => {
+test('SparseLLM options reach the solver: quirks accumulate fc1 damping, fc2Update only matters without the refit, 2:4, keepBest', async () => {
   const pr = optProblem(16, 64, 256);
-  for (const o of [{ referenceQuirks: true }, { fc2Update: 'lstsq' as const }, { prunen: 2, prunem: 4 }, { keepBest: true }]) {
-    const a = { ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() };
-    const r = await sparsellmOpt(a, sparseLlmOptions(optFamily, { sparsity: 0.8, ...o } as never));
-    assert.ok(Number.isFinite(r.outputError) && a.W1.every(Number.isFinite) && a.W2.every(Number.isFinite));
-    if ('keepBest' in o) assert.equal(r.outputError, Math.min(...r.epochs.map((e) => e.outputError)));
+  // referenceQuirks: fc1's Hessian keeps the damping of every epoch (ALGORITHMS.md §1.4), so epoch e's damping is
+  // percdamp·mean(diag H + e·λ…) = λ₀·1.01^e; without the quirk it is λ₀ every epoch
+  for (const quirks of [true, false]) {
+    const { r } = await runOpt(pr, { sparsity: 0.8, referenceQuirks: quirks, keepBest: false, outputRefit: false });
+    const d0 = r.epochs[0]!.prune[0]!.damping;
+    r.epochs.forEach((e, k) => {
+      const want = quirks ? d0 * 1.01 ** k : d0;
+      assert.ok(Math.abs(e.prune[0]!.damping - want) <= 1e-5 * want, `quirks ${quirks} epoch ${k}: ${e.prune[0]!.damping} vs ${want}`);
+    });
+  }
+  // fc2Update: with the output refit (default) fc2's own fit to p is not computed, so 'lstsq' and 'gd' give the same
+  // weights; without the refit they differ
+  for (const outputRefit of [true, false]) {
+    const gd = await runOpt(pr, { sparsity: 0.8, fc2Update: 'gd', outputRefit });
+    const ls = await runOpt(pr, { sparsity: 0.8, fc2Update: 'lstsq', outputRefit });
+    const same = gd.w.W2.every((v, i) => v === ls.w.W2[i]);
+    assert.equal(same, outputRefit, `outputRefit ${outputRefit}: fc2 ${same ? 'identical' : 'different'}`);
+  }
+  // 2:4: exactly two zeros in every group of four inputs of both matrices
+  const nm = await runOpt(pr, { prunen: 2, prunem: 4 });
+  for (const [W, cols] of [[nm.w.W1, pr.hidden], [nm.w.W2, pr.ffn]] as const)
+    for (let g = 0; g < W.length; g += 4) {
+      let z = 0;
+      for (let k = 0; k < 4; k++) z += W[g + k] === 0 ? 1 : 0;
+      assert.equal(z, 2, `group ${g} of a ${cols}-input matrix`);
+    }
+  // keepBest: the lowest-error epoch's weights; off: the last epoch's (errors recomputed from the weights)
+  for (const keepBest of [true, false]) {
+    const { r, error } = await runOpt(pr, { sparsity: 0.8, keepBest });
+    const errs = r.epochs.map((e) => e.outputError);
+    const want = keepBest ? Math.min(...errs) : errs.at(-1)!;
+    assert.ok(Math.abs(error - want) <= 1e-3 * want, `keepBest ${keepBest}: ${error} vs ${want} (${errs})`);
   }
   await assert.rejects(sparsellmOpt({ ...pr, b1: new Float32Array(3) }, sparseLlmOptions(optFamily, { sparsity: 0.5 })), RangeError);
   await assert.rejects(sparsellmOpt({ ...pr }, sparseLlmOptions(optFamily, { sparsity: 1.5 })), RangeError);
+  // fewer calibration tokens than 4 × the FFN width: a warning comes back (256 = 4 × 64 tokens: none)
+  assert.deepEqual((await runOpt(pr, { sparsity: 0.5, epochs: 1 })).r.warnings, []);
+  const few = optProblem(16, 64, 200);
+  const w = (await sparsellmOpt({ ...few }, sparseLlmOptions(optFamily, { sparsity: 0.5, epochs: 1 }))).warnings;
+  assert.equal(w.length, 1);
+  assert.match(w[0]!, /200 calibration tokens are fewer than 4 x the FFN width 64/);
+  // the binding takes no defaults: every missing field is a TypeError naming it
+  const full = sparseLlmOptions(optFamily, { sparsity: 0.5 }) as Record<string, unknown>;
+  for (const k of Object.keys(full).filter((k) => k !== 'sparsity')) {
+    const o = { ...full };
+    delete o[k];
+    await assert.rejects(sparsellmOpt({ ...pr }, o as never), new RegExp(`^TypeError: option ${k} is missing$`), k);
+  }
 });
 
 test('output refit: fc2 is the least-squares fit to the dense targets on the real sparse activations, then pruned', async () => {
   const pr = optProblem(48, 192, 2048);
   for (const s of [0.5, 0.9]) {
-    const plain = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: s, epochs: 1, outputRefit: false }));
-    const refit = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: s, epochs: 1 }));
+    const plain = await runOpt(pr, { sparsity: s, epochs: 1, outputRefit: false });
+    const refit = await runOpt(pr, { sparsity: s, epochs: 1 });
     // same fc1 (epoch 0 = SparseGPT); fc2 fitted to Y on the real activations, then pruned. The fit is exact before
     // pruning; SparseGPT's pruning of the refit weights is approximate, so allow 2% at very high sparsity.
+    assert.deepEqual(refit.w.W1, plain.w.W1);
     const bound = s <= 0.5 ? 1 : 1.02;
-    assert.ok(refit.outputError <= plain.outputError * bound, `s=${s}: refit ${refit.outputError} vs plain ${plain.outputError}`);
+    assert.ok(refit.error <= plain.error * bound, `s=${s}: refit ${refit.error} vs plain ${plain.error}`);
   }
-  // keepBest (default): the returned weights are the best epoch's, never worse than epoch 0
-  const r = await sparsellmOpt({ ...pr, W1: pr.W1.slice(), W2: pr.W2.slice() }, sparseLlmOptions(optFamily, { sparsity: 0.9 }));
-  assert.equal(r.outputError, Math.min(...r.epochs.map((e) => e.outputError)));
 });

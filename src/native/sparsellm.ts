@@ -69,6 +69,8 @@ export interface SparseLlmResult {
   /** epoch whose weights are returned (last, unless keepBest) */
   chosenEpoch: number;
   seconds: number;
+  /** problems the caller should show the user, e.g. fewer calibration tokens than 4 × the FFN width */
+  warnings: string[];
 }
 
 export interface OptFfn {

@@ -8,6 +8,7 @@
 #ifdef SPARSELLM_HAVE_CUDA
 #include <memory>
 
+#include "binding/options.h"
 #include "cuda/cuda_api.h"
 #endif
 
@@ -92,14 +93,9 @@ static Napi::Value CudaHessianAccumulateJs(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
-static double NumberOpt(const Napi::Object& o, const char* key, double fallback) {
-  if (!o.Has(key) || o.Get(key).IsUndefined()) return fallback;
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("opts.") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
+SparseGptOptions ParseSparseGptOptions(const Napi::Object& o, size_t cols);  // sparsegpt_binding.cc
 
-// cudaSparseGptPrune(W, rows, cols, H, {sparsity, prunen, prunem, blocksize, percdamp, accumulateDamping}):
+// cudaSparseGptPrune(W, rows, cols, H, {sparsity | prunen, prunem, percdamp, blocksize, accumulateDamping, doublePrecision}):
 //   Promise<{loss, damping, retries, pruned, seconds, cholesky, gemm}>; W is pruned in place, H is left as it
 //   was unless accumulateDamping (the same contract as the CPU sparsegptPrune).
 static Napi::Value CudaSparseGptPruneJs(const Napi::CallbackInfo& info) {
@@ -107,26 +103,12 @@ static Napi::Value CudaSparseGptPruneJs(const Napi::CallbackInfo& info) {
   auto W = ToF32(info[0], "W");
   size_t rows = SizeArg(info, 1, "rows"), cols = SizeArg(info, 2, "cols");
   auto H = ToF32(info[3], "H");
-  Napi::Object o = info.Length() > 4 && info[4].IsObject() ? info[4].As<Napi::Object>() : Napi::Object::New(env);
-  cuda::SparseGptOptions opts;
-  opts.sparsity = NumberOpt(o, "sparsity", 0.5);
-  opts.prunen = static_cast<int>(NumberOpt(o, "prunen", 0));
-  opts.prunem = static_cast<int>(NumberOpt(o, "prunem", 0));
-  opts.blocksize = static_cast<int>(NumberOpt(o, "blocksize", 128));
-  opts.percdamp = NumberOpt(o, "percdamp", 0.01);
-  if (o.Has("accumulateDamping")) opts.accumulateDamping = o.Get("accumulateDamping").ToBoolean().Value();
   Require(env, rows > 0 && cols > 0, "rows and cols must be positive");
   Require(env, W.length == rows * cols, "W must hold rows*cols floats");
   Require(env, H.length == cols * cols, "H must hold cols*cols floats");
-  Require(env, opts.blocksize >= 1 && opts.blocksize <= 4096, "blocksize must be in [1, 4096]");
-  Require(env, opts.percdamp >= 0, "percdamp must be >= 0");
-  if (opts.prunen > 0) {
-    Require(env, opts.prunem > opts.prunen, "N:M needs 0 < prunen < prunem");
-    Require(env, opts.blocksize % opts.prunem == 0, "blocksize must be a multiple of prunem");
-    Require(env, cols % opts.prunem == 0, "N:M needs cols to be a multiple of prunem");
-  } else {
-    Require(env, opts.sparsity >= 0 && opts.sparsity < 1, "sparsity must be in [0, 1)");
-  }
+  // the same fully specified options object as the CPU binding (a missing field is a TypeError naming it)
+  const cuda::SparseGptOptions opts = ParseSparseGptOptions(ArgObject(info, 4), cols);
+  Require(env, opts.blocksize <= 4096, "blocksize must be in [1, 4096]");
   auto result = std::make_shared<cuda::SparseGptResult>();
   auto* w = new PromiseWorker(
       env, [=] { *result = cuda::SparseGptPrune(W.data, rows, cols, H.data, opts); },

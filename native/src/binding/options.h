@@ -13,28 +13,30 @@
 
 namespace sparsellm {
 
-inline double OptNumber(const Napi::Object& o, const char* key, double def) {
-  if (!o.Has(key)) return def;
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
+// Option fields are all required: the bindings fall back to nothing (every default is resolved once, in
+// src/pipeline/options.ts). A missing field is a TypeError naming it.
+inline Napi::Value RequiredField(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Has(key) ? o.Get(key) : o.Env().Undefined();
+  if (v.IsUndefined() || v.IsNull()) throw Napi::TypeError::New(o.Env(), std::string("option ") + key + " is missing");
+  return v;
+}
+inline double ReqNumber(const Napi::Object& o, const char* key) {
+  Napi::Value v = RequiredField(o, key);
   if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option ") + key + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
 }
-inline bool OptBool(const Napi::Object& o, const char* key, bool def) {
-  if (!o.Has(key)) return def;
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  return v.ToBoolean().Value();
+inline bool ReqBool(const Napi::Object& o, const char* key) {
+  Napi::Value v = RequiredField(o, key);
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option ") + key + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
 }
-inline std::string OptString(const Napi::Object& o, const char* key, const std::string& def) {
-  if (!o.Has(key)) return def;
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  return v.ToString().Utf8Value();
+inline std::string ReqString(const Napi::Object& o, const char* key) {
+  Napi::Value v = RequiredField(o, key);
+  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("option ") + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
 }
 inline Napi::Object ArgObject(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() <= i || info[i].IsUndefined()) return Napi::Object::New(info.Env());
-  if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "options must be an object");
+  if (info.Length() <= i || !info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "options must be an object");
   return info[i].As<Napi::Object>();
 }
 inline size_t ArgSize(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -43,12 +45,18 @@ inline size_t ArgSize(const Napi::CallbackInfo& info, size_t i, const char* what
   if (!(d >= 0) || d != double(size_t(d))) throw Napi::RangeError::New(info.Env(), std::string(what) + " must be a non-negative integer");
   return size_t(d);
 }
-// { sparsity } or { prunen, prunem }, validated against `cols` (throws RangeError).
+// { sparsity } or { prunen, prunem } (N:M when prunen is given and not 0; a `sparsity` beside it is ignored),
+// validated against `cols` (throws RangeError).
 inline Sparsity ParseSparsity(const Napi::Object& o, size_t cols) {
   Sparsity sp;
-  sp.sparsity = OptNumber(o, "sparsity", 0);
-  sp.prunen = int(OptNumber(o, "prunen", 0));
-  sp.prunem = int(OptNumber(o, "prunem", 0));
+  const bool nm = o.Has("prunen") && !o.Get("prunen").IsUndefined() && !o.Get("prunen").IsNull() &&
+                  !(o.Get("prunen").IsNumber() && o.Get("prunen").As<Napi::Number>().DoubleValue() == 0);
+  if (nm) {
+    sp.prunen = int(ReqNumber(o, "prunen"));
+    sp.prunem = int(ReqNumber(o, "prunem"));
+  } else {
+    sp.sparsity = ReqNumber(o, "sparsity");
+  }
   try {
     ValidateSparsity(sp, cols);
   } catch (const std::exception& e) {

@@ -16,13 +16,15 @@ Napi::Object SparseGptResultToJs(Napi::Env e, const SparseGptResult& r) {
   return o;
 }
 
+// Every field required: { sparsity | prunen, prunem }, percdamp, blocksize, accumulateDamping, doublePrecision
+// (the CPU and the CUDA binding read the same object).
 SparseGptOptions ParseSparseGptOptions(const Napi::Object& o, size_t cols) {
   SparseGptOptions opt;
   opt.sp = ParseSparsity(o, cols);
-  opt.percdamp = OptNumber(o, "percdamp", 0.01);
-  opt.blocksize = int(OptNumber(o, "blocksize", 128));
-  opt.accumulateDamping = OptBool(o, "accumulateDamping", false);
-  opt.doublePrecision = OptBool(o, "doublePrecision", false);
+  opt.percdamp = ReqNumber(o, "percdamp");
+  opt.blocksize = int(ReqNumber(o, "blocksize"));
+  opt.accumulateDamping = ReqBool(o, "accumulateDamping");
+  opt.doublePrecision = ReqBool(o, "doublePrecision");
   Require(o.Env(), opt.blocksize > 0, "blocksize must be > 0");
   Require(o.Env(), !opt.sp.nm() || opt.blocksize % opt.sp.prunem == 0, "blocksize must be a multiple of prunem");
   Require(o.Env(), opt.percdamp >= 0, "percdamp must be >= 0");

@@ -8,37 +8,38 @@ namespace sparsellm {
 
 Napi::Object SparseGptResultToJs(Napi::Env e, const SparseGptResult& r);
 
-static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f, bool llama) {
+// Every field required (SparseLlmOptions in src/native/sparsellm.ts; defaults resolved in src/pipeline/options.ts).
+static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f) {
   SparseLlmOptions s;
   s.sp = ParseSparsity(o, d);
   ParseSparsity(o, f);
-  const double def = llama ? 5.0 : 0.1;
-  s.alpha = OptNumber(o, "alpha", def);
-  s.beta = OptNumber(o, "beta", def);
-  s.gamma = OptNumber(o, "gamma", def);
-  s.epochs = int(OptNumber(o, "epochs", 4));
-  s.percdamp = OptNumber(o, "percdamp", 0.01);
-  s.blocksize = int(OptNumber(o, "blocksize", 128));
-  std::string fc2 = OptString(o, "fc2Update", "gd");
+  s.alpha = ReqNumber(o, "alpha");
+  s.beta = ReqNumber(o, "beta");
+  s.gamma = ReqNumber(o, "gamma");
+  s.epochs = int(ReqNumber(o, "epochs"));
+  s.percdamp = ReqNumber(o, "percdamp");
+  s.blocksize = int(ReqNumber(o, "blocksize"));
+  std::string fc2 = ReqString(o, "fc2Update");
   Require(o.Env(), fc2 == "lstsq" || fc2 == "gd", "fc2Update must be 'lstsq' or 'gd'");
   s.fc2Gd = fc2 == "gd";
-  s.gdSteps = int(OptNumber(o, "gdSteps", 10));
-  s.gdLr = OptNumber(o, "gdLr", 0.01);
-  s.referenceQuirks = OptBool(o, "referenceQuirks", false);
-  s.lstsqRidge = OptNumber(o, "lstsqRidge", 1e-6);
-  s.keepBest = OptBool(o, "keepBest", true);
-  s.outputRefit = OptBool(o, "outputRefit", true);
-  s.refitRidge = OptNumber(o, "refitRidge", 1e-3);
-  std::string su = OptString(o, "sUpdate", "newton");
+  s.gdSteps = int(ReqNumber(o, "gdSteps"));
+  s.gdLr = ReqNumber(o, "gdLr");
+  s.referenceQuirks = ReqBool(o, "referenceQuirks");
+  s.lstsqRidge = ReqNumber(o, "lstsqRidge");
+  s.keepBest = ReqBool(o, "keepBest");
+  s.outputRefit = ReqBool(o, "outputRefit");
+  s.refitRidge = ReqNumber(o, "refitRidge");
+  std::string su = ReqString(o, "sUpdate");
   Require(o.Env(), su == "gd" || su == "newton", "sUpdate must be 'gd' or 'newton'");
   s.sNewton = su == "newton";
-  s.sSteps = int(OptNumber(o, "sSteps", 2));
-  s.sLr = OptNumber(o, "sLr", 0.01);
+  s.sSteps = int(ReqNumber(o, "sSteps"));
+  s.sLr = ReqNumber(o, "sLr");
   Require(o.Env(), s.epochs >= 1, "epochs must be >= 1");
   Require(o.Env(), s.alpha > 0 && s.beta > 0 && s.gamma > 0, "alpha, beta, gamma must be > 0");
   Require(o.Env(), s.blocksize > 0 && (!s.sp.nm() || s.blocksize % s.sp.prunem == 0),
           "blocksize must be > 0 and a multiple of prunem");
-  Require(o.Env(), s.percdamp >= 0 && s.lstsqRidge >= 0, "percdamp and lstsqRidge must be >= 0");
+  Require(o.Env(), s.percdamp >= 0 && s.lstsqRidge >= 0 && s.refitRidge >= 0,
+          "percdamp, lstsqRidge and refitRidge must be >= 0");
   return s;
 }
 
@@ -63,6 +64,9 @@ static Napi::Object ResultToJs(Napi::Env e, const SparseLlmResult& r) {
   o.Set("outputError", r.outputError);
   o.Set("chosenEpoch", r.chosenEpoch);
   o.Set("seconds", r.seconds);
+  auto warnings = Napi::Array::New(e, r.warnings.size());
+  for (size_t i = 0; i < r.warnings.size(); ++i) warnings.Set(uint32_t(i), r.warnings[i]);
+  o.Set("warnings", warnings);
   return o;
 }
 
@@ -84,7 +88,7 @@ static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
   auto H1 = ArgF32(info, 5, "H1", d * d);
   F32View H2;
   if (Present(info, 6)) H2 = ArgF32(info, 6, "H2", f * f);
-  SparseLlmOptions o = ParseOptions(ArgObject(info, 11), d, f, false);
+  SparseLlmOptions o = ParseOptions(ArgObject(info, 11), d, f);
   auto out = std::make_shared<SparseLlmResult>();
   auto* w = new PromiseWorker(
       env,
@@ -109,7 +113,7 @@ static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
   auto Hx = ArgF32(info, 4, "Hx", d * d);
   F32View Hd;
   if (Present(info, 5)) Hd = ArgF32(info, 5, "Hd", f * f);
-  SparseLlmOptions o = ParseOptions(ArgObject(info, 10), d, f, true);
+  SparseLlmOptions o = ParseOptions(ArgObject(info, 10), d, f);
   auto out = std::make_shared<SparseLlmResult>();
   auto* w = new PromiseWorker(
       env, [=] { *out = SparseLlmLlama(X.data, N, d, f, Wg.data, Wu.data, Wd.data, Hx.data, Hd.data, nsamples, o); },
@@ -134,28 +138,31 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
     Require(env, v.length == len, std::string(k) + " has the wrong length");
     return v;
   };
-  double alpha = OptNumber(pr, "alpha", 0.1), beta = OptNumber(pr, "beta", 0.1), gamma = OptNumber(pr, "gamma", 0.1);
   PromiseWorker::Work work;
   if (name == "p") {
-    size_t N = size_t(OptNumber(sz, "N", 0)), d = size_t(OptNumber(sz, "d", 0)), f = size_t(OptNumber(sz, "f", 0));
+    size_t N = size_t(ReqNumber(sz, "N")), d = size_t(ReqNumber(sz, "d")), f = size_t(ReqNumber(sz, "f"));
+    const double beta = ReqNumber(pr, "beta"), gamma = ReqNumber(pr, "gamma");
     auto P = get("P", N * f), Y = get("Y", N * d), W = get("W", d * f), act = get("act", N * f);
     F32View b;
     if (arr.Has("b")) b = get("b", d);
     work = [=] { SparseLlmPUpdate(P.data, Y.data, W.data, b.data, act.data, N, d, f, beta, gamma); };
   } else if (name == "zRelu") {
-    size_t n = size_t(OptNumber(sz, "n", 0));
+    size_t n = size_t(ReqNumber(sz, "n"));
+    const double alpha = ReqNumber(pr, "alpha"), gamma = ReqNumber(pr, "gamma");
     auto Z = get("Z", n), P = get("P", n), M = get("M", n);
     work = [=] { SparseLlmZUpdateRelu(Z.data, P.data, M.data, n, alpha, gamma); };
   } else if (name == "zSilu") {
-    size_t n = size_t(OptNumber(sz, "n", 0));
+    size_t n = size_t(ReqNumber(sz, "n"));
+    const double alpha = ReqNumber(pr, "alpha"), gamma = ReqNumber(pr, "gamma");
     auto Z = get("Z", n), P = get("P", n), M = get("M", n), S = get("S", n);
     work = [=] { SparseLlmZUpdateSilu(Z.data, P.data, M.data, S.data, n, alpha, gamma); };
   } else if (name == "s") {
-    size_t n = size_t(OptNumber(sz, "n", 0));
+    size_t n = size_t(ReqNumber(sz, "n"));
+    const double alpha = ReqNumber(pr, "alpha"), gamma = ReqNumber(pr, "gamma");
     auto S = get("S", n), G = get("G", n), P = get("P", n), Z = get("Z", n);
-    bool newton = OptBool(pr, "newton", false);
-    int steps = int(OptNumber(pr, "steps", 2));
-    double lr = OptNumber(pr, "lr", 0.01);
+    bool newton = ReqBool(pr, "newton");
+    int steps = int(ReqNumber(pr, "steps"));
+    double lr = ReqNumber(pr, "lr");
     work = [=] { SparseLlmSUpdate(S.data, G.data, P.data, Z.data, n, alpha, gamma, newton, steps, lr); };
   } else {
     throw Napi::RangeError::New(env, "unknown step " + name);

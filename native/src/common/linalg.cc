@@ -11,6 +11,7 @@
 
 #include "common/ftz.h"
 #include "common/blas.h"
+#include "common/workspace.h"
 
 namespace sparsellm {
 
@@ -165,56 +166,61 @@ void MirrorUpper(float* A, size_t n) {
     for (size_t j = 0; j < i; ++j) A[i * n + j] = A[j * n + i];
 }
 
-static int Potrf(int n, float* a) {
+namespace {
+int PotrfU(int n, float* a) {
   int info = 0;
-  spotrf_("L", &n, a, &n, &info);
+  spotrf_("U", &n, a, &n, &info);
   return info;
 }
-static int Potrf(int n, double* a) {
+int PotrfU(int n, double* a) {
   int info = 0;
-  dpotrf_("L", &n, a, &n, &info);
+  dpotrf_("U", &n, a, &n, &info);
   return info;
 }
-static int Trtri(int n, float* a) {
+int TrtriU(int n, float* a) {
   int info = 0;
-  strtri_("L", "N", &n, a, &n, &info);
+  strtri_("U", "N", &n, a, &n, &info);
   return info;
 }
-static int Trtri(int n, double* a) {
+int TrtriU(int n, double* a) {
   int info = 0;
-  dtrtri_("L", "N", &n, a, &n, &info);
+  dtrtri_("U", "N", &n, a, &n, &info);
   return info;
 }
-
+// B = J A' J (A's flat array reversed, its diagonal from `diag`), then B ← Uᵦ⁻¹ in place. Returns LAPACK's info.
 template <typename T>
-int UpperCholeskyOfInverse(const float* A, size_t n, float* U) {
-  std::vector<T> B(n * n);
-  // B = J A J (symmetric, so the column-major view is the same).
-  for (size_t i = 0; i < n; ++i)
-    for (size_t j = 0; j < n; ++j) B[i * n + j] = T(A[(n - 1 - i) * n + (n - 1 - j)]);
-  int info = Potrf(int(n), B.data());  // B = L L^T, L lower (column-major)
-  if (info != 0) return info;
-  info = Trtri(int(n), B.data());  // L^{-1}, lower, column-major: L^{-1}(r,c) at B[r + c*n]
-  if (info != 0) return info;
-  // U(i,j) = L^{-1}(n-1-i, n-1-j) for j >= i.
-  // (tiled: one side of this transpose-like copy is strided)
-  const size_t TS = 64;
-  for (size_t i0 = 0; i0 < n; i0 += TS)
-    for (size_t j0 = 0; j0 < n; j0 += TS) {
-      const size_t i1 = std::min(n, i0 + TS), j1 = std::min(n, j0 + TS);
-      for (size_t j = j0; j < j1; ++j) {
-        const T* col = &B[(n - 1 - j) * n];
-        for (size_t i = i0; i < i1; ++i) U[i * n + j] = j >= i ? float(col[n - 1 - i]) : 0.0f;
-      }
-    }
-  return 0;
+int ReversedInverseFactor(const float* A, const float* diag, size_t n, T* B) {
+  const size_t nn = n * n;
+  for (size_t k = 0; k < nn; ++k) B[k] = T(A[nn - 1 - k]);
+  for (size_t i = 0; i < n; ++i) B[(n - 1 - i) * (n + 1)] = T(diag[i]);
+  int info = PotrfU(int(n), B);
+  if (info == 0) info = TrtriU(int(n), B);
+  return info;
 }
-template int UpperCholeskyOfInverse<float>(const float*, size_t, float*);
-template int UpperCholeskyOfInverse<double>(const float*, size_t, float*);
+}  // namespace
+
+bool UpperCholeskyOfInverse(const float* A, const float* diag, size_t n, bool inDouble, float* U) {
+  const size_t nn = n * n;
+  int info;
+  if (inDouble) {
+    Scratch buf(nn * sizeof(double));  // reused memory: a fresh 3072² double buffer costs ~0.4 s of page faults
+    double* B = buf.as<double>();
+    info = ReversedInverseFactor(A, diag, n, B);
+    if (info == 0)
+      for (size_t k = 0; k < nn; ++k) U[k] = float(B[nn - 1 - k]);
+  } else {
+    info = ReversedInverseFactor(A, diag, n, U);
+    if (info == 0) std::reverse(U, U + nn);
+  }
+  if (info != 0) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (!(std::isfinite(U[i * n + i]) && U[i * n + i] > 0) || !AllFinite(U + i * n + i, n - i)) return false;
+  return true;
+}
 
 SpdFactor::~SpdFactor() { delete[] L; }
 
-bool SpdFactor::Factor(const float* G, size_t n_, double ridge) {
+bool SpdFactor::Factor(const double* G, size_t n_, double ridge) {
   delete[] L;
   n = n_;
   L = new double[n * n];

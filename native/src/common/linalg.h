@@ -36,14 +36,16 @@ void RequireFinite(const float* x, size_t n, const std::string& what);
 // Copies the upper triangle of a row-major symmetric n x n matrix to the lower one.
 void MirrorUpper(float* A, size_t n);
 
-// Upper Cholesky factor U of A^{-1} (A^{-1} = U^T U), written row-major into U (lower part zeroed).
-// Uses the reversal trick: with J the reversal permutation and J A J = L L^T,
-// U = J L^{-1} J, so one potrf + one trtri (2n^3/3 flops) instead of potrf/potri/potrf (4n^3/3).
-// `A` is row-major symmetric n x n and is not modified. Returns LAPACK's info (0 = success).
-template <typename T>
-int UpperCholeskyOfInverse(const float* A, size_t n, float* U);
+// The one Cholesky-of-inverse routine (SparseGPT's Hinv): U upper triangular with (A')⁻¹ = Uᵀ U, where A' is the
+// row-major symmetric n x n A with its diagonal replaced by `diag`. Reversal trick, one potrf + one trtri
+// (2n³/3 flops) and no strided copies: with J the reversal permutation, B = J A' J is A's flat array reversed;
+// B = Uᵦᵀ Uᵦ (potrf 'U', column-major) gives A'⁻¹ = J Uᵦ⁻¹ Uᵦ⁻ᵀ J = Uᵀ U with U = J Uᵦ⁻ᵀ J, and the row-major U
+// is the flat array of Uᵦ⁻¹ reversed again. Factored in float, or in double (`inDouble`) and rounded to float.
+// Only U's upper triangle is written meaningfully (the lower one holds leftovers). Returns false when A' is not
+// positive definite or U's upper triangle is not finite with a positive diagonal.
+bool UpperCholeskyOfInverse(const float* A, const float* diag, size_t n, bool inDouble, float* U);
 
-// Solves (G + ridge*I) Xc = B in double, G symmetric n x n row-major float, B given column-major
+// Solves (G + ridge*I) Xc = B in double, G symmetric n x n row-major double, B given column-major
 // n x nrhs in double (overwritten by the solution). Throws on failure.
 struct SpdFactor {
   size_t n = 0;
@@ -52,8 +54,8 @@ struct SpdFactor {
   SpdFactor(const SpdFactor&) = delete;
   SpdFactor& operator=(const SpdFactor&) = delete;
   ~SpdFactor();
-  // Factor G + ridge*I (G row-major float symmetric). Returns false if not SPD.
-  bool Factor(const float* G, size_t n, double ridge);
+  // Factor G + ridge*I (G row-major double symmetric). Returns false if not SPD.
+  bool Factor(const double* G, size_t n, double ridge);
   // In-place solve on a column-major n x nrhs double matrix.
   void Solve(double* B, size_t nrhs) const;
 };

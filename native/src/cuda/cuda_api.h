@@ -3,6 +3,7 @@
 // Every function that touches the GPU throws std::runtime_error with a one-line message when the
 // GPU is unusable, a CUDA call fails or the input is not positive definite; it never aborts.
 #pragma once
+#include "solvers/sparsegpt.h"
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -36,14 +37,8 @@ struct HessianStats {
 // H <- H * nOld/nNew + (2/nNew) X^T X; H [cols, cols] row-major, full symmetric; X [rows, cols] row-major.
 HessianStats HessianAccumulate(float* H, const float* X, size_t rows, size_t cols, double nOld, double nNew);
 
-struct SparseGptOptions {
-  double sparsity = 0.5;  // unstructured target (ignored when prunen > 0)
-  int prunen = 0, prunem = 0;  // N:M — prune prunen of every prunem consecutive inputs in a row
-  int blocksize = 128;
-  double percdamp = 0.01;
-  bool accumulateDamping = false;  // reference quirk: write the fixed + damped H back into the caller's H
-  int maxRetries = 8;              // failed Cholesky: retry with 10x the damping
-};
+// The CPU solver's options (solvers/sparsegpt.h); doublePrecision is the CPU's alone (the GPU path picks its own).
+using SparseGptOptions = ::sparsellm::SparseGptOptions;
 struct SparseGptResult {
   double loss = 0;     // sum over rows of the OBS losses / 2, as SparseGPT prints it
   double damping = 0;  // absolute damping finally added to diag(H)

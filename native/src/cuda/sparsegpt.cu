@@ -1,7 +1,7 @@
 // SparseGPT (ALGORITHMS.md §2.3) on the GPU, fp32, TF32 off:
 //   1. dead inputs (diag(H) == 0): H[d,d] = 1, W[:, d] = 0; damping percdamp * mean(diag(H)) after that;
 //   2. Hinv = upper Cholesky factor of H^-1 — cuSOLVER potrf/potri/potrf in fp32 on the GPU when
-//      libcusolver is found, else LAPACK dpotrf/dpotri/dpotrf in fp64 on the CPU and uploaded;
+//      libcusolver is found, else the CPU solver's UpperCholeskyOfInverse in fp64 on the CPU and uploaded;
 //   3. per block of `blocksize` columns: the mask (unstructured: one threshold shared by the whole
 //      block, from a radix sort of W1^2 / diag(Hinv1)^2; N:M: the prunen smallest of every prunem
 //      columns of a row, chosen when the column loop reaches them), the OBS column loop (one warp per
@@ -17,7 +17,7 @@
 #include <cmath>
 #include <vector>
 
-#include "common/blas.h"
+#include "common/linalg.h"
 #include "cuda/common.cuh"
 #include "cuda/cuda_api.h"
 
@@ -109,28 +109,15 @@ __global__ void ObsBlock(float* W, int rows, int cols, int i1, int B, const floa
   if (lane == 0) atomicAdd(loss, static_cast<double>(lossAcc) / 2.0);
 }
 
-// Upper Cholesky factor of H^-1 on the CPU in fp64 (H already fixed and damped). Row-major symmetric
-// H read as column-major: potrf('L') then potri('L') give the row-major upper triangle of H^-1; after
-// mirroring, potrf('L') leaves U (H^-1 = U^T U) in the row-major upper triangle. False: not positive definite.
+// Upper Cholesky factor of H^-1 on the CPU in fp64 (H already fixed and damped), by the CPU solver's routine
+// (common/linalg.h), lower triangle zeroed. False: not positive definite.
 bool CholeskyInverseCpu(std::vector<float>& Hh, int n) {
-  std::vector<double> A(Hh.begin(), Hh.end());
-  int info = 0;
-  const char L = 'L';
-  dpotrf_(&L, &n, A.data(), &n, &info);
-  if (info != 0) return false;
-  dpotri_(&L, &n, A.data(), &n, &info);
-  if (info != 0) return false;
-  for (int r = 0; r < n; ++r)
-    for (int c = 0; c < r; ++c) A[static_cast<size_t>(r) * n + c] = A[static_cast<size_t>(c) * n + r];
-  dpotrf_(&L, &n, A.data(), &n, &info);
-  if (info != 0) return false;
-  for (int r = 0; r < n; ++r)
-    for (int c = 0; c < n; ++c) {
-      size_t k = static_cast<size_t>(r) * n + c;
-      float v = c >= r ? static_cast<float>(A[k]) : 0.0f;
-      if (!std::isfinite(v) || (c == r && !(v > 0.0f))) return false;
-      Hh[k] = v;
-    }
+  const size_t nn = static_cast<size_t>(n);
+  std::vector<float> diag(nn), U(nn * nn);
+  for (size_t i = 0; i < nn; ++i) diag[i] = Hh[i * nn + i];
+  if (!UpperCholeskyOfInverse(Hh.data(), diag.data(), nn, true, U.data())) return false;
+  for (size_t r = 0; r < nn; ++r)
+    for (size_t c = 0; c < nn; ++c) Hh[r * nn + c] = c >= r ? U[r * nn + c] : 0.0f;
   return true;
 }
 
@@ -224,7 +211,7 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
       result.cholesky = "cpu-lapack";
     }
     if (ok) break;
-    if (result.retries >= o.maxRetries)
+    if (result.retries >= kMaxCholeskyRetries)
       throw std::runtime_error("sparsegpt (cuda): Cholesky of the damped Hessian failed after " +
                                std::to_string(result.retries) + " retries (damping " + std::to_string(damp) + ")");
     ++result.retries;
@@ -243,8 +230,8 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
   };
-  const bool unstructured = o.prunen <= 0;
-  if (unstructured && o.sparsity == 0) return finish();  // nothing to prune: W stays as it is (like the CPU solver)
+  const bool unstructured = !o.sp.nm();
+  if (unstructured && o.sp.sparsity == 0) return finish();  // nothing to prune: W stays as it is (like the CPU solver)
 
   // 3. blocks.
   const int bs = std::max(1, std::min(o.blocksize, n));
@@ -279,13 +266,13 @@ SparseGptResult SparseGptPrune(float* W, size_t rows, size_t cols, float* H, con
                                            0, 32, c.stream),
             "SortKeys");
       // thresh = sort(tmp)[int(numel * sparsity)]; mask = tmp <= thresh
-      size_t k = static_cast<size_t>(static_cast<double>(items) * o.sparsity);
+      size_t k = static_cast<size_t>(static_cast<double>(items) * o.sp.sparsity);
       if (k >= items) k = items - 1;
       thresh = dSorted.get() + k;
     }
     unsigned grid = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
     ObsBlock<<<grid, kWarpsPerBlock * 32, smem, c.stream>>>(dW.get(), m, n, i1, B, dHinv.get(), dErr.get(), thresh,
-                                                            unstructured ? 0 : o.prunen, unstructured ? 1 : o.prunem,
+                                                            unstructured ? 0 : o.sp.prunen, unstructured ? 1 : o.sp.prunem,
                                                             loss);
     Check(cudaGetLastError(), "ObsBlock");
     if (i2 < n) {

@@ -5,17 +5,20 @@
 
 namespace sparsellm {
 
+// Fully specified by the caller (no defaults here: they are resolved once, in src/pipeline/options.ts).
 struct SparseGptOptions {
   Sparsity sp;
-  double percdamp = 0.01;
-  int blocksize = 128;
+  double percdamp;  // damping = percdamp · mean(diag H)
+  int blocksize;    // columns per lazy-update block (a multiple of prunem)
   // Reference quirk (ALGORITHMS.md §1.4): the dead-input fix and the damping are written into the
   // caller's H, so repeated calls accumulate damping. Off: H is read-only.
-  bool accumulateDamping = false;
+  bool accumulateDamping;
   // Factor in double instead of float (slower, more robust for badly conditioned H).
-  bool doublePrecision = false;
-  int maxRetries = 8;
+  bool doublePrecision;
 };
+
+// A failed Cholesky factorisation is retried with 10x the damping at most this often (CPU and CUDA).
+constexpr int kMaxCholeskyRetries = 8;
 
 struct SparseGptResult {
   double loss = 0;     // Σ (w - q)² / [H⁻¹]_qq / 2 (the OBS loss SparseGPT prints)

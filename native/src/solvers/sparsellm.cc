@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -35,6 +36,30 @@ void Gram(const float* A, size_t k, size_t n, float scale, float* G) {
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(k), scale, A, int(n), 0.0f, G, int(n));
   MirrorUpper(G, n);
 }
+using DBuf = std::vector<double>;
+
+// G[n,n] = A[k,n]ᵀ A accumulated in double (rows converted in chunks, DSYRK; both triangles). The least-squares Gram
+// matrices are formed this way: in float, cancellation in Σ aᵢaⱼ over k ~ 1e5 tokens with outlier channels costs
+// more digits than the ridge below is meant to touch (an fp32 Gram moved the weights by 26 % at an identical fit).
+void GramDouble(const float* A, size_t k, size_t n, DBuf& G) {
+  G.assign(n * n, 0.0);
+  constexpr size_t kChunk = 1024;
+  DBuf chunk(std::min(k, kChunk) * n);
+  for (size_t r0 = 0; r0 < k; r0 += kChunk) {
+    const size_t rows = std::min(kChunk, k - r0);
+    for (size_t i = 0; i < rows * n; ++i) chunk[i] = A[r0 * n + i];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(rows), 1.0, chunk.data(), int(n), 1.0, G.data(), int(n));
+  }
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < i; ++j) G[i * n + j] = G[j * n + i];
+}
+// float(scale · G), e.g. SparseGPT's Hessian (2/nsamples) AᵀA from a double Gram.
+Buf ScaledToFloat(const DBuf& G, double scale) {
+  Buf H(G.size());
+  for (size_t i = 0; i < G.size(); ++i) H[i] = float(scale * G[i]);
+  return H;
+}
+
 void AddRowVector(float* A, size_t rows, size_t cols, const float* v) {
   if (!v) return;
   ParallelFor(rows, [&](size_t b, size_t e) {
@@ -59,14 +84,18 @@ inline float Relu(float v) { return v > 0 ? v : 0.0f; }
 inline double Sigmoid(double s) { return 1.0 / (1.0 + std::exp(-s)); }
 inline float Silu(float s) { return float(s * Sigmoid(s)); }
 
-// Factor Gram + ridge·mean(diag)·I in double (ridge x10 on failure).
-void FactorGram(SpdFactor& F, const float* G, size_t n, double relRidge, const char* what) {
+// Factor G + λI for the Gram G = AᵀA of `tokens` rows (ridge x10 on failure), λ = max(relRidge, tokens·ε₆₄)·trace(G)/n.
+// The floor is the data's own fp64 rounding: each entry of G is a sum of `tokens` products, so it carries an error up
+// to about tokens·ε₆₄·(GᵢᵢGⱼⱼ)^½ — directions of G below that level are noise, and λ at that level keeps the Cholesky
+// factor well defined without biasing anything the data determines. relRidge (lstsqRidge / refitRidge) is the
+// regularisation chosen on top, relative to the same scale trace(G)/n.
+void FactorGram(SpdFactor& F, const DBuf& G, size_t n, size_t tokens, double relRidge, const char* what) {
   double mean = 0;
   for (size_t i = 0; i < n; ++i) mean += G[i * n + i];
-  mean = std::max(mean / double(n), 1e-30);
-  double ridge = relRidge * mean;
+  mean = std::max(mean / double(n), 1e-300);
+  double ridge = std::max(relRidge, double(tokens) * std::numeric_limits<double>::epsilon()) * mean;
   for (int t = 0; t < 8; ++t, ridge = ridge > 0 ? ridge * 10 : 1e-12 * mean)
-    if (F.Factor(G, n, ridge)) return;
+    if (F.Factor(G.data(), n, ridge)) return;
   throw std::runtime_error(std::string("sparsellm: the normal equations of ") + what + " are not positive definite");
 }
 
@@ -128,6 +157,7 @@ SparseGptOptions PruneOptions(const SparseLlmOptions& o, bool accumulate) {
   g.percdamp = o.percdamp;
   g.blocksize = o.blocksize;
   g.accumulateDamping = accumulate;
+  g.doublePrecision = false;  // the FFN matrices are factored in float, as SparseGPT's own runs
   return g;
 }
 
@@ -236,11 +266,8 @@ void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, 
 
 // The output layer's (fc2 / down) Hessian for this epoch: the dense pass's when given (epoch 0), else the refresh
 // from the auxiliary activations p, H = (2/nsamples) pᵀp (Gp = pᵀp).
-void OutputLayerHessian(Buf& H, const float* dense, const Buf& Gp, size_t f, double nsamples) {
-  if (dense)
-    H.assign(dense, dense + f * f);
-  else
-    for (size_t i = 0; i < f * f; ++i) H[i] = float(2.0 / nsamples) * Gp[i];
+Buf OutputLayerHessian(const float* dense, const DBuf& Gp, size_t f, double nsamples) {
+  return dense ? Buf(dense, dense + f * f) : ScaledToFloat(Gp, 2.0 / nsamples);
 }
 
 // Output-layer refit on the real sparse activations A [N, f]: W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense),
@@ -248,22 +275,211 @@ void OutputLayerHessian(Buf& H, const float* dense, const Buf& Gp, size_t f, dou
 // ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the pruned layer fits the dense targets directly.
 SparseGptResult RefitOutputLayer(const float* A, const float* Y, const float* b, size_t N, size_t f, size_t d,
                                  double nsamples, const SparseLlmOptions& o, float* W) {
-  Buf Ga(f * f);
-  Gram(A, N, f, 1.0f, Ga.data());
+  DBuf Ga;
+  GramDouble(A, N, f, Ga);
   SpdFactor Fa;
-  FactorGram(Fa, Ga.data(), f, o.refitRidge, "the sparse activations (output refit)");
+  FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
   LeastSquares(A, Y, b, N, f, d, Fa, W);
   CheckFinite(W, d * f, "output layer after the refit");
-  for (size_t i = 0; i < f * f; ++i) Ga[i] *= float(2.0 / nsamples);
-  return SparseGptPrune(W, d, f, Ga.data(), PruneOptions(o, false));
+  Buf H = ScaledToFloat(Ga, 2.0 / nsamples);
+  return SparseGptPrune(W, d, f, H.data(), PruneOptions(o, false));
 }
 
-// ---------------------------------------------------------------- OPT (ReLU) FFN, §1.4
+// ---------------------------------------------------------------- the FFN solver, §1.4 (OPT) / §1.5 (LLaMA)
 
-SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float* W1, const float* b1, float* W2,
-                             const float* b2, const float* H1, const float* H2in, double nsamples,
+namespace {
+
+enum class Family { kOptRelu, kLlamaSilu };
+
+// One input layer of the FFN (OPT fc1; LLaMA up, gate — in that order): W [f, d] (+ bias [f]), its own copy of the
+// input Hessian (the reference quirk accumulates damping into it), and its pre-activation M = W X + b (dense before
+// the first epoch, then with this epoch's pruned W). Its auxiliary target is z (fc1, up) or s (gate).
+struct InputLayer {
+  float* W;
+  const float* b;
+  Buf H;
+  Buf M;
+};
+
+// The dense activation the output layer sees: ReLU(m₁) (OPT) or silu(m_gate) ⊙ m_up (LLaMA; layers {up, gate}).
+void Activation(Family fam, const std::vector<InputLayer>& in, size_t n, float* A) {
+  if (fam == Family::kOptRelu)
+    for (size_t i = 0; i < n; ++i) A[i] = Relu(in[0].M[i]);
+  else
+    for (size_t i = 0; i < n; ++i) A[i] = Silu(in[1].M[i]) * in[0].M[i];
+}
+
+// φ of the auxiliary variables: ReLU(z) (OPT) or silu(s) ⊙ z (LLaMA).
+void AuxActivation(Family fam, const Buf& Z, const Buf& S, float* A) {
+  if (fam == Family::kOptRelu)
+    for (size_t i = 0; i < Z.size(); ++i) A[i] = Relu(Z[i]);
+  else
+    for (size_t i = 0; i < Z.size(); ++i) A[i] = Silu(S[i]) * Z[i];
+}
+
+// The per-family activation step after the p update: OPT z by the two-case ReLU rule (Eqs. 4.7–4.8) with
+// m = W1ˢX + b1; LLaMA z by Eq. 4.12 with m = WuˢX, then s by Eq. 4.13 with g = WgˢX.
+void ActivationStep(Family fam, const std::vector<InputLayer>& in, const Buf& P, Buf& Z, Buf& S,
+                    const SparseLlmOptions& o) {
+  const size_t n = Z.size();
+  if (fam == Family::kOptRelu) {
+    SparseLlmZUpdateRelu(Z.data(), P.data(), in[0].M.data(), n, o.alpha, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(Z.data(), n);
+    CheckFinite(Z.data(), n, "z");
+    return;
+  }
+  SparseLlmZUpdateSilu(Z.data(), P.data(), in[0].M.data(), S.data(), n, o.alpha, o.gamma);
+  if (o.referenceQuirks) RoundToHalf(Z.data(), n);
+  CheckFinite(Z.data(), n, "z");
+  SparseLlmSUpdate(S.data(), in[1].M.data(), P.data(), Z.data(), n, o.alpha, o.gamma, o.sNewton, o.sSteps, o.sLr);
+  if (o.referenceQuirks) RoundToHalf(S.data(), n);
+  CheckFinite(S.data(), n, "s");
+}
+
+// The output layer's own W update of the reference (used with the output refit off): OPT fc2 by `gdSteps` GD steps
+// on mean((W2 p + b2 − Y)²) or by least squares; LLaMA down by least squares. The reference rounds the GD result and
+// down's least-squares result to fp16.
+void FitOutputToP(Family fam, const Buf& P, const DBuf& Gp, const Buf& Y, const float* b, size_t N, size_t f, size_t d,
+                  const SparseLlmOptions& o, float* W) {
+  const bool gd = fam == Family::kOptRelu && o.fc2Gd;
+  if (!gd) {
+    SpdFactor Fp;
+    FactorGram(Fp, Gp, f, N, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
+    LeastSquares(P.data(), Y.data(), b, N, f, d, Fp, W);
+    if (o.referenceQuirks && fam == Family::kLlamaSilu) RoundToHalf(W, d * f);
+    return;
+  }
+  // grad = 2/(dN) (W pᵀp + b 1ᵀp − Yᵀp)
+  const Buf Gpf = ScaledToFloat(Gp, 1.0);
+  Buf YtP(d * f), colP(f, 0.0f), Gr(d * f);
+  GemmTN(d, f, N, 1.0f, Y.data(), P.data(), 0.0f, YtP.data());
+  for (size_t t = 0; t < N; ++t)
+    for (size_t c = 0; c < f; ++c) colP[c] += P[t * f + c];
+  const float sc = float(2.0 / (double(d) * double(N)));
+  for (int k = 0; k < o.gdSteps; ++k) {
+    GemmNN(d, f, f, 1.0f, W, Gpf.data(), 0.0f, Gr.data());
+    for (size_t j = 0; j < d; ++j)
+      for (size_t c = 0; c < f; ++c) {
+        const float gr = sc * (Gr[j * f + c] + (b ? b[j] : 0.0f) * colP[c] - YtP[j * f + c]);
+        W[j * f + c] -= float(o.gdLr) * gr;
+      }
+  }
+  if (o.referenceQuirks) RoundToHalf(W, d * f);
+}
+
+// The alternating epochs (Eq. 4.5), shared by both families: (1) refit the input layers to their auxiliary
+// targets, (2) prune them with SparseGPT, (3) fit and prune the output layer — by the output refit on the real sparse
+// activations (default), or the reference's fit to p with the Hessian refreshed from p — (4) the p update,
+// (5) the family's activation step, (6) the objective and the output error; keep the best epoch.
+SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, size_t f, std::vector<InputLayer>& in,
+                             float* Wout, const float* bout, const float* HoutDense, double nsamples,
                              const SparseLlmOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
+  SparseLlmResult res;
+  const size_t nf = N * f;
+
+  // dense targets: M_k = W_k X + b_k, z = M_up (s = M_gate), p = act(M), Y = W_out p + b_out
+  Buf Z, S, P(nf), A(nf), Y(N * d), T(N * d);
+  for (auto& l : in) {
+    l.M.resize(nf);
+    GemmNT(N, f, d, 1.0f, X, l.W, 0.0f, l.M.data());
+    AddRowVector(l.M.data(), N, f, l.b);
+  }
+  Z = in[0].M;
+  if (fam == Family::kLlamaSilu) S = in[1].M;
+  Activation(fam, in, nf, P.data());
+  GemmNT(N, d, f, 1.0f, P.data(), Wout, 0.0f, Y.data());
+  AddRowVector(Y.data(), N, d, bout);
+  const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
+
+  DBuf G;
+  GramDouble(X, N, d, G);
+  SpdFactor Fx;
+  FactorGram(Fx, G, d, N, o.lstsqRidge, "X (input-layer refit)");
+  if (N < 4 * f)
+    res.warnings.push_back("sparsellm: " + std::to_string(N) + " calibration tokens are fewer than 4 x the FFN width " +
+                           std::to_string(f) + ": the least-squares fits of the FFN are poorly determined; use more " +
+                           "calibration tokens (--nsamples, --seqlen)");
+  std::vector<Buf> best(in.size() + 1);
+  double bestErr = INFINITY;
+
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    SparseLlmEpoch st;
+    // (1) input layers W = target X⁺ (Eq. 4.5 weight step), from epoch 1 on
+    if (ep > 0)
+      for (auto& l : in) {
+        const float* target = &l == &in[0] ? Z.data() : S.data();
+        if (o.referenceQuirks)
+          LeastSquaresFp16Pinv(X, target, l.b, N, d, f, Fx, l.W);
+        else
+          LeastSquares(X, target, l.b, N, d, f, Fx, l.W);
+        CheckFinite(l.W, f * d, "an input layer after the refit");
+      }
+    // (2) prune them (mask from scratch)
+    for (auto& l : in) st.prune.push_back(SparseGptPrune(l.W, f, d, l.H.data(), PruneOptions(o, o.referenceQuirks)));
+    for (auto& l : in) {
+      GemmNT(N, f, d, 1.0f, X, l.W, 0.0f, l.M.data());
+      AddRowVector(l.M.data(), N, f, l.b);
+    }
+    // (3) output layer
+    if (o.outputRefit) {  // least squares on the real sparse activations, then pruned with their Hessian
+      Activation(fam, in, nf, A.data());
+      st.prune.push_back(RefitOutputLayer(A.data(), Y.data(), bout, N, f, d, nsamples, o, Wout));
+    } else {  // the reference: fitted to p, pruned with the Hessian from p (epoch 0: the dense pass's)
+      DBuf Gp;
+      GramDouble(P.data(), N, f, Gp);
+      if (ep > 0) FitOutputToP(fam, P, Gp, Y, bout, N, f, d, o, Wout);
+      CheckFinite(Wout, d * f, "the output layer after the refit");
+      Buf Hout = OutputLayerHessian(ep == 0 ? HoutDense : nullptr, Gp, f, nsamples);
+      st.prune.push_back(SparseGptPrune(Wout, d, f, Hout.data(), PruneOptions(o, false)));
+    }
+    // (4) p update, Eq. 4.6 / 4.10: p = (β WᵀW + γI)⁻¹ (β Wᵀ(Y − b) + γ φ(z, s))
+    AuxActivation(fam, Z, S, A.data());
+    SparseLlmPUpdate(P.data(), Y.data(), Wout, bout, A.data(), N, d, f, o.beta, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(P.data(), P.size());
+    CheckFinite(P.data(), P.size(), "p");
+    // (5) z (and s)
+    ActivationStep(fam, in, P, Z, S, o);
+    // (6) objective β‖Y − Wˢp − b‖² + γ‖p − φ(z, s)‖² + α‖z − M_up‖² (+ α‖s − M_gate‖²)
+    GemmNT(N, d, f, 1.0f, P.data(), Wout, 0.0f, T.data());
+    AddRowVector(T.data(), N, d, bout);
+    st.outTerm = SumSqDiff(Y.data(), T.data(), T.size());
+    AuxActivation(fam, Z, S, A.data());
+    st.actTerm = SumSqDiff(P.data(), A.data(), nf);
+    st.preTerm = SumSqDiff(Z.data(), in[0].M.data(), nf);
+    if (fam == Family::kLlamaSilu) st.gateTerm = SumSqDiff(S.data(), in[1].M.data(), nf);
+    st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
+    // output error of this epoch's sparse FFN: ‖Y − (Wˢ act(Mˢ) + b)‖² / ‖Y‖²
+    Activation(fam, in, nf, A.data());
+    GemmNT(N, d, f, 1.0f, A.data(), Wout, 0.0f, T.data());
+    AddRowVector(T.data(), N, d, bout);
+    st.outputError = SumSqDiff(Y.data(), T.data(), T.size()) / yNorm;
+    if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
+      throw std::runtime_error("sparsellm: objective became NaN/Inf");
+    if (st.outputError < bestErr || !o.keepBest) {
+      bestErr = st.outputError;
+      res.chosenEpoch = ep;
+      if (o.keepBest) {
+        for (size_t k = 0; k < in.size(); ++k) best[k].assign(in[k].W, in[k].W + f * d);
+        best.back().assign(Wout, Wout + d * f);
+      }
+    }
+    res.epochs.push_back(std::move(st));
+  }
+  if (o.keepBest) {
+    for (size_t k = 0; k < in.size(); ++k) std::copy(best[k].begin(), best[k].end(), in[k].W);
+    std::copy(best.back().begin(), best.back().end(), Wout);
+  }
+  res.outputError = res.epochs[res.chosenEpoch].outputError;
+  res.seconds = Seconds(t0);
+  return res;
+}
+
+}  // namespace
+
+SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float* W1, const float* b1, float* W2,
+                             const float* b2, const float* H1, const float* H2, double nsamples,
+                             const SparseLlmOptions& o) {
   EnableFlushToZero();
   Validate(o, d, f, N, nsamples);
   RequireFinite(X, N * d, "sparsellm: X");
@@ -272,121 +488,13 @@ SparseLlmResult SparseLlmOpt(const float* X, size_t N, size_t d, size_t f, float
   RequireFinite(H1, d * d, "sparsellm: H1");
   if (b1) RequireFinite(b1, f, "sparsellm: b1");
   if (b2) RequireFinite(b2, d, "sparsellm: b2");
-  SparseLlmResult res;
-  const float a = float(o.alpha), be = float(o.beta), ga = float(o.gamma);
-
-  // dense targets: z_pre = W1 X + b1, p_pre = ReLU(z_pre), Y = W2 p_pre + b2
-  Buf Z(N * f), P(N * f), R(N * f), Y(N * d), T(N * d);
-  GemmNT(N, f, d, 1.0f, X, W1, 0.0f, Z.data());
-  AddRowVector(Z.data(), N, f, b1);
-  for (size_t i = 0; i < N * f; ++i) P[i] = Relu(Z[i]);
-  GemmNT(N, d, f, 1.0f, P.data(), W2, 0.0f, Y.data());
-  AddRowVector(Y.data(), N, d, b2);
-  const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
-
-  Buf G(d * d), Gp(f * f), H2(f * f), H1work(H1, H1 + d * d);
-  Gram(X, N, d, 1.0f, G.data());
-  SpdFactor Fx;
-  FactorGram(Fx, G.data(), d, o.lstsqRidge, "X (fc1 refit)");
-  Buf best1, best2;
-  double bestErr = INFINITY;
-
-  for (int ep = 0; ep < o.epochs; ++ep) {
-    SparseLlmEpoch st;
-    // (1) W update (Eq. 4.5 weight step): W1 = (z − b1) X⁺, W2 = (Y − b2) p⁺ (or reference GD)
-    if (ep > 0) {
-      if (o.referenceQuirks)
-        LeastSquaresFp16Pinv(X, Z.data(), b1, N, d, f, Fx, W1);
-      else
-        LeastSquares(X, Z.data(), b1, N, d, f, Fx, W1);
-    }
-    Gram(P.data(), N, f, 1.0f, Gp.data());  // pᵀp: fc2's Hessian (scaled) and its normal equations
-    if (ep > 0) {
-      if (!o.fc2Gd) {
-        SpdFactor Fp;
-        FactorGram(Fp, Gp.data(), f, o.lstsqRidge, "p (fc2 refit)");
-        LeastSquares(P.data(), Y.data(), b2, N, f, d, Fp, W2);
-      } else {
-        // loss = mean((W2 p + b2 − Y)²); grad = 2/(dN) (W2 pᵀp + b2 1ᵀp − Yᵀp)
-        Buf YtP(d * f), colP(f, 0.0f), Gr(d * f);
-        GemmTN(d, f, N, 1.0f, Y.data(), P.data(), 0.0f, YtP.data());
-        for (size_t t = 0; t < N; ++t)
-          for (size_t c = 0; c < f; ++c) colP[c] += P[t * f + c];
-        const float sc = float(2.0 / (double(d) * double(N)));
-        for (int k = 0; k < o.gdSteps; ++k) {
-          GemmNN(d, f, f, 1.0f, W2, Gp.data(), 0.0f, Gr.data());
-          for (size_t j = 0; j < d; ++j)
-            for (size_t c = 0; c < f; ++c) {
-              const float gr = sc * (Gr[j * f + c] + (b2 ? b2[j] : 0.0f) * colP[c] - YtP[j * f + c]);
-              W2[j * f + c] -= float(o.gdLr) * gr;
-            }
-        }
-        if (o.referenceQuirks) RoundToHalf(W2, d * f);
-      }
-    }
-    CheckFinite(W1, f * d, "W1 after the refit");
-    CheckFinite(W2, d * f, "W2 after the refit");
-    // (2) fc2 Hessian refresh from p (SparseGPT scaling 2/nsamples Σ p pᵀ)
-    OutputLayerHessian(H2, ep == 0 ? H2in : nullptr, Gp, f, nsamples);
-    // (3) prune fc1 then fc2 with SparseGPT (mask from scratch)
-    st.prune.push_back(SparseGptPrune(W1, f, d, H1work.data(), PruneOptions(o, o.referenceQuirks)));
-    st.prune.push_back(SparseGptPrune(W2, d, f, H2.data(), PruneOptions(o, false)));
-    if (o.outputRefit) {  // (3b) fc2 refit on ReLU(W1ˢ X + b1)
-      GemmNT(N, f, d, 1.0f, X, W1, 0.0f, R.data());
-      AddRowVector(R.data(), N, f, b1);
-      for (size_t i = 0; i < N * f; ++i) R[i] = Relu(R[i]);
-      st.prune.back() = RefitOutputLayer(R.data(), Y.data(), b2, N, f, d, nsamples, o, W2);
-    }
-    // (4) p update, Eq. 4.6: p = (β W2ᵀW2 + γI)⁻¹ (β W2ᵀ(Y − b2) + γ ReLU(z))
-    for (size_t i = 0; i < N * f; ++i) R[i] = Relu(Z[i]);
-    SparseLlmPUpdate(P.data(), Y.data(), W2, b2, R.data(), N, d, f, o.beta, o.gamma);
-    if (o.referenceQuirks) RoundToHalf(P.data(), P.size());
-    CheckFinite(P.data(), P.size(), "p");
-    // (5) z update, Eqs. 4.7–4.8, with m = W1ˢ X + b1
-    GemmNT(N, f, d, 1.0f, X, W1, 0.0f, R.data());
-    AddRowVector(R.data(), N, f, b1);
-    SparseLlmZUpdateRelu(Z.data(), P.data(), R.data(), N * f, o.alpha, o.gamma);
-    if (o.referenceQuirks) RoundToHalf(Z.data(), Z.size());
-    CheckFinite(Z.data(), Z.size(), "z");
-    // objective: β‖Y − W2ˢp − b2‖² + γ‖p − ReLU(z)‖² + α‖z − W1ˢX − b1‖²
-    GemmNT(N, d, f, 1.0f, P.data(), W2, 0.0f, T.data());
-    AddRowVector(T.data(), N, d, b2);
-    st.outTerm = SumSqDiff(Y.data(), T.data(), T.size());
-    st.actTerm = 0;
-    for (size_t i = 0; i < N * f; ++i) {
-      const double r = double(P[i]) - Relu(Z[i]);
-      st.actTerm += r * r;
-    }
-    st.preTerm = SumSqDiff(Z.data(), R.data(), Z.size());
-    st.objective = be * st.outTerm + ga * st.actTerm + a * st.preTerm;
-    // output error of this epoch's sparse FFN: ‖Y − (W2ˢ ReLU(W1ˢ X + b1) + b2)‖² / ‖Y‖²
-    for (size_t i = 0; i < N * f; ++i) R[i] = Relu(R[i]);
-    GemmNT(N, d, f, 1.0f, R.data(), W2, 0.0f, T.data());
-    AddRowVector(T.data(), N, d, b2);
-    st.outputError = SumSqDiff(Y.data(), T.data(), T.size()) / yNorm;
-    if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
-      throw std::runtime_error("sparsellm: objective became NaN/Inf");
-    if (st.outputError < bestErr || !o.keepBest) {
-      bestErr = st.outputError;
-      res.chosenEpoch = ep;
-      if (o.keepBest) best1.assign(W1, W1 + f * d), best2.assign(W2, W2 + d * f);
-    }
-    res.epochs.push_back(std::move(st));
-  }
-  if (o.keepBest) {
-    std::copy(best1.begin(), best1.end(), W1);
-    std::copy(best2.begin(), best2.end(), W2);
-  }
-  res.outputError = res.epochs[res.chosenEpoch].outputError;
-  res.seconds = Seconds(t0);
-  return res;
+  std::vector<InputLayer> in;
+  in.push_back({W1, b1, Buf(H1, H1 + d * d), {}});
+  return SparseLlmFfn(Family::kOptRelu, X, N, d, f, in, W2, b2, H2, nsamples, o);
 }
 
-// ---------------------------------------------------------------- LLaMA (SiLU-gated) FFN, §1.5
-
 SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, float* Wg, float* Wu, float* Wd,
-                               const float* Hx, const float* HdIn, double nsamples, const SparseLlmOptions& o) {
-  auto t0 = std::chrono::steady_clock::now();
+                               const float* Hx, const float* Hd, double nsamples, const SparseLlmOptions& o) {
   EnableFlushToZero();
   Validate(o, d, f, N, nsamples);
   RequireFinite(X, N * d, "sparsellm: X");
@@ -394,103 +502,10 @@ SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, flo
   RequireFinite(Wu, f * d, "sparsellm: Wu");
   RequireFinite(Wd, d * f, "sparsellm: Wd");
   RequireFinite(Hx, d * d, "sparsellm: Hx");
-  SparseLlmResult res;
-
-  // dense targets: s = Wg X, z = Wu X, p = silu(s) ⊙ z, Y = Wd p
-  Buf S(N * f), Z(N * f), P(N * f), R1(N * f), R2(N * f), Y(N * d), T(N * d);
-  GemmNT(N, f, d, 1.0f, X, Wg, 0.0f, S.data());
-  GemmNT(N, f, d, 1.0f, X, Wu, 0.0f, Z.data());
-  for (size_t i = 0; i < N * f; ++i) P[i] = Silu(S[i]) * Z[i];
-  GemmNT(N, d, f, 1.0f, P.data(), Wd, 0.0f, Y.data());
-  const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
-
-  Buf G(d * d), Gp(f * f), Hd(f * f), Hu(Hx, Hx + d * d), Hg(Hx, Hx + d * d);
-  Gram(X, N, d, 1.0f, G.data());
-  SpdFactor Fx;
-  FactorGram(Fx, G.data(), d, o.lstsqRidge, "X (up/gate refit)");
-  Buf bestG, bestU, bestD;
-  double bestErr = INFINITY;
-
-  for (int ep = 0; ep < o.epochs; ++ep) {
-    SparseLlmEpoch st;
-    // (1) W update: Wu = z X⁺, Wg = s X⁺, Wd = Y p⁺
-    if (ep > 0) {
-      if (o.referenceQuirks) {
-        LeastSquaresFp16Pinv(X, Z.data(), nullptr, N, d, f, Fx, Wu);
-        LeastSquaresFp16Pinv(X, S.data(), nullptr, N, d, f, Fx, Wg);
-      } else {
-        LeastSquares(X, Z.data(), nullptr, N, d, f, Fx, Wu);
-        LeastSquares(X, S.data(), nullptr, N, d, f, Fx, Wg);
-      }
-    }
-    Gram(P.data(), N, f, 1.0f, Gp.data());
-    if (ep > 0) {
-      SpdFactor Fp;
-      FactorGram(Fp, Gp.data(), f, o.lstsqRidge, "p (down refit)");
-      LeastSquares(P.data(), Y.data(), nullptr, N, f, d, Fp, Wd);
-      if (o.referenceQuirks) RoundToHalf(Wd, d * f);
-    }
-    CheckFinite(Wu, f * d, "Wu after the refit");
-    CheckFinite(Wg, f * d, "Wg after the refit");
-    CheckFinite(Wd, d * f, "Wd after the refit");
-    // (2) down_proj Hessian refresh from p
-    OutputLayerHessian(Hd, ep == 0 ? HdIn : nullptr, Gp, f, nsamples);
-    // (3) prune up, gate, down
-    st.prune.push_back(SparseGptPrune(Wu, f, d, Hu.data(), PruneOptions(o, o.referenceQuirks)));
-    st.prune.push_back(SparseGptPrune(Wg, f, d, Hg.data(), PruneOptions(o, o.referenceQuirks)));
-    st.prune.push_back(SparseGptPrune(Wd, d, f, Hd.data(), PruneOptions(o, false)));
-    if (o.outputRefit) {  // (3b) down refit on silu(WgˢX) ⊙ WuˢX
-      GemmNT(N, f, d, 1.0f, X, Wg, 0.0f, R1.data());
-      GemmNT(N, f, d, 1.0f, X, Wu, 0.0f, R2.data());
-      for (size_t i = 0; i < N * f; ++i) R1[i] = Silu(R1[i]) * R2[i];
-      st.prune.back() = RefitOutputLayer(R1.data(), Y.data(), nullptr, N, f, d, nsamples, o, Wd);
-    }
-    // (4) p update, Eq. 4.10: p = (β WdᵀWd + γI)⁻¹ (β WdᵀY + γ silu(s)⊙z)
-    for (size_t i = 0; i < N * f; ++i) R1[i] = Silu(S[i]) * Z[i];
-    SparseLlmPUpdate(P.data(), Y.data(), Wd, nullptr, R1.data(), N, d, f, o.beta, o.gamma);
-    if (o.referenceQuirks) RoundToHalf(P.data(), P.size());
-    CheckFinite(P.data(), P.size(), "p");
-    // (5) z update, Eq. 4.12 (general α, γ): m = Wuˢ X
-    GemmNT(N, f, d, 1.0f, X, Wu, 0.0f, R1.data());
-    SparseLlmZUpdateSilu(Z.data(), P.data(), R1.data(), S.data(), N * f, o.alpha, o.gamma);
-    if (o.referenceQuirks) RoundToHalf(Z.data(), Z.size());
-    CheckFinite(Z.data(), Z.size(), "z");
-    // (6) s update, Eq. 4.13: g = Wgˢ X
-    GemmNT(N, f, d, 1.0f, X, Wg, 0.0f, R2.data());
-    SparseLlmSUpdate(S.data(), R2.data(), P.data(), Z.data(), N * f, o.alpha, o.gamma, o.sNewton, o.sSteps, o.sLr);
-    if (o.referenceQuirks) RoundToHalf(S.data(), S.size());
-    CheckFinite(S.data(), S.size(), "s");
-    // objective: β‖Y − Wdˢp‖² + γ‖p − silu(s)⊙z‖² + α‖z − WuˢX‖² + α‖s − WgˢX‖²
-    GemmNT(N, d, f, 1.0f, P.data(), Wd, 0.0f, T.data());
-    st.outTerm = SumSqDiff(Y.data(), T.data(), T.size());
-    for (size_t i = 0; i < N * f; ++i) {
-      const double r = double(P[i]) - double(Silu(S[i])) * Z[i];
-      st.actTerm += r * r;
-    }
-    st.preTerm = SumSqDiff(Z.data(), R1.data(), Z.size());
-    st.gateTerm = SumSqDiff(S.data(), R2.data(), S.size());
-    st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
-    // output error of the sparse FFN: Wdˢ (silu(WgˢX) ⊙ WuˢX)
-    for (size_t i = 0; i < N * f; ++i) R1[i] *= Silu(R2[i]);
-    GemmNT(N, d, f, 1.0f, R1.data(), Wd, 0.0f, T.data());
-    st.outputError = SumSqDiff(Y.data(), T.data(), T.size()) / yNorm;
-    if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
-      throw std::runtime_error("sparsellm: objective became NaN/Inf");
-    if (st.outputError < bestErr || !o.keepBest) {
-      bestErr = st.outputError;
-      res.chosenEpoch = ep;
-      if (o.keepBest) bestG.assign(Wg, Wg + f * d), bestU.assign(Wu, Wu + f * d), bestD.assign(Wd, Wd + d * f);
-    }
-    res.epochs.push_back(std::move(st));
-  }
-  if (o.keepBest) {
-    std::copy(bestG.begin(), bestG.end(), Wg);
-    std::copy(bestU.begin(), bestU.end(), Wu);
-    std::copy(bestD.begin(), bestD.end(), Wd);
-  }
-  res.outputError = res.epochs[res.chosenEpoch].outputError;
-  res.seconds = Seconds(t0);
-  return res;
+  std::vector<InputLayer> in;
+  in.push_back({Wu, nullptr, Buf(Hx, Hx + d * d), {}});
+  in.push_back({Wg, nullptr, Buf(Hx, Hx + d * d), {}});
+  return SparseLlmFfn(Family::kLlamaSilu, X, N, d, f, in, Wd, nullptr, Hd, nsamples, o);
 }
 
 }  // namespace sparsellm

@@ -9,26 +9,26 @@
 
 namespace sparsellm {
 
+// Fully specified by the caller (no defaults here: they are resolved once, in src/pipeline/options.ts).
 struct SparseLlmOptions {
   Sparsity sp;
-  double alpha = 0.1, beta = 0.1, gamma = 0.1;  // OPT reference; LLaMA reference uses 5, 5, 5
-  int epochs = 4;
-  double percdamp = 0.01;
-  int blocksize = 128;
-  bool fc2Gd = true;          // OPT fc2 refit: true = reference 10 GD steps (default: lstsq overfits p, see README of the solver), false = least squares
-  int gdSteps = 10;
-  double gdLr = 0.01;
-  bool referenceQuirks = false;  // fp16 rounding of Xinv/p/z(/s) and damping accumulation in fc1/up/gate's H
-  double lstsqRidge = 1e-6;      // ridge of the normal equations, relative to mean(diag(Gram))
-  bool keepBest = true;          // keep the epoch whose sparse weights give the lowest output error
-  // After pruning each epoch, refit the output layer (fc2 / down) by least squares on the activations the pruned
-  // input layers really produce, then prune it with their Hessian (this project's default; the reference keeps
-  // fc2 fitted to the auxiliary p, see README).
-  bool outputRefit = true;
-  double refitRidge = 1e-3;      // ridge of that refit, relative to mean(diag(AᵀA))
-  bool sNewton = true;           // LLaMA s update: true = safeguarded elementwise Newton (default), false = reference GD (diverges at α=γ=5)
-  int sSteps = 2;
-  double sLr = 0.01;
+  double alpha, beta, gamma;  // Eq. 4.5 penalties: α ‖z − W a‖², β ‖Y − W_out p‖², γ ‖p − φ(z)‖²
+  int epochs;
+  double percdamp;            // SparseGPT's damping fraction and block width, for every prune inside
+  int blocksize;
+  bool fc2Gd;                 // OPT fc2 fit to p (output refit off): true = the reference's gdSteps GD steps, false = least squares
+  int gdSteps;
+  double gdLr;
+  bool referenceQuirks;       // fp16 rounding of Xinv/p/z(/s) and damping accumulation in fc1/up/gate's H
+  double lstsqRidge;          // ridge of the input-layer (and p) normal equations, relative to mean(diag(Gram))
+  bool keepBest;              // keep the epoch whose sparse weights give the lowest output error
+  // After pruning each epoch, refit the output layer (fc2 / down) by least squares on the activations the pruned input
+  // layers really produce, then prune it with their Hessian (the reference keeps fc2 fitted to the auxiliary p).
+  bool outputRefit;
+  double refitRidge;          // ridge of that refit, relative to mean(diag(AᵀA))
+  bool sNewton;               // LLaMA s update: true = safeguarded elementwise Newton, false = the reference's GD
+  int sSteps;
+  double sLr;
 };
 
 struct SparseLlmEpoch {
@@ -44,6 +44,7 @@ struct SparseLlmResult {
   double outputError = 0;  // of the weights returned
   int chosenEpoch = 0;
   double seconds = 0;
+  std::vector<std::string> warnings;  // e.g. too few calibration tokens for the FFN width (tokens < 4 x ffn)
 };
 
 // OPT FFN: fc1 W1 [f, d] + b1, ReLU, fc2 W2 [d, f] + b2. W1/W2 are replaced in place by the pruned weights.

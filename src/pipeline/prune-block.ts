@@ -28,7 +28,7 @@ export interface LinearReport {
 export interface BlockPruneResult {
   weights: Map<string, Float32Array>;
   linears: LinearReport[];
-  sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number };
+  sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number; warnings?: string[] };
 }
 
 type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: ResolvedPruneOptions, spec: SparsitySpec) => Promise<{ retries?: number }>;
@@ -122,6 +122,7 @@ export async function pruneBlock(
       outputError: result.outputError,
       chosenEpoch: result.chosenEpoch,
       seconds,
+      ...(result.warnings.length ? { warnings: result.warnings } : {}),
     };
   }
   // keep the block's order of linears in the report

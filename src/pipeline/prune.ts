@@ -221,6 +221,7 @@ async function pruneBlocks(
   const sparsellm: PruneReport['sparsellm'] = [];
   const restored = new Map(checkpoint.finished.map((b) => [b.index, b]));
   let prunedHere = 0, tFirstBlock = 0;
+  const warned = new Set<string>();
   for (const block of layout.blocks) {
     checkInterrupted(plan.partial);
     const i = block.index;
@@ -246,6 +247,12 @@ async function pruneBlocks(
       assertStoredFinite(runner.model, block, result.weights.keys());
       linears.push(...result.linears);
       if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
+      // the solver's warnings (e.g. too few calibration tokens for the FFN width), once per run
+      for (const w of result.sparsellm?.warnings ?? []) {
+        if (warned.has(w)) continue;
+        warned.add(w);
+        process.stderr.write(`sparsellm: warning: ${w}\n`);
+      }
       checkpoint.save(
         { index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 },
         result.weights,

@@ -397,7 +397,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   SpdFactor Fx;
   FactorGram(Fx, G, d, N, o.lstsqRidge, "X (input-layer refit)");
   if (N < 4 * f)
-    res.warnings.push_back("sparsellm: " + std::to_string(N) + " calibration tokens are fewer than 4 x the FFN width " +
+    res.warnings.push_back(std::to_string(N) + " calibration tokens are fewer than 4 x the FFN width " +
                            std::to_string(f) + ": the least-squares fits of the FFN are poorly determined; use more " +
                            "calibration tokens (--nsamples, --seqlen)");
   std::vector<Buf> best(in.size() + 1);

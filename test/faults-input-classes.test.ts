@@ -41,6 +41,9 @@ function buildFixtures(): void {
   writeFileSync(fx('texts/utf16.txt'), Buffer.from(`\ufeff${readFileSync(TINYSTORIES, 'utf8')}`, 'utf16le'));
   writeFileSync(fx('texts/repeated.txt'), 'The cat sat on the mat. '.repeat(400));
   copyFileSync(TINYSTORIES, fx('texts/tinystories.txt'));
+  mkdirSync(fx('ckpt')); // a checkpoint folder: placement is refused before its weights are read
+  writeFileSync(fx('ckpt/config.json'), '{"model_type": "llama"}');
+  writeFileSync(fx('ckpt/model.safetensors'), '');
 }
 
 interface Case {
@@ -64,6 +67,7 @@ const placement: Case[] = [
   prune('out inside the model through a symlink', MODEL, fx('link-to-model/pruned'), [], /--out .*link-to-model\/pruned is inside the input model folder .*models\/m:/),
   prune('out inside the model through ..', MODEL, `${fx('nowhere')}/../models/m/a/b`, [], /--out .*nowhere\/\.\.\/models\/m\/a\/b is inside the input model folder/),
   prune('out contains the calibration file (--force would delete it)', STORIES, fx('data'), ['--calib', fx('data/cal.txt'), '--force'], /--out .*\/data contains the --calib input .*data\/cal\.txt:/, { outExisted: true }),
+  { name: 'convert: out inside the checkpoint folder', args: ['convert', fx('ckpt'), '--out', fx('ckpt/onnx')], expect: /--out .*ckpt\/onnx is inside the input checkpoint folder .*ckpt: choose a folder outside it/, out: fx('ckpt/onnx') },
   prune('out whose working folder <out>.partial is the model', fx('staged/run.partial'), fx('staged/run'), ['--force'], /--out .*staged\/run \(its working folder .*run\.partial\) is the input model folder/, { partialExisted: true }),
 ];
 
@@ -71,6 +75,7 @@ const contradictions: Case[] = [
   prune('--sparsity with N:M', STORIES, fx('out-c1'), ['--prunen', '2', '--prunem', '4', '--sparsity', '0.5'], /--sparsity 0\.5 and --prunen 2 contradict each other: give either --sparsity \(unstructured\) or --prunen with --prunem \(N:M\)/),
   prune('--force with --resume', STORIES, fx('out-c3'), ['--force', '--resume'], /--force and --resume contradict each other/),
   prune('SparseLLM option with wanda', STORIES, fx('out-c4'), ['--method', 'wanda', '--alpha', '0.5'], /--alpha 0\.5 is a SparseLLM option, but --method is wanda: drop --alpha or use --method sparsellm/),
+  prune('--max-shard-size without --format', STORIES, fx('out-c8'), ['--max-shard-size', '1GB'], /--max-shard-size 1GB needs --format: it sizes the safetensors shards/),
   prune('--eval-seqlen without --eval', STORIES, fx('out-c7'), ['--eval-seqlen', '128'], /--eval-seqlen 128 needs --eval/),
   { name: 'eval: --per-document with --max-windows', args: ['eval', '--model', STORIES, '--dataset', 'tinystories', '--per-document', '--max-windows', '2'], expect: /--per-document and --max-windows 2 contradict each other/ },
 ];
@@ -81,6 +86,8 @@ const empties: Case[] = [
   prune('--eval with an empty name', STORIES, fx('out-e6'), ['--eval', 'tinystories,,wikitext2'], /--eval "tinystories,,wikitext2" has an empty name in its list/),
   { name: 'eval: --dataset blank', args: ['eval', '--model', STORIES, '--dataset', '  '], expect: /--dataset is blank/ },
   { name: 'inspect: empty MODEL', args: ['inspect', ''], expect: /MODEL is empty/ },
+  prune('--model-file empty', STORIES, fx('out-e7'), ['--model-file', ''], /--model-file is empty: give the ONNX file inside the model/),
+  { name: 'convert: --out empty', args: ['convert', fx('ckpt'), '--out', ''], expect: /--out is empty: give the output folder/ },
 ];
 
 const classes = { 'output placement': placement, contradictions, 'empty values': empties };
@@ -98,8 +105,6 @@ describe('issue 19 classes: one line, exit 2, inputs untouched, no output', () =
     all.forEach((c, k) => results.set(c.name, done[k]!));
     inputsAfter = hashTree(root, STORIES);
   });
-
-  for (const [name, cases] of Object.entries(classes)) it(`${name}: at least three cases (${cases.length})`, () => assert.ok(cases.length >= 3));
 
   for (const c of all) {
     it(c.name, () => {

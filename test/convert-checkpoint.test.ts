@@ -9,13 +9,13 @@ import { basename, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { convertCheckpoint, ensureOnnxModel } from '../src/convert/convert.js';
 import { isUserError } from '../src/errors.js';
-import { projectRoot } from './helpers.js';
+import { needsShared, shared } from './helpers.js';
+import { maxAbsDiff, transformersGreedy } from './model-fixtures.js';
 import { runCli } from './cli-helpers.js';
 
-const shared = [process.env.SPARSELLM_SHARED, join(projectRoot, '..', 'shared')].find((d) => d && existsSync(join(d, 'models-src')));
-const skip = shared ? false : 'no ../shared/models-src (shared test models): checkpoint conversion tests skipped';
-const src = (name: string) => join(shared ?? '', 'models-src', name);
-const ref = (name: string) => join(shared ?? '', 'models', name);
+const skip = needsShared('models-src', 'models/stories260K', 'models/tiny-wikitext-opt');
+const src = (name: string) => shared('models-src', name);
+const ref = (name: string) => shared('models', name);
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-convert-'));
 const cache = join(work, 'cache');
 const env = { SPARSELLM_CACHE: cache };
@@ -62,13 +62,6 @@ async function twoSteps(onnx: string, vocab: number): Promise<Float32Array[]> {
   const out = [first.logits!.data as Float32Array, second.logits!.data as Float32Array, second['present.0.key']!.data as Float32Array];
   await s.release();
   return out;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
 }
 
 async function perplexity(model: string): Promise<number> {
@@ -122,20 +115,7 @@ test('--dtype fp16 writes an fp16 graph that runs and stays within 0.05 of the f
 });
 
 test('each converted model generates in transformers.js exactly what the shipped ONNX generates', { skip }, async () => {
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.useFSCache = false;
-  const generate = async (dir: string, prompt: bigint[]) => {
-    const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });
-    const ids = (await model.generate({
-      input_ids: new Tensor('int64', BigInt64Array.from(prompt), [1, prompt.length]),
-      attention_mask: new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length]),
-      max_new_tokens: 12,
-      do_sample: false,
-    }) as { tolist(): bigint[][] }).tolist()[0]!;
-    await (model as unknown as { dispose(): Promise<void> }).dispose();
-    return ids;
-  };
+  const generate = (dir: string, prompt: bigint[]) => transformersGreedy(dir, prompt, 12);
   for (const [name, reference, prompt] of [
     ['stories260K-hf', 'stories260K', [1n, 403n, 407n]],
     ['tiny-wikitext-opt-hf', 'tiny-wikitext-opt', [2n, 133n, 812n, 9n]],

@@ -9,15 +9,15 @@ import * as ort from 'onnxruntime-node';
 import { inspectModel } from '../src/cli/commands/inspect.js';
 import { convertCheckpoint } from '../src/convert/convert.js';
 import { SafetensorsCheckpoint } from '../src/convert/safetensors.js';
-import { projectRoot } from './helpers.js';
+import { needsShared, shared } from './helpers.js';
+import { maxAbsDiff } from './model-fixtures.js';
 import { runCli } from './cli-helpers.js';
 
-const shared = [process.env.SPARSELLM_SHARED, join(projectRoot, '..', 'shared')].find((d) => d && existsSync(join(d, 'models-src')));
-const skip = shared ? false : 'no ../shared/models-src (shared test models): checkpoint pruning tests skipped';
+const skip = needsShared('models-src', 'models/stories260K', 'models/tiny-wikitext-opt');
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-convert-prune-'));
 const env = { SPARSELLM_CACHE: join(work, 'cache') };
 const calib = ['--calib', 'tinystories', '--nsamples', '8', '--seqlen', '64', '--quiet', '--json'];
-const path = (p: string) => join(shared ?? '', p);
+const path = (p: string) => shared(p);
 
 async function prune(model: string, out: string, args: string[]): Promise<{ perplexity?: Record<string, { perplexity: number }> }> {
   const r = await runCli(['prune', '--model', model, ...args, ...calib, '--out', join(work, out)], env);
@@ -38,13 +38,6 @@ async function logits(onnx: string, vocab: number): Promise<Float32Array> {
   const out = (await s.run(feeds, ['logits'])).logits!.data as Float32Array;
   await s.release();
   return out;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
 }
 
 function sparsityPerMatrix(folder: string): string[] {

@@ -11,7 +11,7 @@ import {
 } from 'onnx-buf';
 import { OnnxModel, analyzeDecoder } from '../src/model/index.js';
 import { checkMemory, estimatePeakMemory, modelShape } from '../src/pipeline/memory.js';
-import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult } from './faults-helpers.js';
+import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult, assertRefused, type RefusedCase } from './faults-helpers.js';
 
 const root = tempRoot('sparsellm-faults-');
 const fx = (name: string) => join(root, name);
@@ -80,19 +80,7 @@ function buildFixtures(): void {
   writeFileSync(fx('eval-truncated/onnx/model.onnx'), readFileSync(storiesOnnx).subarray(0, 5000));
 }
 
-interface Case {
-  name: string;
-  args: string[];
-  /** What the one line must say. */
-  expect: RegExp;
-  env?: Record<string, string>;
-  /** --out of a prune case (checked absent afterwards, with its .partial); absent for eval/inspect. */
-  out?: string;
-  /** The output folder existed before (must be left as it was). */
-  outExisted?: boolean;
-  /** `<out>.partial` existed before (an earlier run's checkpoint: must be kept). */
-  partialExisted?: boolean;
-}
+type Case = RefusedCase;
 
 const fast = ['--method', 'sparsegpt', '--calib', 'tinystories', '--nsamples', '4', '--seqlen', '64', '--quiet'];
 
@@ -176,15 +164,7 @@ describe('bad inputs: one line, non-zero exit, inputs untouched, no output', () 
 
   for (const c of cases) {
     it(c.name, () => {
-      const r = results.get(c.name)!;
-      const line = oneLine(r);
-      assert.match(line, c.expect);
-      assert.equal(r.code, 2, `exit code of: ${line}`);
-      assert.equal(r.stdout, '');
-      if (c.out) {
-        assert.equal(existsSync(c.out), !!c.outExisted, `${c.out} ${c.outExisted ? 'was removed' : 'was created'}`);
-        assert.equal(existsSync(`${c.out}.partial`), !!c.partialExisted, `${c.out}.partial ${c.partialExisted ? 'was removed' : 'was left behind'}`);
-      }
+      assertRefused(c, results.get(c.name)!);
     });
   }
 

@@ -1,4 +1,5 @@
 // Helpers of the fault tests (issue #8): run the CLI as a child process, hash input files, build broken models.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -90,4 +91,29 @@ export function copyStories(dest: string, omit: string[] = []): string {
 export function outputHashes(out: string): Map<string, string> {
   const all = hashTree(out);
   return new Map([...all].filter(([p]) => !p.endsWith('sparsellm-report.json')).map(([p, h]) => [p.slice(out.length), h]));
+}
+
+/** A refused command line and what must (not) be left of its output folder. */
+export interface RefusedCase {
+  name: string;
+  args: string[];
+  expect: RegExp;
+  env?: Record<string, string>;
+  /** --out of the case: absent afterwards (with its .partial) unless it existed before. */
+  out?: string;
+  outExisted?: boolean;
+  /** `<out>.partial` existed before and must be kept. */
+  partialExisted?: boolean;
+}
+
+/** The fault contract: one stderr line matching `c.expect`, exit 2, nothing on stdout, no output or `.partial` left. */
+export function assertRefused(c: RefusedCase, r: CliResult): void {
+  const line = oneLine(r);
+  assert.match(line, c.expect);
+  assert.equal(r.code, 2, `exit code of: ${line}`);
+  assert.equal(r.stdout, '');
+  if (c.out) {
+    assert.equal(existsSync(c.out), c.outExisted === true, `${c.out} ${c.outExisted ? 'was removed' : 'was created'}`);
+    assert.equal(existsSync(`${c.out}.partial`), c.partialExisted === true, `${c.out}.partial ${c.partialExisted ? 'was removed' : 'was left behind'}`);
+  }
 }

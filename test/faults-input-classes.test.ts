@@ -8,7 +8,7 @@ import { before, describe, it } from 'node:test';
 import { EVAL_RULES, EVAL_TEXT_OPTIONS, givenOptions, PRUNE_RULES, PRUNE_TEXT_OPTIONS, validateEvalArgs, validatePruneArgs } from '../src/cli/validate.js';
 import { assertOutputOutsideInput, modelInputs, optionInputs } from '../src/pipeline/output-placement.js';
 import { calibrationTextWarning, HEAPS_MIN, textStatistics } from '../src/data/calibration-check.js';
-import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult } from './faults-helpers.js';
+import { copyStories, hashTree, oneLine, pool, runCli, STORIES, tempRoot, type CliResult, assertRefused, type RefusedCase } from './faults-helpers.js';
 import { projectRoot } from './helpers.js';
 
 const root = tempRoot('sparsellm-classes-');
@@ -46,16 +46,7 @@ function buildFixtures(): void {
   writeFileSync(fx('ckpt/model.safetensors'), '');
 }
 
-interface Case {
-  name: string;
-  args: string[];
-  expect: RegExp;
-  /** --out of a prune case: absent afterwards (with its .partial) unless it existed before. */
-  out?: string;
-  outExisted?: boolean;
-  /** `<out>.partial` existed before (here: it is the input model) and must be kept. */
-  partialExisted?: boolean;
-}
+type Case = RefusedCase;
 
 const fast = ['--method', 'sparsegpt', '--calib', 'tinystories', '--nsamples', '4', '--seqlen', '64', '--quiet'];
 const prune = (name: string, model: string, out: string, extra: string[], expect: RegExp, more: Partial<Case> = {}): Case =>
@@ -108,15 +99,7 @@ describe('issue 19 classes: one line, exit 2, inputs untouched, no output', () =
 
   for (const c of all) {
     it(c.name, () => {
-      const r = results.get(c.name)!;
-      const line = oneLine(r);
-      assert.match(line, c.expect);
-      assert.equal(r.code, 2, `exit code of: ${line}`);
-      assert.equal(r.stdout, '');
-      if (c.out) {
-        assert.equal(existsSync(c.out), c.outExisted === true, `${c.out} ${c.outExisted ? 'was removed' : 'was created'}`);
-        assert.equal(existsSync(`${c.out}.partial`), c.partialExisted === true, `${c.out}.partial ${c.partialExisted ? 'was removed' : 'was left behind'}`);
-      }
+      assertRefused(c, results.get(c.name)!);
     });
   }
 

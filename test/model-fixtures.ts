@@ -86,3 +86,19 @@ export function maxAbs(a: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
 }
+
+/** Greedy generation of `maxNewTokens` tokens after `prompt` in transformers.js, from the ONNX model folder `dir`. */
+export async function transformersGreedy(dir: string, prompt: bigint[], maxNewTokens: number): Promise<bigint[]> {
+  const { env, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
+  env.allowRemoteModels = false;
+  env.useFSCache = false;
+  const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });
+  const ids = (await model.generate({
+    input_ids: new Tensor('int64', BigInt64Array.from(prompt), [1, prompt.length]),
+    attention_mask: new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length]),
+    max_new_tokens: maxNewTokens,
+    do_sample: false,
+  }) as { tolist(): bigint[][] }).tolist()[0]!;
+  await (model as unknown as { dispose(): Promise<void> }).dispose();
+  return ids;
+}

@@ -11,6 +11,7 @@ import { BlockRunner, OnnxModel, analyzeDecoder, readLinearWeight } from '../src
 import { FullModelSession } from '../src/model/full-session.js';
 import { generateOptModel } from '../bench/opt-model.js';
 import { BUNDLED_STORIES, needsShared, shared } from './helpers.js';
+import { transformersGreedy } from './model-fixtures.js';
 import { runCli } from './cli-helpers.js';
 
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-e2e-'));
@@ -117,18 +118,8 @@ test('the pruned stories260K loads unchanged in transformers.js and generates wh
   const out = join(work, 'stories-tjs');
   const r = await runCli(['prune', '--model', models.stories260K, '--method', 'sparsegpt', '--sparsity', '0.3', ...calib, '--out', out]);
   assert.equal(r.code, 0, r.stderr);
-  const { env, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  env.allowRemoteModels = false;
-  env.useFSCache = false;
-  const model = await AutoModelForCausalLM.from_pretrained(out, { dtype: 'fp32' });
   const prompt = [1n, 403n, 407n];
-  const generated = (await model.generate({
-    input_ids: new Tensor('int64', BigInt64Array.from(prompt), [1, prompt.length]),
-    attention_mask: new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length]),
-    max_new_tokens: 12,
-    do_sample: false,
-  }) as { tolist(): bigint[][] }).tolist()[0]!;
-  await (model as unknown as { dispose(): Promise<void> }).dispose();
+  const generated = await transformersGreedy(out, prompt, 12);
   // independent greedy decoding with onnxruntime on the full sequence each step (no KV cache)
   const session = await FullModelSession.open(join(out, 'onnx', 'model.onnx'));
   const ids = [...prompt];

@@ -32,7 +32,7 @@ export interface PruneReport {
   arguments: Record<string, unknown>;
   sparsity: { target: number; prunedLayers: number; overall: number };
   layers: LinearReport[];
-  sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number }[];
+  sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; warnings?: string[] }[];
   timings: Record<string, number>;
   perplexity?: EvalResults;
   resumedBlocks: number;
@@ -221,7 +221,6 @@ async function pruneBlocks(
   const sparsellm: PruneReport['sparsellm'] = [];
   const restored = new Map(checkpoint.finished.map((b) => [b.index, b]));
   let prunedHere = 0, tFirstBlock = 0;
-  const warned = new Set<string>();
   for (const block of layout.blocks) {
     checkInterrupted(plan.partial);
     const i = block.index;
@@ -247,12 +246,6 @@ async function pruneBlocks(
       assertStoredFinite(runner.model, block, result.weights.keys());
       linears.push(...result.linears);
       if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
-      // the solver's warnings (e.g. too few calibration tokens for the FFN width), once per run
-      for (const w of result.sparsellm?.warnings ?? []) {
-        if (warned.has(w)) continue;
-        warned.add(w);
-        process.stderr.write(`sparsellm: warning: ${w}\n`);
-      }
       checkpoint.save(
         { index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 },
         result.weights,
@@ -382,6 +375,9 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
     const report = buildReport(run, pruned, timings, perplexity);
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
     commitOutput(plan, (name) => name !== '.checkpoint' && name !== EVAL_ONLY_ONNX);
+    // the solvers' warnings (e.g. too few calibration tokens for the FFN width), once each, after a finished run:
+    // a failing run keeps to its one error line
+    for (const w of new Set(pruned.sparsellm.flatMap((b) => b.warnings ?? []))) process.stderr.write(`sparsellm: warning: ${w}\n`);
     return report;
   } catch (e) {
     const interrupted = isUserError(e) && e.exitCode === 130;

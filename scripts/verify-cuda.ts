@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../src/native/addon.js';
 import { cudaAddon, cudaInfo, type CudaAddon } from '../src/native/device.js';
 import { relativeError } from '../test/helpers.js';
-import { sparseGptOptions } from '../src/pipeline/options.js';
+import { SPARSEGPT_DEFAULTS, sparseGptOptions } from '../src/pipeline/options.js';
 import { naiveSparseGpt, randn } from '../test/solver-util.js';
 
 type CpuSparseGpt = (
@@ -75,7 +75,7 @@ interface Spec { sparsity?: number; prunen?: number; prunem?: number; blocksize?
 
 /** The float64 reference SparseGPT of the test suite (test/solver-util.ts), with this script's spec options. */
 function referenceSparseGpt(W0: Float32Array, rows: number, cols: number, H0: Float32Array, spec: Spec): { W: Float64Array; loss: number } {
-  return naiveSparseGpt(W0, rows, cols, H0, spec, spec.percdamp ?? 0.01, spec.blocksize ?? 128);
+  return naiveSparseGpt(W0, rows, cols, H0, spec, spec.percdamp ?? SPARSEGPT_DEFAULTS.percdamp, spec.blocksize ?? SPARSEGPT_DEFAULTS.blocksize);
 }
 
 /** Every option the bindings read (they take no defaults): the spec's, else the CLI defaults (sparseGptOptions in src/pipeline/options.ts). */
@@ -84,7 +84,7 @@ function bindingOptions(spec: Spec): object {
 }
 
 function structureOk(W: ArrayLike<number>, rows: number, cols: number, spec: Spec): boolean {
-  const B = spec.blocksize ?? 128;
+  const B = spec.blocksize ?? SPARSEGPT_DEFAULTS.blocksize;
   if ((spec.prunen ?? 0) > 0) {
     for (let r = 0; r < rows; r++)
       for (let g = 0; g < cols; g += spec.prunem!) {

@@ -14,9 +14,8 @@ const work = mkdtempSync(join(tmpdir(), 'sparsellm-gain-'));
 
 async function perplexities(model: string, method: PruneOptions['method'], evals: string[], sparsellm: PruneOptions['sparsellm'] = {}): Promise<Record<string, number>> {
   const r = await runPrune({
-    model, method, spec: { sparsity: 0.9 }, calib: 'ptb', nsamples: 16, seqlen: 256, seed: 0, layers: 'all', percdamp: 0.01,
-    blocksize: 128, sparsellm, out: join(work, `${method}`), force: true, resume: false, eval: evals, evalSeqlen: 512,
-    evalMaxWindows: 8, quiet: true,
+    model, method, spec: { sparsity: 0.9 }, calib: 'ptb', nsamples: 16, seqlen: 256, seed: 0, sparsellm,
+    out: join(work, `${method}`), force: true, eval: evals, evalSeqlen: 512, evalMaxWindows: 8, quiet: true,
   }, createProgress(false));
   return Object.fromEntries(Object.entries(r.perplexity!).map(([k, v]) => [k, v.perplexity]));
 }

@@ -1,7 +1,8 @@
 // `sparsellm prune` end to end, the sequential pipeline of the reference implementations (ALGORITHMS.md §1.3, §2.4):
 // calibrate (windows -> prologue states) -> prune blocks (for each block: dense pass with hooks (statistics) -> prune
 // -> re-run the pruned block to make the next block's inputs) -> export (new folder, config/tokenizer copied) -> report.
-// Memory: one block's session plus the calibration activations (and SparseLLM's FFN activations).
+// Memory: one block's session plus the calibration activations (and SparseLLM's FFN activations); finished blocks
+// are streamed into the output's data file (OnnxModel.streamReplacedTo), not kept.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { prepareCalibration, type CalibrationSource } from '../data/calibration.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { copyFileSync, openSync, readFileSync, readSync, closeSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { toBinary } from '@bufbuild/protobuf';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, TensorProto_DataLocation, TensorProto_DataType, type ModelProto } from 'onnx-buf';
 import { UserError } from '../src/errors.js';
 import { floatToHalf, halfToFloat } from '../src/model/float16.js';
@@ -105,6 +105,23 @@ test('streamed replacements: on disk at their final offset at once, read back fr
   assert.throws(() => again.markStreamed([names[2]!], 'the checkpoint of block 0'), (e: Error) => e instanceof UserError && /checkpoint of block 0 is damaged/.test(e.message));
   again.closeStream();
   assert.throws(() => OnnxModel.load(MODELS.stories).streamReplacedTo(MODELS.stories), UserError, 'never the input file');
+});
+
+test('inline weights are read from the .onnx when needed, not kept: the loaded protobuf holds no large raw_data, reads equal an independent parse', () => {
+  const model = OnnxModel.load(MODELS.stories);
+  const parsed = fromBinary(ModelProtoSchema, readFileSync(MODELS.stories)); // independent parse, all bytes in memory
+  let large = 0;
+  for (const t of parsed.graph!.initializer) {
+    const kept = model.initializer(t.name).rawData.byteLength;
+    if (t.rawData.byteLength >= 1024 && t.dataType === TensorProto_DataType.FLOAT) {
+      assert.equal(kept, 0, `${t.name}: not resident`);
+      large++;
+    } else {
+      assert.equal(kept, t.rawData.byteLength, `${t.name}: small tensors stay inline`);
+    }
+    assert.ok(Buffer.from(model.readBytes(t.name)).equals(Buffer.from(t.rawData)), `${t.name} bytes`);
+  }
+  assert.ok(large >= 7, `${large} large inline tensors`); // stories260K: embedding + 7 linears per block, all inline
 });
 
 test('genai fp16 round trip keeps its data-file naming and dtype; edited weights are written back as fp16', { skip: needsShared(MODELS.genai) }, async () => {

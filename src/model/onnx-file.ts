@@ -59,6 +59,8 @@ export class OnnxModel {
   /** Replaced initializers whose bytes are in the stream's data file (not in memory). */
   private readonly streamed = new Set<string>();
   private stream: ReplacementStream | null = null;
+  /** Large float initializers stored inline in the .onnx itself: read from the file when needed, not kept. */
+  private readonly inlineSlots = new Map<string, DataSlot>();
 
   private constructor(readonly path: string, readonly proto: ModelProto) {
     for (const t of this.graph.initializer) this.initializers.set(t.name, t);
@@ -70,14 +72,16 @@ export class OnnxModel {
     if (!statSync(path).isFile()) throw new UserError(`not a file: ${path}`);
     if (statSync(path).size > 2 ** 31 - 1) throw new UserError(`${path} is over 2 GiB: not a valid ONNX protobuf (large weights must be in external data)`);
     let proto: ModelProto;
+    const file = readFileSync(path);
     try {
-      proto = fromBinary(ModelProtoSchema, readFileSync(path));
+      proto = fromBinary(ModelProtoSchema, file);
     } catch (e) {
       throw new UserError(`${path} is not a valid ONNX model (truncated or not ONNX: ${(e as Error).message})`);
     }
     if (!proto.graph || proto.graph.node.length === 0) throw new UserError(`${path} is not an ONNX model with a graph (empty or not ONNX)`);
     const model = new OnnxModel(resolve(path), proto);
     model.checkExternalData();
+    model.detachInlineWeights(file);
     return model;
   }
 
@@ -183,6 +187,15 @@ export class OnnxModel {
       const slot = s.layout.get(name)!;
       return readAt(s.fd, s.dataPath, name, slot.offset, slot.length);
     }
+    const inline = this.inlineSlots.get(name);
+    if (inline) {
+      const fd = openSync(this.path, 'r');
+      try {
+        return readAt(fd, this.path, name, inline.offset, inline.length);
+      } finally {
+        closeSync(fd);
+      }
+    }
     const t = this.initializer(name);
     if (isExternal(t)) return this.readExternal(t);
     return inlineBytes(t);
@@ -229,6 +242,7 @@ export class OnnxModel {
   /** A self-contained copy of one initializer with its (current) bytes inline as raw_data. */
   inlineInitializer(name: string): TensorProto {
     const t = this.initializer(name);
+    if (this.inlineSlots.has(name) && !this.isReplaced(name)) return { ...t, rawData: this.readBytes(name) as Uint8Array<ArrayBuffer> };
     if (!isExternal(t) && !this.isReplaced(name)) return t;
     return create(TensorProtoSchema, { name: t.name, dims: t.dims, dataType: t.dataType, rawData: this.readBytes(name) as Uint8Array<ArrayBuffer> });
   }
@@ -258,7 +272,7 @@ export class OnnxModel {
       for (const t of this.graph.initializer) {
         const slot = layout.get(t.name);
         if (!slot) {
-          initializer.push(isExternal(t) || this.isReplaced(t.name) ? this.inlineInitializer(t.name) : t);
+          initializer.push(isExternal(t) || this.isReplaced(t.name) || this.inlineSlots.has(t.name) ? this.inlineInitializer(t.name) : t);
           continue;
         }
         if (!(inPlace && this.streamed.has(t.name))) {
@@ -303,6 +317,32 @@ export class OnnxModel {
     const offset = Number(externalEntry(t, 'offset') ?? 0);
     const length = Number(externalEntry(t, 'length') ?? byteLength(t));
     return { file: resolve(this.dir, location), offset, length };
+  }
+
+  /**
+   * The parsed protobuf's bytes fields are views into the file's buffer. Large inline float initializers are dropped
+   * and remembered by their position in the .onnx (read back positionally); every other view is copied, so the
+   * file's buffer is released once loading is done and a model with inline weights does not stay resident.
+   */
+  private detachInlineWeights(file: Buffer): void {
+    for (const t of this.graph.initializer) {
+      if (isExternal(t) || !FLOAT_TYPES.has(t.dataType) || t.rawData.byteLength < DEFAULT_SIZE_THRESHOLD || t.rawData.buffer !== file.buffer) continue;
+      this.inlineSlots.set(t.name, { offset: t.rawData.byteOffset - file.byteOffset, length: t.rawData.byteLength });
+      t.rawData = new Uint8Array(0);
+    }
+    const copyViews = (value: unknown): void => {
+      if (Array.isArray(value)) {
+        value.forEach((v, k) => (v instanceof Uint8Array ? v.buffer === file.buffer && (value[k] = v.slice()) : copyViews(v)));
+      } else if (value && typeof value === 'object' && !ArrayBuffer.isView(value)) {
+        const o = value as Record<string, unknown>;
+        for (const [k, v] of Object.entries(o)) {
+          if (v instanceof Uint8Array) {
+            if (v.buffer === file.buffer) o[k] = v.slice();
+          } else copyViews(v);
+        }
+      }
+    };
+    copyViews(this.proto);
   }
 
   private checkExternalData(): void {

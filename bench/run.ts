@@ -3,6 +3,7 @@
  *   npm run bench               default (~8–10 min on 2 cores)
  *   npm run bench -- --quick    smoke check (~1–2 min)
  *   npm run bench -- --full     larger sizes (OPT-125m-shaped 768×12, nsamples/seqlen sweeps on d=512; ~1 h)
+ *   npm run bench -- --depth    only peak RSS against depth (d=512, 4 and 24 blocks; bench/depth.ts, ~3 min)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
  * Every prune runs in its own process (bench/child-prune.ts → runPrune) so that its peak RSS is its own. Models:
@@ -10,7 +11,7 @@
  * Writes bench/results.json, bench/results.svg and bench/RESULTS.md, and prints the tables.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,7 @@ import { evaluateDatasets } from '../src/pipeline/evaluate.js';
 import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
+import { DEPTH_BEGIN, DEPTH_END } from './depth-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from './svg.js';
 
@@ -34,6 +36,10 @@ type Mode = 'quick' | 'default' | 'full';
 const argv = process.argv.slice(2);
 const mode: Mode = argv.includes('--quick') ? 'quick' : argv.includes('--full') ? 'full' : 'default';
 const keep = argv.includes('--keep');
+if (argv.includes('--depth')) {
+  await import('./depth.js');
+  process.exit(0);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Plan
@@ -443,7 +449,11 @@ async function main(): Promise<void> {
   };
   writeFileSync(join(here, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(here, 'results.svg'), chart(results.sweeps, perMethod, storiesRuns, kernels, denseP, metaEnd));
-  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine));
+  // the depth section (bench/depth.ts, `-- --depth`) is kept as it is
+  const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
+  const [d0, d1] = [oldMd.indexOf(DEPTH_BEGIN), oldMd.indexOf(DEPTH_END)];
+  const depthSection = d0 >= 0 && d1 > d0 ? `\n${oldMd.slice(d0, d1 + DEPTH_END.length)}\n` : '';
+  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection);
   process.stderr.write(`wrote bench/results.json, bench/results.svg, bench/RESULTS.md\n`);
   if (!keep) rmSync(outRoot, { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { copyFileSync, openSync, readFileSync, readSync, closeSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { toBinary } from '@bufbuild/protobuf';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, TensorProto_DataLocation, TensorProto_DataType, type ModelProto } from 'onnx-buf';
 import { UserError } from '../src/errors.js';
 import { floatToHalf, halfToFloat } from '../src/model/float16.js';
@@ -58,6 +58,70 @@ test('round trip without change: identical logits, large floats external, small 
   }
   const ids = tokenBatch(2, 16, 512, 5);
   assert.equal(maxAbsDiff(await runModelFile(out, ids, 2, 16), await runModelFile(MODELS.stories, ids, 2, 16)), 0);
+});
+
+test('streamed replacements: on disk at their final offset at once, read back from there; save in place equals a plain save', () => {
+  const dir = tmp();
+  const edits = (m: OnnxModel) => m.graph.initializer.filter((t) => t.dataType === TensorProto_DataType.FLOAT && t.dims.length === 2).slice(0, 3).map((t) => t.name);
+  const newValues = (m: OnnxModel, name: string, seed: number) => {
+    const g = gaussian(mulberry32(seed));
+    return Float32Array.from(m.readFloat32(name), () => g());
+  };
+  // plain: replacements held in memory until save()
+  const plain = OnnxModel.load(MODELS.stories);
+  const names = edits(plain);
+  assert.equal(names.length, 3);
+  names.forEach((n, k) => plain.writeFloat32(n, newValues(plain, n, k + 1)));
+  plain.save(join(dir, 'model.onnx'));
+  // streamed into the data file save() then completes
+  const streamedOut = join(dir, 'streamed.onnx');
+  const model = OnnxModel.load(MODELS.stories);
+  const dataPath = join(dir, model.externalDataNameFor(streamedOut));
+  assert.equal(dataPath, join(dir, 'streamed.onnx_data'));
+  model.streamReplacedTo(dataPath);
+  const layout = model.externalDataLayout();
+  names.forEach((n, k) => {
+    const values = newValues(model, n, k + 1);
+    model.writeFloat32(n, values);
+    const slot = layout.get(n)!;
+    const onDisk = Buffer.alloc(slot.length);
+    const fd = openSync(dataPath, 'r');
+    readSync(fd, onDisk, 0, slot.length, slot.offset);
+    closeSync(fd);
+    assert.ok(onDisk.equals(Buffer.from(values.buffer)), `${n}: written at its offset as soon as it is replaced`);
+    assert.deepEqual(model.readFloat32(n), values, `${n}: read back from the data file`);
+    assert.ok(model.isReplaced(n));
+  });
+  model.save(streamedOut);
+  model.closeStream();
+  assert.equal(sha(dataPath), sha(join(dir, 'model.onnx_data')), 'same data file as a plain save');
+  // the .onnx differs only by the data file's name: compare the saved initializers instead
+  const a = OnnxModel.load(streamedOut), b = OnnxModel.load(join(dir, 'model.onnx'));
+  for (const t of b.graph.initializer) assert.ok(Buffer.from(a.readBytes(t.name)).equals(Buffer.from(b.readBytes(t.name))), t.name);
+  // a resumed stream whose file is too short for a tensor named as written is refused in one line
+  const again = OnnxModel.load(MODELS.stories);
+  writeFileSync(join(dir, 'short.bin'), Buffer.alloc(10));
+  again.streamReplacedTo(join(dir, 'short.bin'), { keep: true });
+  assert.throws(() => again.markStreamed([names[2]!], 'the checkpoint of block 0'), (e: Error) => e instanceof UserError && /checkpoint of block 0 is damaged/.test(e.message));
+  again.closeStream();
+  assert.throws(() => OnnxModel.load(MODELS.stories).streamReplacedTo(MODELS.stories), UserError, 'never the input file');
+});
+
+test('inline weights are read from the .onnx when needed, not kept: the loaded protobuf holds no large raw_data, reads equal an independent parse', () => {
+  const model = OnnxModel.load(MODELS.stories);
+  const parsed = fromBinary(ModelProtoSchema, readFileSync(MODELS.stories)); // independent parse, all bytes in memory
+  let large = 0;
+  for (const t of parsed.graph!.initializer) {
+    const kept = model.initializer(t.name).rawData.byteLength;
+    if (t.rawData.byteLength >= 1024 && t.dataType === TensorProto_DataType.FLOAT) {
+      assert.equal(kept, 0, `${t.name}: not resident`);
+      large++;
+    } else {
+      assert.equal(kept, t.rawData.byteLength, `${t.name}: small tensors stay inline`);
+    }
+    assert.ok(Buffer.from(model.readBytes(t.name)).equals(Buffer.from(t.rawData)), `${t.name} bytes`);
+  }
+  assert.ok(large >= 7, `${large} large inline tensors`); // stories260K: embedding + 7 linears per block, all inline
 });
 
 test('genai fp16 round trip keeps its data-file naming and dtype; edited weights are written back as fp16', { skip: needsShared(MODELS.genai) }, async () => {

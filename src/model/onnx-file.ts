@@ -3,8 +3,11 @@
 //
 // Weight bytes are read lazily (positional fs.readSync at the external offset), so a model whose
 // data file exceeds 2 GiB never passes through a single Buffer or protobuf. Replaced tensors are
-// held in memory (in their original dtype) until save().
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+// held in memory (in their original dtype) until save(), unless the model streams them
+// (streamReplacedTo): then each replaced tensor is written at once, at the offset save() will give
+// it, into the output's external data file, and read back from there; memory does not grow with
+// the number of replaced tensors.
+import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
@@ -43,10 +46,21 @@ export interface SaveOptions {
 
 interface ExternalRef { file: string; offset: number; length: number }
 
+/** Where save() puts one tensor in the external data file. */
+export interface DataSlot { offset: number; length: number }
+
+/** An open external data file that replaced tensors are written into as soon as they are replaced. */
+interface ReplacementStream { dataPath: string; threshold: number; fd: number; layout: Map<string, DataSlot> }
+
 export class OnnxModel {
   /** Replaced initializers: name -> little-endian bytes in the tensor's own dtype. */
   private readonly replaced = new Map<string, Uint8Array>();
   private readonly initializers = new Map<string, TensorProto>();
+  /** Replaced initializers whose bytes are in the stream's data file (not in memory). */
+  private readonly streamed = new Set<string>();
+  private stream: ReplacementStream | null = null;
+  /** Large float initializers stored inline in the .onnx itself: read from the file when needed, not kept. */
+  private readonly inlineSlots = new Map<string, DataSlot>();
 
   private constructor(readonly path: string, readonly proto: ModelProto) {
     for (const t of this.graph.initializer) this.initializers.set(t.name, t);
@@ -58,14 +72,16 @@ export class OnnxModel {
     if (!statSync(path).isFile()) throw new UserError(`not a file: ${path}`);
     if (statSync(path).size > 2 ** 31 - 1) throw new UserError(`${path} is over 2 GiB: not a valid ONNX protobuf (large weights must be in external data)`);
     let proto: ModelProto;
+    const file = readFileSync(path);
     try {
-      proto = fromBinary(ModelProtoSchema, readFileSync(path));
+      proto = fromBinary(ModelProtoSchema, file);
     } catch (e) {
       throw new UserError(`${path} is not a valid ONNX model (truncated or not ONNX: ${(e as Error).message})`);
     }
     if (!proto.graph || proto.graph.node.length === 0) throw new UserError(`${path} is not an ONNX model with a graph (empty or not ONNX)`);
     const model = new OnnxModel(resolve(path), proto);
     model.checkExternalData();
+    model.detachInlineWeights(file);
     return model;
   }
 
@@ -103,13 +119,83 @@ export class OnnxModel {
   }
 
   isReplaced(name: string): boolean {
-    return this.replaced.has(name);
+    return this.replaced.has(name) || this.streamed.has(name);
+  }
+
+  /**
+   * Where save(out, { sizeThreshold }) puts each float tensor of at least `threshold` bytes in the
+   * external data file: in initializer order, each at a 64-byte-aligned offset (friendly to mmap).
+   */
+  externalDataLayout(threshold = DEFAULT_SIZE_THRESHOLD): Map<string, DataSlot> {
+    const layout = new Map<string, DataSlot>();
+    let offset = 0;
+    for (const t of this.graph.initializer) {
+      if (!FLOAT_TYPES.has(t.dataType) || byteLength(t) < threshold) continue;
+      offset = Math.ceil(offset / 64) * 64;
+      layout.set(t.name, { offset, length: byteLength(t) });
+      offset += byteLength(t);
+    }
+    return layout;
+  }
+
+  /**
+   * From now on, each tensor replaced by writeFloat32 that save() would put in external data is written at
+   * once into `dataPath`, at its final offset (externalDataLayout), and dropped from memory. save() to the
+   * model file whose external data is `dataPath` then fills in the other tensors in place. With `keep`, an
+   * existing file is kept (a resume: its tensors named later by markStreamed); otherwise it is truncated.
+   */
+  streamReplacedTo(dataPath: string, options: { threshold?: number; keep?: boolean } = {}): void {
+    if (this.stream) throw new Error('streamReplacedTo: already streaming');
+    if (this.replaced.size > 0) throw new Error('streamReplacedTo: tensors were replaced before streaming started');
+    const path = resolve(dataPath);
+    const inputs = [this.path, ...this.externalDataFiles.map((f) => resolve(this.dir, f))];
+    if (inputs.includes(path)) throw new UserError(`refusing to overwrite the input model's file ${path}: choose another output path`);
+    const threshold = options.threshold ?? DEFAULT_SIZE_THRESHOLD;
+    const fd = openSync(path, options.keep && existsSync(path) ? 'r+' : 'w+');
+    this.stream = { dataPath: path, threshold, fd, layout: this.externalDataLayout(threshold) };
+  }
+
+  /** Tensors already written to the stream's data file by an earlier (interrupted) run: they read from there. */
+  markStreamed(names: Iterable<string>, what: string): void {
+    const s = this.stream;
+    if (!s) throw new Error('markStreamed: not streaming');
+    const size = fstatSync(s.fd).size;
+    for (const name of names) {
+      const slot = s.layout.get(name);
+      if (!slot) throw new Error(`markStreamed: ${name} is not in the external data layout`);
+      if (slot.offset + slot.length > size) throw new UserError(`${what} is damaged: ${s.dataPath} ends at byte ${size}, before ${name} (bytes up to ${slot.offset + slot.length}): rerun without --resume (add --force)`);
+      this.streamed.add(name);
+    }
+  }
+
+  /** Flushes the streamed tensors to disk (before a checkpoint names them as written). */
+  syncStream(): void {
+    if (this.stream) fsyncSync(this.stream.fd);
+  }
+
+  closeStream(): void {
+    if (this.stream) closeSync(this.stream.fd);
+    this.stream = null;
   }
 
   /** The tensor's data as little-endian bytes in its own dtype (replacements applied). */
   readBytes(name: string): Uint8Array {
     const replaced = this.replaced.get(name);
     if (replaced) return replaced;
+    if (this.streamed.has(name)) {
+      const s = this.stream!;
+      const slot = s.layout.get(name)!;
+      return readAt(s.fd, s.dataPath, name, slot.offset, slot.length);
+    }
+    const inline = this.inlineSlots.get(name);
+    if (inline) {
+      const fd = openSync(this.path, 'r');
+      try {
+        return readAt(fd, this.path, name, inline.offset, inline.length);
+      } finally {
+        closeSync(fd);
+      }
+    }
     const t = this.initializer(name);
     if (isExternal(t)) return this.readExternal(t);
     return inlineBytes(t);
@@ -142,13 +228,22 @@ export class OnnxModel {
       case DT.DOUBLE: typed = Float64Array.from(values); break;
       default: throw new Error(`initializer ${name} has non-float dtype ${dtypeName(t.dataType)}`);
     }
-    this.replaced.set(name, new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
+    const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
+    const slot = this.stream?.layout.get(name);
+    if (slot) {
+      writeAll(this.stream!.fd, bytes, slot.offset);
+      this.streamed.add(name);
+      this.replaced.delete(name);
+    } else {
+      this.replaced.set(name, bytes);
+    }
   }
 
   /** A self-contained copy of one initializer with its (current) bytes inline as raw_data. */
   inlineInitializer(name: string): TensorProto {
     const t = this.initializer(name);
-    if (!isExternal(t) && !this.replaced.has(name)) return t;
+    if (this.inlineSlots.has(name) && !this.isReplaced(name)) return { ...t, rawData: this.readBytes(name) as Uint8Array<ArrayBuffer> };
+    if (!isExternal(t) && !this.isReplaced(name)) return t;
     return create(TensorProtoSchema, { name: t.name, dims: t.dims, dataType: t.dataType, rawData: this.readBytes(name) as Uint8Array<ArrayBuffer> });
   }
 
@@ -158,7 +253,7 @@ export class OnnxModel {
    * The input files are never written to.
    */
   save(outPath: string, options: SaveOptions = {}): void {
-    const threshold = options.sizeThreshold ?? 1024;
+    const threshold = options.sizeThreshold ?? DEFAULT_SIZE_THRESHOLD;
     const out = resolve(outPath);
     const dataName = options.externalDataName ?? this.defaultExternalDataName(basename(out));
     const dataPath = join(dirname(out), dataName);
@@ -166,37 +261,46 @@ export class OnnxModel {
     for (const p of [out, dataPath]) {
       if (inputs.includes(p)) throw new UserError(`refusing to overwrite the input model's file ${p}: choose another output path`);
     }
+    // Saving into the stream's own file: the streamed tensors are already in place, the others are filled in.
+    const inPlace = this.stream?.dataPath === dataPath;
+    if (inPlace && this.stream!.threshold !== threshold) throw new Error(`save: the streamed data file ${dataPath} has another layout (threshold ${this.stream!.threshold}, not ${threshold})`);
+    const layout = inPlace ? this.stream!.layout : this.externalDataLayout(threshold);
 
-    let fd: number | undefined;
-    let offset = 0;
+    let fd: number | undefined = inPlace ? this.stream!.fd : undefined;
     const initializer: TensorProto[] = [];
     try {
       for (const t of this.graph.initializer) {
-        const movable = FLOAT_TYPES.has(t.dataType) && byteLength(t) >= threshold;
-        if (!movable) {
-          initializer.push(isExternal(t) || this.replaced.has(t.name) ? this.inlineInitializer(t.name) : t);
+        const slot = layout.get(t.name);
+        if (!slot) {
+          initializer.push(isExternal(t) || this.isReplaced(t.name) || this.inlineSlots.has(t.name) ? this.inlineInitializer(t.name) : t);
           continue;
         }
-        const bytes = this.readBytes(t.name);
-        fd ??= openSync(dataPath, 'w');
-        offset = Math.ceil(offset / 64) * 64; // aligned offsets, friendly to mmap
-        writeAll(fd, bytes, offset);
+        if (!(inPlace && this.streamed.has(t.name))) {
+          const bytes = this.readBytes(t.name);
+          fd ??= openSync(dataPath, 'w');
+          writeAll(fd, bytes, slot.offset);
+        }
         initializer.push(create(TensorProtoSchema, {
           name: t.name, dims: t.dims, dataType: t.dataType, docString: t.docString,
           dataLocation: TensorProto_DataLocation.EXTERNAL,
           externalData: [
             create(StringStringEntryProtoSchema, { key: 'location', value: dataName }),
-            create(StringStringEntryProtoSchema, { key: 'offset', value: String(offset) }),
-            create(StringStringEntryProtoSchema, { key: 'length', value: String(bytes.byteLength) }),
+            create(StringStringEntryProtoSchema, { key: 'offset', value: String(slot.offset) }),
+            create(StringStringEntryProtoSchema, { key: 'length', value: String(slot.length) }),
           ],
         }));
-        offset += bytes.byteLength;
       }
+      if (inPlace) fsyncSync(fd!);
     } finally {
-      if (fd !== undefined) closeSync(fd);
+      if (fd !== undefined && !inPlace) closeSync(fd);
     }
     const copy: ModelProto = { ...this.proto, graph: { ...this.graph, initializer } };
     writeFileSync(out, toBinary(ModelProtoSchema, copy));
+  }
+
+  /** Name of the external data file save(outPath) writes beside `outPath` by default. */
+  externalDataNameFor(outPath: string): string {
+    return this.defaultExternalDataName(basename(resolve(outPath)));
   }
 
   /** `<out>.onnx_data`, or the input's own naming style (e.g. `<out>.data` for `model.onnx.data`). */
@@ -213,6 +317,32 @@ export class OnnxModel {
     const offset = Number(externalEntry(t, 'offset') ?? 0);
     const length = Number(externalEntry(t, 'length') ?? byteLength(t));
     return { file: resolve(this.dir, location), offset, length };
+  }
+
+  /**
+   * The parsed protobuf's bytes fields are views into the file's buffer. Large inline float initializers are dropped
+   * and remembered by their position in the .onnx (read back positionally); every other view is copied, so the
+   * file's buffer is released once loading is done and a model with inline weights does not stay resident.
+   */
+  private detachInlineWeights(file: Buffer): void {
+    for (const t of this.graph.initializer) {
+      if (isExternal(t) || !FLOAT_TYPES.has(t.dataType) || t.rawData.byteLength < DEFAULT_SIZE_THRESHOLD || t.rawData.buffer !== file.buffer) continue;
+      this.inlineSlots.set(t.name, { offset: t.rawData.byteOffset - file.byteOffset, length: t.rawData.byteLength });
+      t.rawData = new Uint8Array(0);
+    }
+    const copyViews = (value: unknown): void => {
+      if (Array.isArray(value)) {
+        value.forEach((v, k) => (v instanceof Uint8Array ? v.buffer === file.buffer && (value[k] = v.slice()) : copyViews(v)));
+      } else if (value && typeof value === 'object' && !ArrayBuffer.isView(value)) {
+        const o = value as Record<string, unknown>;
+        for (const [k, v] of Object.entries(o)) {
+          if (v instanceof Uint8Array) {
+            if (v.buffer === file.buffer) o[k] = v.slice();
+          } else copyViews(v);
+        }
+      }
+    };
+    copyViews(this.proto);
   }
 
   private checkExternalData(): void {
@@ -232,22 +362,29 @@ export class OnnxModel {
 
   private readExternal(t: TensorProto): Uint8Array {
     const ref = this.externalRef(t);
-    const buf = Buffer.allocUnsafe(ref.length);
     const fd = openSync(ref.file, 'r');
     try {
-      if (ref.offset + ref.length > fstatSync(fd).size) throw new UserError(`external data file ${ref.file} is truncated (tensor ${t.name})`);
-      let done = 0;
-      while (done < ref.length) {
-        const chunk = Math.min(ref.length - done, 1 << 30);
-        const n = readSync(fd, buf, done, chunk, ref.offset + done);
-        if (n <= 0) throw new UserError(`external data file ${ref.file} ended early (tensor ${t.name})`);
-        done += n;
-      }
+      return readAt(fd, ref.file, t.name, ref.offset, ref.length);
     } finally {
       closeSync(fd);
     }
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   }
+}
+
+const DEFAULT_SIZE_THRESHOLD = 1024;
+
+/** `length` bytes at `offset` of an open file, by positional reads (at most 1 GiB each). */
+function readAt(fd: number, file: string, tensor: string, offset: number, length: number): Uint8Array {
+  if (offset + length > fstatSync(fd).size) throw new UserError(`external data file ${file} is truncated (tensor ${tensor})`);
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const chunk = Math.min(length - done, 1 << 30);
+    const n = readSync(fd, buf, done, chunk, offset + done);
+    if (n <= 0) throw new UserError(`external data file ${file} ended early (tensor ${tensor})`);
+    done += n;
+  }
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
 function writeAll(fd: number, bytes: Uint8Array, position: number): void {

@@ -1,7 +1,9 @@
-// Checkpoints of a long prune, for --resume: after each finished block its pruned weights are written to
-// `<out>.partial/.checkpoint/block-<i>.f32` and the manifest is updated (each write atomic: temp file + rename),
-// so a run killed at any moment resumes from the last finished block. The key ties a checkpoint to the exact
-// model and arguments, so a resume with different settings is refused rather than mixed.
+// Checkpoints of a long prune, for --resume. The pruned weights themselves are not copied: each finished block's
+// weights are already in the output's external data file, written in place as the block finishes
+// (OnnxModel.streamReplacedTo). The checkpoint is a small index beside it, `<out>.partial/.checkpoint/manifest.json`,
+// naming the finished blocks and that data file; it is updated (atomically: temp file + rename) only after the block's
+// bytes are flushed to disk, so a run killed at any moment resumes from the last finished block. The key ties a
+// checkpoint to the exact model and arguments, so a resume with different settings is refused rather than mixed.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,8 +19,14 @@ export interface CheckpointBlock {
   seconds: number;
 }
 
+/** Manifest format: 2 = weights in the output's data file (format 1 kept a float32 copy per block). */
+const FORMAT = 2;
+
 interface Manifest {
+  format: number;
   key: string;
+  /** The data file the finished blocks' weights are in, relative to `<out>.partial`. */
+  dataFile: string;
   /** Solver (OpenBLAS) threads of the run: SparseGPT's blocked sums depend on it, so a resume uses the same count. */
   threads?: number;
   blocks: CheckpointBlock[];
@@ -38,19 +46,24 @@ export class Checkpoint {
   private readonly dir: string;
   private manifest: Manifest;
 
-  constructor(partialDir: string, key: string, resume: boolean) {
+  /**
+   * `dataFile` (relative to `partialDir`): the file the weights stream into. `flush` makes the streamed bytes durable;
+   * it runs before each manifest update.
+   */
+  constructor(partialDir: string, key: string, resume: boolean, dataFile: string, private readonly flush: () => void) {
     this.dir = join(partialDir, '.checkpoint');
     const manifestPath = join(this.dir, 'manifest.json');
     if (resume && existsSync(manifestPath)) {
       const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
       if (m.key !== key) throw new UserError(`the checkpoint in ${this.dir} was made with another model or other settings: rerun with the same arguments, or without --resume (add --force) to start over`);
+      if (m.format !== FORMAT || m.dataFile !== dataFile) throw new UserError(`the checkpoint in ${this.dir} was made by another version of sparsellm: rerun without --resume (add --force) to start over`);
       this.manifest = m;
       // Same solver thread count as the interrupted run, so the result is byte-identical to an uninterrupted one.
       if (m.threads !== undefined && m.threads !== solverThreads()) {
         native().setThreads(m.threads);
       }
     } else {
-      this.manifest = { key, threads: solverThreads(), blocks: [] };
+      this.manifest = { format: FORMAT, key, dataFile, threads: solverThreads(), blocks: [] };
     }
     mkdirSync(this.dir, { recursive: true });
   }
@@ -59,30 +72,9 @@ export class Checkpoint {
     return this.manifest.blocks;
   }
 
-  /** Pruned weights of a finished block, role -> [out, in]. */
-  weights(block: CheckpointBlock, sizes: Map<string, number>): Map<string, Float32Array> {
-    const bytes = readFileSync(join(this.dir, `block-${block.index}.f32`));
-    const all = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    const out = new Map<string, Float32Array>();
-    let at = 0;
-    for (const role of block.roles) {
-      const n = sizes.get(role)!;
-      out.set(role, all.slice(at, at + n));
-      at += n;
-    }
-    if (at !== all.length) throw new UserError(`checkpoint of block ${block.index} is damaged: rerun without --resume (add --force)`);
-    return out;
-  }
-
-  save(entry: CheckpointBlock, weights: Map<string, Float32Array>): void {
-    const total = entry.roles.reduce((s, r) => s + weights.get(r)!.length, 0);
-    const all = new Float32Array(total);
-    let at = 0;
-    for (const r of entry.roles) {
-      all.set(weights.get(r)!, at);
-      at += weights.get(r)!.length;
-    }
-    writeAtomic(join(this.dir, `block-${entry.index}.f32`), new Uint8Array(all.buffer));
+  /** The finished block's weights are in the data file: flush it, then name the block in the index. */
+  save(entry: CheckpointBlock): void {
+    this.flush();
     this.manifest.blocks.push(entry);
     writeAtomic(join(this.dir, 'manifest.json'), JSON.stringify(this.manifest));
   }

@@ -1,9 +1,10 @@
 // `sparsellm prune` end to end, the sequential pipeline of the reference implementations (ALGORITHMS.md §1.3, §2.4):
 // calibrate (windows -> prologue states) -> prune blocks (for each block: dense pass with hooks (statistics) -> prune
 // -> re-run the pruned block to make the next block's inputs) -> export (new folder, config/tokenizer copied) -> report.
-// Memory: one block's session plus the calibration activations (and SparseLLM's FFN activations).
+// Memory: one block's session plus the calibration activations (and SparseLLM's FFN activations); finished blocks
+// are streamed into the output's data file (OnnxModel.streamReplacedTo), not kept.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { prepareCalibration, type CalibrationSource } from '../data/calibration.js';
 import { resolveDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
@@ -226,8 +227,9 @@ async function pruneBlocks(
     const i = block.index;
     const done = restored.get(i);
     if (done) {
-      const sizes = new Map(block.linears.map((l) => [l.role, l.inFeatures * l.outFeatures]));
-      await runner.setBlockWeights(i, checkpoint.weights(done, sizes));
+      // its pruned weights are already in the data file the run streams into
+      const names = block.linears.filter((l) => done.roles.includes(l.role)).map((l) => l.weightName);
+      runner.model.markStreamed(names, `the checkpoint of block ${i}`);
       linears.push(...done.linears);
       if (done.sparsellm) sparsellm.push({ block: i, ...done.sparsellm });
     } else if (selected.has(i)) {
@@ -246,10 +248,7 @@ async function pruneBlocks(
       assertStoredFinite(runner.model, block, result.weights.keys());
       linears.push(...result.linears);
       if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
-      checkpoint.save(
-        { index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 },
-        result.weights,
-      );
+      checkpoint.save({ index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
     }
     // Re-run the (pruned) block: its outputs are the next block's inputs.
     if (states.length > 0 && i < layout.blocks.length - 1) {
@@ -298,22 +297,41 @@ async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderB
 /** With --format safetensors alone, the ONNX is written aside only for --eval and dropped at commit. */
 const EVAL_ONLY_ONNX = '.eval-onnx';
 
-/** 3. Export: the same layout as the input (inline weights stay inline when the input had no external data), and/or
- * the HF safetensors checkpoint. Returns the written ONNX, if any. */
-function exportModel(run: PruneRun, runner: BlockRunner, timings: Timings): string | undefined {
-  const { o, plan } = run;
-  const t = clock();
+/** Where the ONNX is written, and the file the pruned weights stream into while the blocks are pruned. */
+interface OnnxTarget {
+  outOnnx: string;
+  writeOnnx: boolean;
+  /** the same layout as the input: inline weights stay inline when the input had no external data */
+  sizeThreshold?: number;
+  /**
+   * The output's own external data file when it has one: each block's weights are written there as it finishes, and
+   * the export only fills in the rest. Otherwise (inline output, or no ONNX) a scratch file in the checkpoint folder.
+   */
+  streamFile: string;
+}
+
+function onnxTarget(run: PruneRun): OnnxTarget {
+  const { o, plan, model } = run;
   const onnxOnlyForEval = o.format === 'safetensors';
   const outOnnx = onnxOnlyForEval ? join(plan.partial, EVAL_ONLY_ONNX, plan.onnxRelative) : join(plan.partial, plan.onnxRelative);
   const writeOnnx = !onnxOnlyForEval || o.eval.length > 0;
+  const inlineInput = model.externalDataFiles.length === 0;
+  const streamFile = writeOnnx && !inlineInput ? join(dirname(outOnnx), model.externalDataNameFor(outOnnx)) : join(plan.partial, '.checkpoint', 'weights.bin');
+  return { outOnnx, writeOnnx, sizeThreshold: inlineInput ? Number.MAX_SAFE_INTEGER : undefined, streamFile };
+}
+
+/** 3. Export: the ONNX (completing its streamed data file) and/or the HF safetensors checkpoint. Returns the written ONNX, if any. */
+function exportModel(run: PruneRun, runner: BlockRunner, target: OnnxTarget, timings: Timings): string | undefined {
+  const { o, plan } = run;
+  const t = clock();
+  const { outOnnx, writeOnnx } = target;
   if (writeOnnx) {
     mkdirSync(dirname(outOnnx), { recursive: true });
-    const inlineInput = run.model.externalDataFiles.length === 0;
-    runner.saveModel(outOnnx, inlineInput ? { sizeThreshold: Number.MAX_SAFE_INTEGER } : {});
+    runner.saveModel(outOnnx, target.sizeThreshold !== undefined ? { sizeThreshold: target.sizeThreshold } : {});
   }
   if (run.safetensors) writeSafetensorsExport(run.safetensors, plan.partial, o.maxShardBytes);
   copyCompanionFiles(plan);
-  if (onnxOnlyForEval && writeOnnx) copyCompanionFiles({ ...plan, partial: join(plan.partial, EVAL_ONLY_ONNX) }); // config + tokenizer for --eval
+  if (o.format === 'safetensors' && writeOnnx) copyCompanionFiles({ ...plan, partial: join(plan.partial, EVAL_ONLY_ONNX) }); // config + tokenizer for --eval
   timings.export += clock() - t;
   return writeOnnx ? outOnnx : undefined;
 }
@@ -361,10 +379,13 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   if (!o.resume && existsSync(plan.partial)) rmSync(plan.partial, { recursive: true, force: true });
   createPartial(plan);
   try {
-    const checkpoint = new Checkpoint(plan.partial, checkpointKey(run.onnxFile, run.settings), o.resume);
+    const target = onnxTarget(run);
+    const checkpoint = new Checkpoint(plan.partial, checkpointKey(run.onnxFile, run.settings), o.resume, relative(plan.partial, target.streamFile), () => run.model.syncStream());
+    mkdirSync(dirname(target.streamFile), { recursive: true });
+    run.model.streamReplacedTo(target.streamFile, { keep: checkpoint.finished.length > 0 });
     const states = source ? await calibrate(run, runner, source, progress, timings) : [];
     const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings);
-    const outOnnx = exportModel(run, runner, timings);
+    const outOnnx = exportModel(run, runner, target, timings);
     let perplexity: EvalResults | undefined;
     if (o.eval.length && outOnnx) {
       const t = clock();
@@ -384,6 +405,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
     if (!interrupted && !resumed) rmSync(plan.partial, { recursive: true, force: true });
     throw e;
   } finally {
+    run.model.closeStream();
     await runner.dispose();
   }
 }

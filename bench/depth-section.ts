@@ -1,0 +1,3 @@
+/** Markers of the bench/RESULTS.md section that bench/depth.ts writes and `npm run bench` keeps. */
+export const DEPTH_BEGIN = '<!-- depth: written by bench/depth.ts -->';
+export const DEPTH_END = '<!-- /depth -->';

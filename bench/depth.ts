@@ -1,0 +1,68 @@
+/**
+ * Peak memory against depth (issue 16): OPT-shaped random models at d=512 (external data, fp32) with 4 and 24 blocks,
+ * pruned with SparseGPT 50% on 8 × 256 tinystories tokens, each prune in its own process (bench/child-prune.ts,
+ * process.resourceUsage().maxRSS). Prints the two peaks, the 20 extra blocks' linear weight bytes, and the growth as a
+ * share of those bytes (target: at most 25%), writes them to bench/depth-results.json and rewrites the depth section
+ * of bench/RESULTS.md (between its markers; `npm run bench` keeps that section).
+ *   npm run bench -- --depth       (about 3 min on 2 cores)
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
+import { DEPTH_BEGIN, DEPTH_END } from './depth-section.js';
+import { generateOptModel } from './opt-model.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const hidden = 512, depths = [4, 24], nsamples = 8, seqlen = 256;
+const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
+mkdirSync(modelsDir, { recursive: true });
+const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-depth-'));
+
+const rows: { layers: number; linearBytes: number; maxRssMb: number; estimateMb: number; wallSeconds: number }[] = [];
+try {
+  for (const layers of depths) {
+    const g = generateOptModel(modelsDir, { hidden, layers });
+    const args: ChildPruneArgs = { model: g.dir, method: 'sparsegpt', sparsity: 0.5, nsamples, seqlen, out: join(outRoot, `l${layers}`) };
+    const t = performance.now();
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(here, 'child-prune.ts'), JSON.stringify(args)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (child.status !== 0) throw new Error(`prune of ${g.dir} failed (exit ${child.status}):\n${child.stderr.slice(-2000)}`);
+    const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as ChildPruneResult;
+    const row = { layers, linearBytes: g.linearParams * 4, maxRssMb: r.maxRssKb / 1024, estimateMb: r.estimateBytes / 2 ** 20, wallSeconds: (performance.now() - t) / 1000 };
+    rows.push(row);
+    console.log(`d=${hidden}, ${layers} blocks: peak RSS ${row.maxRssMb.toFixed(0)} MB (estimate ${row.estimateMb.toFixed(0)} MB), linear weights ${(row.linearBytes / 2 ** 20).toFixed(0)} MB, ${row.wallSeconds.toFixed(1)} s`);
+  }
+} finally {
+  rmSync(outRoot, { recursive: true, force: true });
+}
+const [a, b] = rows as [typeof rows[0], typeof rows[0]];
+const extraMb = (b.linearBytes - a.linearBytes) / 2 ** 20;
+const growthMb = b.maxRssMb - a.maxRssMb;
+const share = growthMb / extraMb;
+console.log(`growth ${growthMb.toFixed(0)} MB for ${extraMb.toFixed(0)} MB of extra linear weights: ${(100 * share).toFixed(1)}% (target ≤ 25%)`);
+writeFileSync(join(here, 'depth-results.json'), `${JSON.stringify({ date: new Date().toISOString(), hidden, nsamples, seqlen, method: 'sparsegpt', sparsity: 0.5, rows, extraMb, growthMb, share }, null, 2)}\n`);
+
+// Before streamed output (commit 330141a, the same script on this 2-core machine, 2026-12-04): replaced weights were held
+// in memory until the export and the checkpoint wrote a float32 copy of each block.
+const BEFORE = { rss4: 422, rss24: 669 };
+const section = [
+  DEPTH_BEGIN,
+  '## Peak memory against depth (issue 16)',
+  '',
+  `OPT-shaped random models, d=${hidden}, fp32 external data, SparseGPT 50%, ${nsamples} × ${seqlen} tinystories tokens, each prune in its own process (peak RSS = process.resourceUsage().maxRSS; wall times depend on other load on the machine and are not a speed figure). Latest \`npm run bench -- --depth\`: ${new Date().toISOString().slice(0, 10)}.`,
+  '',
+  '| blocks | linear weights (MB) | peak RSS (MB) | pre-run estimate (MB) | wall (s) |',
+  '|---|---:|---:|---:|---:|',
+  ...rows.map((r) => `| ${r.layers} | ${(r.linearBytes / 2 ** 20).toFixed(0)} | ${r.maxRssMb.toFixed(0)} | ${r.estimateMb.toFixed(0)} | ${r.wallSeconds.toFixed(1)} |`),
+  '',
+  `24 blocks use ${growthMb.toFixed(0)} MB more than 4 blocks: ${(100 * share).toFixed(1)}% of the 20 extra blocks' ${extraMb.toFixed(0)} MB of linear weights (target: at most 25%). ` +
+    `Before each finished block was streamed into the output's data file (commit 330141a): ${BEFORE.rss4} MB and ${BEFORE.rss24} MB, +${BEFORE.rss24 - BEFORE.rss4} MB (${((100 * (BEFORE.rss24 - BEFORE.rss4)) / extraMb).toFixed(0)}%).`,
+  DEPTH_END,
+].join('\n');
+const resultsMd = join(here, 'RESULTS.md');
+const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
+const [a0, a1] = [md.indexOf(DEPTH_BEGIN), md.indexOf(DEPTH_END)];
+writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + section + md.slice(a1 + DEPTH_END.length) : `${md.trimEnd()}\n\n${section}\n`);
+console.log('wrote bench/depth-results.json and the depth section of bench/RESULTS.md');

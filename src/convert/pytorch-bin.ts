@@ -20,11 +20,18 @@ import { FLOAT_DTYPES, dominantDtype, elementCount, type CheckpointReader, type 
 export const BIN_SINGLE_FILE = 'pytorch_model.bin';
 export const BIN_INDEX_FILE = 'pytorch_model.bin.index.json';
 
-/** torch's storage classes -> safetensors dtype names (the only ones a float checkpoint has). */
-const STORAGE_DTYPES: Record<string, FloatDtype> = { FloatStorage: 'F32', HalfStorage: 'F16', BFloat16Storage: 'BF16' };
+/**
+ * torch's storage classes -> safetensors dtype names and element sizes. Weights are F32 / F16 / BF16; the integer
+ * and bool ones are named so a checkpoint holding an unused buffer (e.g. an int64 `position_ids`) still opens: only
+ * the tensors the converter reads must be float (checked by name in convert.ts).
+ */
+const STORAGE_DTYPES: Record<string, { dtype: string; bytes: number }> = {
+  FloatStorage: { dtype: 'F32', bytes: 4 }, HalfStorage: { dtype: 'F16', bytes: 2 }, BFloat16Storage: { dtype: 'BF16', bytes: 2 },
+  DoubleStorage: { dtype: 'F64', bytes: 8 }, LongStorage: { dtype: 'I64', bytes: 8 }, IntStorage: { dtype: 'I32', bytes: 4 },
+  ShortStorage: { dtype: 'I16', bytes: 2 }, CharStorage: { dtype: 'I8', bytes: 1 }, ByteStorage: { dtype: 'U8', bytes: 1 }, BoolStorage: { dtype: 'BOOL', bytes: 1 },
+};
 
 export interface BinTensorInfo extends CheckpointTensor {
-  dtype: FloatDtype;
   /** Absolute byte offset of the first element in `file`, and the tensor's byte length. */
   begin: number;
   byteLength: number;
@@ -118,7 +125,7 @@ function entryDataOffset(fd: number, fileSize: number, entry: ZipEntry, corrupt:
 // ------------------------------------------------------------------------------------------------- unpickler
 
 /** A persistent id `('storage', <storage class>, key, location, numel)`. */
-interface StorageRef { kind: 'storage'; dtype: FloatDtype; key: string }
+interface StorageRef { kind: 'storage'; dtype: string; bytes: number; key: string }
 interface TensorRef { kind: 'tensor'; storage: StorageRef; offset: number; shape: number[]; stride: number[] }
 interface Global { kind: 'global'; module: string; name: string }
 interface PickleDict { kind: 'dict'; entries: Map<unknown, unknown> }
@@ -239,9 +246,9 @@ export function unpickleStateDict(data: Uint8Array, where: string): Map<string, 
         const pid = pop() as unknown[];
         if (!Array.isArray(pid) || pid[0] !== 'storage' || typeof pid[2] !== 'string') throw fail('data.pkl has a persistent id that is not a storage');
         const cls = pid[1] as Global;
-        const dtype = cls?.kind === 'global' && cls.module === 'torch' ? STORAGE_DTYPES[cls.name] : undefined;
-        if (!dtype) throw fail('a storage has a type other than Float, Half or BFloat16');
-        stack.push({ kind: 'storage', dtype, key: pid[2] } satisfies StorageRef);
+        const type = cls?.kind === 'global' && cls.module === 'torch' ? STORAGE_DTYPES[cls.name] : undefined;
+        if (!type) throw fail('data.pkl has a storage without a torch storage class');
+        stack.push({ kind: 'storage', ...type, key: pid[2] } satisfies StorageRef);
         break;
       }
       case 0x52: { const args = pop(); const fn = pop(); stack.push(call(fn, args)); break; } // REDUCE 'R'
@@ -320,7 +327,7 @@ export function readPytorchBinHeader(file: string): BinTensorInfo[] {
       }
       const entry = byName.get(`${prefix}data/${t.storage.key}`);
       if (!entry) throw corrupt(`tensor ${name}'s storage data/${t.storage.key} is missing`);
-      const bytesPer = FLOAT_DTYPES[t.storage.dtype];
+      const bytesPer = t.storage.bytes;
       const begin = entryDataOffset(fd, size, entry, corrupt, file) + t.offset * bytesPer;
       const byteLength = elementCount(t.shape) * bytesPer;
       if ((t.offset * bytesPer) + byteLength > entry.size) throw corrupt(`tensor ${name} runs past the end of its storage data/${t.storage.key}`);
@@ -379,6 +386,7 @@ export class PytorchBinCheckpoint implements CheckpointReader {
 
   readFloat32(name: string): Float32Array {
     const t = this.info(name);
+    if (!(t.dtype in FLOAT_DTYPES)) throw new UserError(`tensor ${name} has dtype ${t.dtype}: only F32, F16 and BF16 weights are supported`);
     const bytes = new Uint8Array(new ArrayBuffer(Math.ceil(t.byteLength / 8) * 8), 0, t.byteLength);
     const fd = openSync(t.file, 'r');
     try {
@@ -396,6 +404,7 @@ export class PytorchBinCheckpoint implements CheckpointReader {
       case 'F32': return new Float32Array(bytes.buffer, 0, n);
       case 'F16': return halfArrayToFloat32(new Uint16Array(bytes.buffer, 0, n));
       case 'BF16': return bfloat16ArrayToFloat32(new Uint16Array(bytes.buffer, 0, n));
+      default: throw new Error(`unreachable dtype ${t.dtype}`);
     }
   }
 }

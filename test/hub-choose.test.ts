@@ -40,18 +40,18 @@ test('checkpoint repos: config + safetensors (+ index), never the .bin copies or
   assert.ok(!l32.optional.some((f) => f.startsWith('original/')));
 });
 
-test('every registry repository gets a choice made of its own files, or one line saying why not', () => {
+test('every registry repository gets a choice made of its own files; .bin only when it has no safetensors', () => {
   for (const [repo, facts] of Object.entries(reg.repos)) {
     const listing = new Set(facts.files);
-    try {
-      const c = chooseModelFiles(repo, facts.files);
-      assert.equal(c.kind, facts.format, repo);
-      for (const f of [...c.required, ...c.optional]) assert.ok(listing.has(f), `${repo}: ${f}`);
-    } catch (e) {
-      // the OPT checkpoints are pytorch_model.bin only
-      assert.match((e as Error).message, /holds its weights only as pytorch_model\.bin.*safetensors/, repo);
-      assert.ok(!facts.files.some((f) => f.endsWith('.safetensors')), repo);
-    }
+    const c = chooseModelFiles(repo, facts.files);
+    assert.equal(c.kind, facts.format, repo);
+    for (const f of [...c.required, ...c.optional]) assert.ok(listing.has(f), `${repo}: ${f}`);
+    if (c.kind !== 'checkpoint') continue;
+    const hasSafetensors = facts.files.some((f) => f.endsWith('.safetensors'));
+    // safetensors preferred; the OPT checkpoints (pytorch_model.bin only) get the .bin files and, when sharded, their index
+    assert.equal(c.required.some((f) => f.endsWith('.bin')), !hasSafetensors, repo);
+    const bins = facts.files.filter((f) => /^pytorch_model.*\.bin$/.test(f));
+    if (!hasSafetensors) assert.deepEqual(c.required, ['config.json', ...bins, ...(bins.length > 1 ? ['pytorch_model.bin.index.json'] : [])], repo);
   }
   for (const entry of Object.values(reg.models)) assert.ok(entry.bundled || reg.repos[entry.repo!], `${entry.repo} has no files in registry.json`);
 });

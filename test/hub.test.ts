@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createProgress } from '../src/pipeline/progress.js';
+import { ensureOnnxModel } from '../src/convert/convert.js';
 import { fetchHubModel } from '../src/hub/hub-model.js';
 import { resolveModelArgument } from '../src/hub/registry.js';
 import { runCli } from './cli-helpers.js';
@@ -49,8 +50,17 @@ function checkpointRepo(id: string, folder: string): FakeRepo {
   return { id, files };
 }
 const CHECKPOINT = 'karpathy/stories260K-hf', SHARDED = 'karpathy/stories260K-hf-bf16-sharded';
+/** The committed torch.save fixtures (test/fixtures/pytorch-bin) as .bin-only repos, laid out like facebook/opt-*. */
+const BIN_FIXTURES = join(projectRoot, 'test', 'fixtures', 'pytorch-bin');
+function binRepo(id: string, folder: string): FakeRepo {
+  const files: Record<string, Buffer> = { 'README.md': Buffer.from(`# ${id}\n`), 'tf_model.h5': dummy('tensorflow'), 'flax_model.msgpack': dummy('flax') };
+  for (const f of readdirSync(join(BIN_FIXTURES, folder))) files[f] = readFileSync(join(BIN_FIXTURES, folder, f));
+  return { id, files };
+}
+const BIN_REPOS = [['facebook/opt-tiny-bin', 'opt-tiny'], ['meta-llama/llama-tiny-bin-sharded', 'llama-tiny-sharded']] as const;
 const hub = new FakeHub([
   xenovaLayout(XENOVA, { tags: ['v1.0'] }), xenovaLayout(GATED, { gatedFor: [TOKEN] }),
+  ...BIN_REPOS.map(([id, folder]) => binRepo(id, folder)),
   ...(shared ? [checkpointRepo(CHECKPOINT, 'stories260K-hf'), checkpointRepo(SHARDED, 'stories260K-hf-bf16-sharded')] : []),
 ]);
 const root = mkdtempSync(join(tmpdir(), 'sparsellm-hub-'));
@@ -294,6 +304,24 @@ describe('interrupted and corrupted downloads (in process)', () => {
     const ranges = hub.log.slice(before).filter((q) => q.url.startsWith(`/cdn/${sha256(content)}`) && q.range !== 'bytes=0-0').map((q) => q.range ?? 'all');
     assert.deepEqual(ranges, [`bytes=300000-${content.length - 1}`, 'all'], 'resumed, found bad, restarted from zero');
   });
+});
+
+describe('.bin-only checkpoint repos (the facebook/opt-* layout)', () => {
+  const saved = { ...process.env };
+  after(() => restoreEnv(saved));
+  for (const [repo, folder] of BIN_REPOS) {
+    test(`${repo}: config and the pytorch_model*.bin files (+ index) are downloaded, nothing else, and convert`, async () => {
+      Object.assign(process.env, env(freshCache(), { SPARSELLM_CACHE: join(root, 'sparsellm-cache') }));
+      const model = await fetchHubModel(repo, { progress: quiet });
+      assert.equal(model.choice.kind, 'checkpoint');
+      const expected = readdirSync(join(BIN_FIXTURES, folder)).sort();
+      assert.deepEqual(readdirSync(model.path).sort(), expected);
+      assert.ok(expected.some((f) => f.endsWith('.bin')));
+      for (const f of expected) assert.ok(readFileSync(join(model.path, f)).equals(readFileSync(join(BIN_FIXTURES, folder, f))), f);
+      const converted = await ensureOnnxModel(model.path);
+      assert.ok(existsSync(join(converted, 'onnx', 'model.onnx')));
+    });
+  }
 });
 
 describe('checkpoint repos (../shared/models-src as hub repos)', { skip: shared ? false : 'no ../shared: checkpoint repos not served (set SPARSELLM_SHARED)' }, () => {

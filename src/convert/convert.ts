@@ -1,4 +1,4 @@
-// Checkpoint folder (config.json + safetensors) -> ONNX decoder folder (onnx/model.onnx + model.onnx_data, config,
+// Checkpoint folder (config.json + safetensors or pytorch_model.bin) -> ONNX decoder folder (onnx/model.onnx + model.onnx_data, config,
 // tokenizer), written by sparsellm's own graph builders, tensor by tensor. Also: ensureOnnxModel(), which lets
 // prune / eval / inspect take a checkpoint folder directly by converting it once into a cache.
 import { createHash } from 'node:crypto';
@@ -11,6 +11,8 @@ import { llamaConverter } from './builders/llama.js';
 import { optConverter } from './builders/opt.js';
 import type { FamilyConverter, ParamSpec, WeightSource } from './builders/common.js';
 import { GraphBuilder, type OutputDtype } from './onnx-graph.js';
+import type { CheckpointReader } from './checkpoint-reader.js';
+import { BIN_INDEX_FILE, BIN_SINGLE_FILE, PytorchBinCheckpoint } from './pytorch-bin.js';
 import { INDEX_FILE, SINGLE_FILE, SafetensorsCheckpoint, TORCH_DTYPE_OF, type FloatDtype } from './safetensors.js';
 
 /** Bumped whenever the graph a conversion writes changes: part of the cache key. */
@@ -58,25 +60,24 @@ function weightFiles(folder: string): string[] {
   return readdirSync(folder).filter((f) => /\.safetensors$|^model\.safetensors\.index\.json$|^pytorch_model.*\.bin$|^pytorch_model\.bin\.index\.json$/.test(f));
 }
 
-/** The checkpoint's safetensors, or a one-line refusal (PyTorch .bin only, nothing, no config). */
-export function openCheckpoint(folder: string): { checkpoint: SafetensorsCheckpoint; config: Record<string, unknown>; configPath: string } {
+/**
+ * The checkpoint's weights (safetensors preferred; else PyTorch pytorch_model.bin or its shards), or a one-line
+ * refusal (shards without their index, nothing, no config).
+ */
+export function openCheckpoint(folder: string): { checkpoint: CheckpointReader; config: Record<string, unknown>; configPath: string } {
   const files = weightFiles(folder);
   const hasSafetensors = files.some((f) => f === SINGLE_FILE || f === INDEX_FILE);
-  if (!hasSafetensors) {
-    const pickles = files.filter((f) => f.startsWith('pytorch_model'));
-    if (pickles.length) {
-      throw new UserError(
-        `${folder} holds only ${pickles.length > 2 ? `${pickles[0]} … (${pickles.length} files)` : pickles.join(', ')} (PyTorch pickle), which sparsellm does not read: use the repo's safetensors ` +
-          `(on the hub, the "refs/pr/N" safetensors conversion many repos have), or convert it once with Python: ` +
-          `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True)`,
-      );
-    }
+  const hasBin = files.some((f) => f === BIN_SINGLE_FILE || f === BIN_INDEX_FILE);
+  if (!hasSafetensors && !hasBin) {
     const shards = files.filter((f) => f.endsWith('.safetensors'));
     if (shards.length) throw new UserError(`${folder} has ${shards.join(', ')} but no ${INDEX_FILE} (or ${SINGLE_FILE}): download the index file too`);
-    throw new UserError(`${folder} holds no model weights (${SINGLE_FILE} or ${INDEX_FILE})`);
+    const binShards = files.filter((f) => f.endsWith('.bin'));
+    if (binShards.length) throw new UserError(`${folder} has ${binShards.join(', ')} but no ${BIN_INDEX_FILE} (or ${BIN_SINGLE_FILE}): download the index file too`);
+    throw new UserError(`${folder} holds no model weights (${SINGLE_FILE}, ${INDEX_FILE}, ${BIN_SINGLE_FILE} or ${BIN_INDEX_FILE})`);
   }
   const { config, path } = readConfig(folder);
-  return { checkpoint: SafetensorsCheckpoint.open(folder), config, configPath: path };
+  const checkpoint = hasSafetensors ? SafetensorsCheckpoint.open(folder) : PytorchBinCheckpoint.open(folder);
+  return { checkpoint, config, configPath: path };
 }
 
 export interface ConvertOptions {
@@ -105,13 +106,13 @@ export function defaultOutputDtype(source: FloatDtype): OutputDtype {
  * The checkpoint's name for a transformers parameter: the name itself, or without the `model.` prefix (checkpoints
  * saved from the base model, e.g. OPT's original `decoder.layers.0...`, which transformers also accepts).
  */
-function storedName(checkpoint: SafetensorsCheckpoint, name: string): string {
+function storedName(checkpoint: CheckpointReader, name: string): string {
   if (checkpoint.has(name) || !name.startsWith('model.')) return name;
   return checkpoint.has(name.slice('model.'.length)) ? name.slice('model.'.length) : name;
 }
 
 /** Check the checkpoint holds every tensor the family needs, with the shapes config.json implies. */
-function checkParameters(checkpoint: SafetensorsCheckpoint, params: ParamSpec[], folder: string): void {
+function checkParameters(checkpoint: CheckpointReader, params: ParamSpec[], folder: string): void {
   for (const p of params) {
     const name = storedName(checkpoint, p.name);
     if (!checkpoint.has(name)) throw new UserError(`${folder}: the checkpoint lacks ${p.name}, which config.json's architecture needs (incomplete download or a different model)`);

@@ -9,10 +9,9 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, wri
 import { basename, join } from 'node:path';
 import { UserError } from '../errors.js';
 import { bfloat16ArrayToFloat32, float32ToBfloat16Array, float32ToHalfArray, halfArrayToFloat32 } from '../model/float16.js';
+import { FLOAT_DTYPES, dominantDtype, type CheckpointReader, type FloatDtype } from './checkpoint-reader.js';
 
-/** The safetensors dtypes a float checkpoint uses, with their element sizes. */
-export const FLOAT_DTYPES = { F32: 4, F16: 2, BF16: 2 } as const;
-export type FloatDtype = keyof typeof FLOAT_DTYPES;
+export { FLOAT_DTYPES, type FloatDtype };
 const ALL_DTYPE_BYTES: Record<string, number> = { ...FLOAT_DTYPES, F64: 8, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 /** The HF config names (`torch_dtype` / `dtype`) of the float dtypes. */
@@ -75,7 +74,7 @@ export function readSafetensorsHeader(file: string): TensorInfo[] {
 }
 
 /** A checkpoint's tensors (one file or shards), read one at a time. */
-export class SafetensorsCheckpoint {
+export class SafetensorsCheckpoint implements CheckpointReader {
   private constructor(readonly files: string[], private readonly tensors: Map<string, TensorInfo>) {}
 
   /** Open `folder`'s model.safetensors, or its shards through model.safetensors.index.json. */
@@ -119,11 +118,7 @@ export class SafetensorsCheckpoint {
 
   /** The float dtype most tensors have (the checkpoint's dtype). */
   get dtype(): FloatDtype {
-    const count = new Map<string, number>();
-    for (const t of this.tensors.values()) count.set(t.dtype, (count.get(t.dtype) ?? 0) + (t.end - t.begin));
-    const top = [...count.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
-    if (!top || !(top in FLOAT_DTYPES)) throw new UserError(`checkpoint in ${this.files.map((f) => basename(f)).join(', ')} holds ${top ?? 'no'} tensors: only F32, F16 and BF16 checkpoints are supported`);
-    return top as FloatDtype;
+    return dominantDtype(this.tensors.values(), this.files, (t) => (t as TensorInfo).end - (t as TensorInfo).begin);
   }
 
   readBytes(name: string): Uint8Array {

@@ -1,7 +1,8 @@
 // Which files of a model repository (hub or local) sparsellm needs, and which of its ONNX exports it prunes.
 // Order of preference: the plain decoder onnx/model.onnx, then decoder_model.onnx; never a quantized variant;
 // _fp16 only when asked (--model-file); a merged decoder gives way to its non-merged sibling; a repo without a
-// plain ONNX decoder but with a safetensors checkpoint is converted. Only the chosen files are downloaded.
+// plain ONNX decoder but with a checkpoint is converted: safetensors when it has them, else PyTorch pytorch_model.bin
+// (read without Python by src/convert/pytorch-bin.ts). Only the chosen files are downloaded.
 import { posix } from 'node:path';
 import { UserError } from '../errors.js';
 
@@ -29,6 +30,7 @@ export const SUPPORT_FILES = [
 const SAFETENSORS = /^model(-\d+-of-\d+)?\.safetensors$/;
 const SAFETENSORS_INDEX = 'model.safetensors.index.json';
 const PYTORCH_BIN = /^pytorch_model(-\d+-of-\d+)?\.bin$/;
+const PYTORCH_BIN_INDEX = 'pytorch_model.bin.index.json';
 
 const stem = (path: string) => posix.basename(path).replace(/\.onnx$/, '');
 export const isQuantized = (path: string) => QUANTIZED_SUFFIXES.some((s) => stem(path).endsWith(s));
@@ -48,12 +50,19 @@ function onnxChoice(entry: string, files: Set<string>, notes: string[]): ModelCh
 }
 
 function checkpointChoice(files: Set<string>): ModelChoice | undefined {
-  const root = [...files].filter((f) => !f.includes('/'));
-  const weights = root.filter((f) => SAFETENSORS.test(f)).sort();
-  if (weights.length === 0) return undefined;
-  const single = weights.includes('model.safetensors');
-  const required = ['config.json', ...(single ? ['model.safetensors'] : [...weights, SAFETENSORS_INDEX])];
-  return { kind: 'checkpoint', required, optional: SUPPORT_FILES.filter((f) => f !== 'config.json' && files.has(f)), notes: [] };
+  const rootFiles = root(files);
+  const optional = SUPPORT_FILES.filter((f) => f !== 'config.json' && files.has(f));
+  const safetensors = rootFiles.filter((f) => SAFETENSORS.test(f)).sort();
+  if (safetensors.length > 0) {
+    const single = safetensors.includes('model.safetensors');
+    return { kind: 'checkpoint', required: ['config.json', ...(single ? ['model.safetensors'] : [...safetensors, SAFETENSORS_INDEX])], optional, notes: [] };
+  }
+  const bins = rootFiles.filter((f) => PYTORCH_BIN.test(f)).sort();
+  if (bins.length > 0) {
+    const single = bins.includes('pytorch_model.bin');
+    return { kind: 'checkpoint', required: ['config.json', ...(single ? ['pytorch_model.bin'] : [...bins, PYTORCH_BIN_INDEX])], optional, notes: [] };
+  }
+  return undefined;
 }
 
 /** The plain decoder a refused file should be replaced with, if the repo has one. */
@@ -75,15 +84,12 @@ export function chooseModelFiles(where: string, listing: Iterable<string>, model
   const checkpoint = checkpointChoice(files);
   if (checkpoint) return checkpoint;
 
-  if (root(files).some((f) => PYTORCH_BIN.test(f))) {
-    throw new UserError(`${where} holds its weights only as pytorch_model.bin, which sparsellm does not read: use its safetensors conversion if the hub has one (often a pull request: --revision refs/pr/N), or convert it once in Python (transformers: model.save_pretrained(DIR, safe_serialization=True)) and pass --model DIR`);
-  }
   const fp16 = onnxFiles.find((f) => isFp16(f) && !isQuantized(f) && !isMerged(f));
   if (fp16) throw new UserError(`${where} has no fp32 ONNX decoder, only ${fp16}: pass --model-file ${fp16} to prune the fp16 export`);
   if (onnxFiles.length > 0) {
     throw new UserError(`${where} has no ONNX decoder sparsellm can prune (it needs ${PLAIN_DECODERS.join(' or ')}, full precision, not merged); it has ${onnxFiles.join(', ')}`);
   }
-  throw new UserError(`${where} has neither an ONNX decoder (${PLAIN_DECODERS.join(', ')}) nor a checkpoint (config.json + model.safetensors or model-*-of-*.safetensors)`);
+  throw new UserError(`${where} has neither an ONNX decoder (${PLAIN_DECODERS.join(', ')}) nor a checkpoint (config.json + model.safetensors, model-*-of-*.safetensors or pytorch_model*.bin)`);
 }
 
 function root(files: Set<string>): string[] {
@@ -108,9 +114,9 @@ function chooseAsked(where: string, files: Set<string>, onnxFiles: string[], ask
     }
     return onnxChoice(asked, files, []);
   }
-  if (SAFETENSORS.test(asked) || asked === SAFETENSORS_INDEX || asked === 'config.json') {
+  if (SAFETENSORS.test(asked) || asked === SAFETENSORS_INDEX || PYTORCH_BIN.test(asked) || asked === PYTORCH_BIN_INDEX || asked === 'config.json') {
     const checkpoint = checkpointChoice(files);
     if (checkpoint) return checkpoint;
   }
-  throw new UserError(`--model-file ${asked} is neither an .onnx file nor a safetensors checkpoint of ${where}`);
+  throw new UserError(`--model-file ${asked} is neither an .onnx file nor a checkpoint file (safetensors, pytorch_model.bin) of ${where}`);
 }

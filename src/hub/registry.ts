@@ -47,7 +47,7 @@ export interface ModelSourceOptions {
 }
 
 /**
- * A local model folder or file. A checkpoint folder (config.json + safetensors, no ONNX) is converted once
+ * A local model folder or file. A checkpoint folder (config.json + safetensors or pytorch_model.bin, no ONNX) is converted once
  * into the cache (src/convert/convert.ts); ONNX folders and files are used as they are. --model-file picks
  * one file of the folder by the hub's rules (choose.ts).
  */
@@ -81,7 +81,7 @@ export async function resolveModelArgument(model: string, o: ModelSourceOptions 
 
 /**
  * The checkpoint folder behind the MODEL argument, for `convert`: a local folder as it is, a hub model as its
- * snapshot folder with config, safetensors and tokenizer (an ONNX export in the same repo is not what is asked).
+ * snapshot folder with config, weights (safetensors, else pytorch_model.bin) and tokenizer (an ONNX export in the same repo is not what is asked).
  */
 export async function resolveCheckpointArgument(model: string, o: ModelSourceOptions = {}): Promise<string> {
   if (existsSync(model)) return resolve(model);

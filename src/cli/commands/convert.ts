@@ -1,5 +1,5 @@
 // `sparsellm convert MODEL --out DIR [--dtype fp32|fp16]`: a Hugging Face checkpoint folder (config.json +
-// safetensors) -> an ONNX decoder folder that prune, eval, inspect, onnxruntime and transformers.js load.
+// safetensors or pytorch_model.bin) -> an ONNX decoder folder that prune, eval, inspect, onnxruntime and transformers.js load.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { convertCheckpoint } from '../../convert/convert.js';
 import type { OutputDtype } from '../../convert/onnx-graph.js';
@@ -31,10 +31,10 @@ async function handler(argv: ArgumentsCamelCase<ConvertArgs>): Promise<void> {
 
 export const convertCommand: CommandModule<object, ConvertArgs> = {
   command: 'convert <model>',
-  describe: 'Convert a Hugging Face checkpoint folder (config.json + safetensors, OPT or LLaMA) to ONNX',
+  describe: 'Convert a Hugging Face checkpoint folder (config.json + safetensors or pytorch_model.bin, OPT or LLaMA) to ONNX',
   builder: (y: Argv) =>
     y
-      .positional('model', { type: 'string', demandOption: true, describe: 'checkpoint folder (config.json + model.safetensors or shards with model.safetensors.index.json), known name or hub id' })
+      .positional('model', { type: 'string', demandOption: true, describe: 'checkpoint folder (config.json + model.safetensors or pytorch_model.bin, or their shards with the index json), known name or hub id' })
       .option('revision', modelSourceOptions.revision)
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (written as OUT.partial, then renamed)' })
       .option('dtype', { choices: ['fp32', 'fp16'] as const, describe: 'weights and activations of the ONNX model (default: the checkpoint\'s; bf16 -> fp32, as onnxruntime\'s CPU provider has no bf16 MatMul)' })

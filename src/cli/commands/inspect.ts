@@ -71,7 +71,7 @@ export const inspectCommand: CommandModule<object, { model: string; json: boolea
   describe: 'Blocks, linear layers, shapes and sparsity of an ONNX model',
   builder: (y) =>
     y
-      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx, or a checkpoint: config.json + safetensors), .onnx file, known name or hub id' })
+      .positional('model', { type: 'string', demandOption: true, describe: 'model folder (onnx/model.onnx, model.onnx, decoder_model.onnx, or a checkpoint: config.json + safetensors or pytorch_model.bin), .onnx file, known name or hub id' })
       .options(modelSourceOptions)
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }) as never,
   handler: async (argv) => {

@@ -1,42 +1,14 @@
 // Helpers of the fault tests (issue #8): run the CLI as a child process, hash input files, build broken models.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from './helpers.js';
+import type { CliResult } from './cli-helpers.js';
+export { MAIN, runCli, startCli, type CliResult } from './cli-helpers.js';
 
-export const MAIN = join(projectRoot, 'src', 'cli', 'main.ts');
 export const STORIES = join(projectRoot, 'models', 'stories260K');
-
-export interface CliResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  seconds: number;
-}
-
-/** Starts `sparsellm ARGS` (src through tsx); `done` resolves when it exits. */
-export function startCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<CliResult> } {
-  const t0 = performance.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-    cwd: projectRoot,
-    env: { ...process.env, SPARSELLM_DEBUG: '', HF_HUB_OFFLINE: '1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '', stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<CliResult>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, seconds: (performance.now() - t0) / 1000 }));
-  });
-  return { child, done };
-}
-
-export const runCli = (args: string[], env?: Record<string, string>) => startCli(args, env).done;
 
 /** Runs `jobs` with at most `width` at a time (2-core machines: a few children at once). */
 export async function pool<T>(jobs: (() => Promise<T>)[], width = 4): Promise<T[]> {

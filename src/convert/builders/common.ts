@@ -46,7 +46,19 @@ export function matmulWeightName(paramName: string): string {
   return paramName.replace(/\.weight$/, '.MatMul.weight');
 }
 
-/** config value as a positive integer, or a one-line refusal. */
+/**
+ * A size the builder needs, taken from the family's normalised ModelConfig (src/model/families: the one owner of
+ * config.json keys and their defaults), as a positive integer, or a one-line refusal naming the config.json key.
+ * A key that is present but mistyped is refused rather than defaulted.
+ */
+export function requiredInt(value: number | undefined, key: string, config: Record<string, unknown>, configPath: string): number {
+  const raw = config[key];
+  const ok = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
+  if ((raw !== undefined && raw !== null && !ok(raw)) || !ok(value)) throw new UserError(`${configPath}: ${key} is ${JSON.stringify(raw)}, expected a positive integer`);
+  return value!;
+}
+
+/** config value (a key only the graph builder reads) as a positive integer, or a one-line refusal. */
 export function intField(config: Record<string, unknown>, key: string, configPath: string, fallback?: number): number {
   const v = config[key] ?? fallback;
   if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new UserError(`${configPath}: ${key} is ${JSON.stringify(config[key])}, expected a positive integer`);
@@ -188,8 +200,3 @@ export function lmHead(g: GraphBuilder, w: WeightSource, h: string, tied: boolea
   g.opNamed('MatMul', '/lm_head/MatMul', [h, weight], 'logits');
 }
 
-/** transformers' default: tied unless the config says `tie_word_embeddings: false` (LLaMA's own default is false). */
-export function tiedEmbeddings(config: Record<string, unknown>, familyDefault: boolean): boolean {
-  const v = config.tie_word_embeddings;
-  return typeof v === 'boolean' ? v : familyDefault;
-}

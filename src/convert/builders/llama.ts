@@ -3,8 +3,9 @@
 // Inputs input_ids, attention_mask, position_ids, past_key_values.N.{key,value}; outputs logits, present.N.*.
 import { UserError } from '../../errors.js';
 import { DT, type GraphBuilder } from '../onnx-graph.js';
+import { llamaFamily } from '../../model/families/llama.js';
 import {
-  causalMask, declareIo, fromFloat32, intField, linear, lmHead, maskedSoftmax, mergeHeads, numberField, rmsNorm, splitHeads, tiedEmbeddings,
+  causalMask, requiredInt, declareIo, fromFloat32, linear, lmHead, maskedSoftmax, mergeHeads, numberField, rmsNorm, splitHeads,
   type FamilyConverter, type ParamSpec, type WeightSource,
 } from './common.js';
 
@@ -63,26 +64,26 @@ export const llamaConverter: FamilyConverter<LlamaShape> = {
   modelTypes: ['llama'],
 
   parseConfig(c, where) {
-    for (const flag of ['attention_bias', 'mlp_bias'] as const) {
-      if (c[flag] === true) throw new UserError(`${where}: ${flag} is true; sparsellm converts LLaMA checkpoints without biases only`);
-    }
+    // sizes and defaults from the family table; only the graph's own keys (activation, RoPE, eps) are read here
+    const m = llamaFamily.normalizeConfig(c);
+    if (m.attentionBias || m.mlpBias) throw new UserError(`${where}: ${m.attentionBias ? 'attention_bias' : 'mlp_bias'} is true; sparsellm converts LLaMA checkpoints without biases only`);
     const act = c.hidden_act ?? 'silu';
     if (act !== 'silu') throw new UserError(`${where}: hidden_act "${String(act)}" is not supported for LLaMA (only silu)`);
-    const hidden = intField(c, 'hidden_size', where);
-    const heads = intField(c, 'num_attention_heads', where);
-    const kvHeads = intField(c, 'num_key_value_heads', where, heads);
-    const headDim = intField(c, 'head_dim', where, Math.floor(hidden / heads));
+    const hidden = requiredInt(m.hidden, 'hidden_size', c, where);
+    const heads = requiredInt(m.heads, 'num_attention_heads', c, where);
+    const kvHeads = requiredInt(m.kvHeads, 'num_key_value_heads', c, where);
+    const headDim = requiredInt(m.headDim, 'head_dim', c, where);
     if (heads % kvHeads !== 0) throw new UserError(`${where}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
     if (headDim % 2 !== 0) throw new UserError(`${where}: head_dim ${headDim} is odd; RoPE needs an even head size`);
     const theta = numberField(c, 'rope_theta', where, 10000);
     return {
       hidden, heads, kvHeads, headDim,
-      intermediate: intField(c, 'intermediate_size', where),
-      layers: intField(c, 'num_hidden_layers', where),
-      vocab: intField(c, 'vocab_size', where),
+      intermediate: requiredInt(m.ffn, 'intermediate_size', c, where),
+      layers: requiredInt(m.layers, 'num_hidden_layers', c, where),
+      vocab: requiredInt(m.vocab, 'vocab_size', c, where),
       eps: numberField(c, 'rms_norm_eps', where, 1e-6),
       invFreq: ropeInverseFrequencies(headDim, theta, c.rope_scaling as Record<string, unknown> | null, where),
-      tied: tiedEmbeddings(c, false),
+      tied: m.tieWordEmbeddings!,
     };
   },
 

@@ -4,9 +4,10 @@
 // tied or untied lm_head. Inputs input_ids, attention_mask, past_key_values.N.{key,value} (no position_ids, as
 // optimum's OPT exports); outputs logits, present.N.*.
 import { UserError } from '../../errors.js';
+import { optFamily } from '../../model/families/opt.js';
 import type { GraphBuilder } from '../onnx-graph.js';
 import {
-  causalMask, declareIo, intField, layerNorm, linear, lmHead, maskedSoftmax, mergeHeads, splitHeads, tiedEmbeddings,
+  causalMask, declareIo, intField, layerNorm, linear, lmHead, maskedSoftmax, mergeHeads, splitHeads, requiredInt,
   type FamilyConverter, type ParamSpec,
 } from './common.js';
 
@@ -36,24 +37,27 @@ export const optConverter: FamilyConverter<OptShape> = {
   modelTypes: ['opt'],
 
   parseConfig(c, where) {
+    // sizes and defaults from the family table; only the graph's own keys (activation, LayerNorm placement,
+    // project_in/out) are read here
+    const m = optFamily.normalizeConfig(c);
     const act = c.activation_function ?? 'relu';
     if (act !== 'relu') throw new UserError(`${where}: activation_function "${String(act)}" is not supported for OPT (only relu)`);
     if (c.layer_norm_elementwise_affine === false) throw new UserError(`${where}: layer_norm_elementwise_affine false is not supported`);
-    const hidden = intField(c, 'hidden_size', where);
-    const heads = intField(c, 'num_attention_heads', where);
+    const hidden = requiredInt(m.hidden, 'hidden_size', c, where);
+    const heads = requiredInt(m.heads, 'num_attention_heads', c, where);
     if (hidden % heads !== 0) throw new UserError(`${where}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
     const layerNormBefore = c.do_layer_norm_before !== false;
     return {
       hidden, heads,
-      ffn: intField(c, 'ffn_dim', where),
-      layers: intField(c, 'num_hidden_layers', where),
-      vocab: intField(c, 'vocab_size', where),
+      ffn: requiredInt(m.ffn, 'ffn_dim', c, where),
+      layers: requiredInt(m.layers, 'num_hidden_layers', c, where),
+      vocab: requiredInt(m.vocab, 'vocab_size', c, where),
       embedDim: intField(c, 'word_embed_proj_dim', where, hidden),
-      positions: intField(c, 'max_position_embeddings', where),
+      positions: requiredInt(m.maxPositions, 'max_position_embeddings', c, where),
       layerNormBefore,
       finalLayerNorm: layerNormBefore && c._remove_final_layer_norm !== true,
-      bias: c.enable_bias !== false,
-      tied: tiedEmbeddings(c, true),
+      bias: m.mlpBias!,
+      tied: m.tieWordEmbeddings!,
     };
   },
 

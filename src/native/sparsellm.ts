@@ -37,6 +37,8 @@ export type SparseLlmOptions = SparsitySpec & {
   sUpdate: 'gd' | 'newton';
   sSteps: number;
   sLr: number;
+  /** tokens per block of the p/z/s updates and of the per-token accumulations (0 = automatic, about 16 MB per FFN-wide block) */
+  tokenChunk: number;
 };
 
 /** The options object the bindings read: every field present. */
@@ -152,12 +154,13 @@ export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): 
 
 /** Single SparseLLM update steps (exported for tests and experiments); all arrays [N, f] token-major unless noted. */
 export const sparsellmSteps = {
-  /** Eq. 4.6/4.10: P ← (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act); W [d, f], Y [N, d], b [d] optional. */
+  /** Eq. 4.6/4.10: P ← (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act) (Woodbury d×d form, token blocks of `chunk` rows,
+   * 0 = automatic); W [d, f], Y [N, d], b [d] optional. */
   p(P: Float32Array, Y: Float32Array, W: Float32Array, act: Float32Array, N: number, d: number, f: number,
-    beta: number, gamma: number, b?: Float32Array): Promise<void> {
+    beta: number, gamma: number, b?: Float32Array, chunk = 0): Promise<void> {
     const arrays: Record<string, Float32Array> = { P, Y, W, act };
     if (b) arrays.b = b;
-    return native().sparsellmStep('p', arrays, { N, d, f }, { beta, gamma });
+    return native().sparsellmStep('p', arrays, { N, d, f, chunk }, { beta, gamma });
   },
   /** Eqs. 4.7–4.8: Z ← argmin_v γ(p − relu(v))² + α(v − m)² elementwise. */
   zRelu(Z: Float32Array, P: Float32Array, M: Float32Array, alpha: number, gamma: number): Promise<void> {

@@ -34,6 +34,9 @@ static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f) 
   s.sNewton = su == "newton";
   s.sSteps = int(ReqNumber(o, "sSteps"));
   s.sLr = ReqNumber(o, "sLr");
+  const double chunk = ReqNumber(o, "tokenChunk");
+  Require(o.Env(), chunk >= 0 && chunk == double(size_t(chunk)), "tokenChunk must be a non-negative integer");
+  s.tokenChunk = size_t(chunk);
   Require(o.Env(), s.epochs >= 1, "epochs must be >= 1");
   Require(o.Env(), s.alpha > 0 && s.beta > 0 && s.gamma > 0, "alpha, beta, gamma must be > 0");
   Require(o.Env(), s.blocksize > 0 && (!s.sp.nm() || s.blocksize % s.sp.prunem == 0),
@@ -125,7 +128,7 @@ static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
 }
 
 // sparsellmStep(name, arrays: {..}, sizes: {n, N, d, f}, params): single update steps, for tests.
-//  'p':      P = (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act)   arrays {P, Y, W, b?, act}, sizes {N, d, f}
+//  'p':      P = (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act)   arrays {P, Y, W, b?, act}, sizes {N, d, f, chunk?}
 //  'zRelu':  arrays {Z, P, M}, sizes {n}             'zSilu': arrays {Z, P, M, S}, sizes {n}
 //  's':      arrays {S, G, P, Z}, sizes {n}, params {newton, steps, lr}
 static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
@@ -145,7 +148,8 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
     auto P = get("P", N * f), Y = get("Y", N * d), W = get("W", d * f), act = get("act", N * f);
     F32View b;
     if (arr.Has("b")) b = get("b", d);
-    work = [=] { SparseLlmPUpdate(P.data, Y.data, W.data, b.data, act.data, N, d, f, beta, gamma); };
+    const size_t chunk = sz.Has("chunk") ? size_t(ReqNumber(sz, "chunk")) : 0;
+    work = [=] { SparseLlmPUpdate(P.data, Y.data, W.data, b.data, act.data, N, d, f, beta, gamma, chunk); };
   } else if (name == "zRelu") {
     size_t n = size_t(ReqNumber(sz, "n"));
     const double alpha = ReqNumber(pr, "alpha"), gamma = ReqNumber(pr, "gamma");

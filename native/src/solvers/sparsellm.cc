@@ -429,14 +429,18 @@ void FitOutputToP(Family fam, const PStatistics& ps, const float* b, size_t N, s
 // over the token blocks): W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense), then SparseGPT with H = (2/nsamples) AᵀA.
 // Since W is the least-squares solution, SparseGPT's ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the
 // pruned layer fits the dense targets directly.
-SparseGptResult RefitOutputLayer(const DBuf& Ga, const float* C, const DBuf& colA, const float* b, size_t N, size_t f,
+// Ga is released before the prune (the f x f peak is the refit's: Ga and its Cholesky copy, 16 f² bytes).
+SparseGptResult RefitOutputLayer(DBuf& Ga, const float* C, const DBuf& colA, const float* b, size_t N, size_t f,
                                  size_t d, double nsamples, const SparseLlmOptions& o, SparseGptPruneFn prune,
                                  float* W) {
-  SpdFactor Fa;
-  FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
-  LeastSquaresFromProducts(C, colA, b, f, d, Fa, W);
+  {
+    SpdFactor Fa;
+    FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
+    LeastSquaresFromProducts(C, colA, b, f, d, Fa, W);
+  }
   CheckFinite(W, d * f, "output layer after the refit");
   Buf H = ScaledToFloat(Ga, 2.0 / nsamples);
+  DBuf().swap(Ga);
   return prune(W, d, f, H.data(), PruneOptions(o, false));
 }
 

@@ -4,6 +4,7 @@
  * by the pruned weights. All heavy steps run in C++ (SGEMM/SYRK/Cholesky) off the JavaScript thread.
  */
 import { native } from './addon.js';
+import { requireCuda } from './device.js';
 import type { SparseGptResult } from './sparsegpt.js';
 import { checkDim, checkLength, checkSparsity, sparsityFields, type SparsitySpec } from './sparsity.js';
 
@@ -121,8 +122,16 @@ function checkCommon(tokens: number, hidden: number, ffn: number, nsamples: numb
   checkSparsity(options, ffn);
 }
 
-/** SparseLLM on an OPT FFN (fc1 → ReLU → fc2). */
-export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
+/** The addon entry points: the CPU build's, or the CUDA build's (every SparseGPT prune inside on the GPU; the p, z, s
+ * updates, refits and Gram matrices on the CPU). */
+function solverAddon(device: 'cpu' | 'cuda') {
+  if (device === 'cpu') return { opt: native().sparsellmOpt, llama: native().sparsellmLlama };
+  const gpu = requireCuda();
+  return { opt: gpu.cudaSparsellmOpt, llama: gpu.cudaSparsellmLlama };
+}
+
+/** SparseLLM on an OPT FFN (fc1 → ReLU → fc2); `device` 'cuda' runs its SparseGPT prunes on the GPU. */
+export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions, device: 'cpu' | 'cuda' = 'cpu'): Promise<SparseLlmResult> {
   const { tokens: N, hidden: d, ffn: f } = ffn;
   checkCommon(N, d, f, ffn.nsamples, options);
   checkLength('X', ffn.X, N * d, `${N}×${d}`);
@@ -132,13 +141,13 @@ export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions): Prom
   checkLength('b2', ffn.b2, d, `${d}`);
   checkLength('H1', ffn.H1, d * d, `${d}×${d}`);
   if (ffn.H2) checkLength('H2', ffn.H2, f * f, `${f}×${f}`);
-  return (await native().sparsellmOpt(
+  return (await solverAddon(device).opt(
     ffn.X, ffn.W1, ffn.b1, ffn.W2, ffn.b2, ffn.H1, ffn.H2 ?? null, N, d, f, ffn.nsamples, bindingOptions(options),
   )) as SparseLlmResult;
 }
 
-/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)). */
-export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
+/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)); `device` as sparsellmOpt. */
+export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions, device: 'cpu' | 'cuda' = 'cpu'): Promise<SparseLlmResult> {
   const { tokens: N, hidden: d, ffn: f } = ffn;
   checkCommon(N, d, f, ffn.nsamples, options);
   checkLength('X', ffn.X, N * d, `${N}×${d}`);
@@ -147,7 +156,7 @@ export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): 
   checkLength('Wd', ffn.Wd, d * f, `${d}×${f}`);
   checkLength('Hx', ffn.Hx, d * d, `${d}×${d}`);
   if (ffn.Hd) checkLength('Hd', ffn.Hd, f * f, `${f}×${f}`);
-  return (await native().sparsellmLlama(
+  return (await solverAddon(device).llama(
     ffn.X, ffn.Wg, ffn.Wu, ffn.Wd, ffn.Hx, ffn.Hd ?? null, N, d, f, ffn.nsamples, bindingOptions(options),
   )) as SparseLlmResult;
 }

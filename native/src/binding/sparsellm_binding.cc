@@ -77,8 +77,9 @@ static bool Present(const Napi::CallbackInfo& info, size_t i) {
   return info.Length() > i && !info[i].IsUndefined() && !info[i].IsNull();
 }
 
-// sparsellmOpt(X, W1, b1, W2, b2, H1, H2|null, N, d, f, nsamples, options)
-static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
+// sparsellmOpt(X, W1, b1, W2, b2, H1, H2|null, N, d, f, nsamples, options); every prune inside through `prune`
+// (the CPU SparseGptPrune here; the CUDA binding passes its GPU one for cudaSparsellmOpt).
+Napi::Value SparseLlmOptCall(const Napi::CallbackInfo& info, SparseGptPruneFn prune) {
   Napi::Env env = info.Env();
   size_t N = ArgSize(info, 7, "N"), d = ArgSize(info, 8, "d"), f = ArgSize(info, 9, "ffn");
   double nsamples = info[10].As<Napi::Number>().DoubleValue();
@@ -92,6 +93,7 @@ static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
   F32View H2;
   if (Present(info, 6)) H2 = ArgF32(info, 6, "H2", f * f);
   SparseLlmOptions o = ParseOptions(ArgObject(info, 11), d, f);
+  o.prune = prune;
   auto out = std::make_shared<SparseLlmResult>();
   auto* w = new PromiseWorker(
       env,
@@ -103,8 +105,8 @@ static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
-// sparsellmLlama(X, Wg, Wu, Wd, Hx, Hd|null, N, d, f, nsamples, options)
-static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
+// sparsellmLlama(X, Wg, Wu, Wd, Hx, Hd|null, N, d, f, nsamples, options), prunes through `prune` as above
+Napi::Value SparseLlmLlamaCall(const Napi::CallbackInfo& info, SparseGptPruneFn prune) {
   Napi::Env env = info.Env();
   size_t N = ArgSize(info, 6, "N"), d = ArgSize(info, 7, "d"), f = ArgSize(info, 8, "ffn");
   double nsamples = info[9].As<Napi::Number>().DoubleValue();
@@ -117,6 +119,7 @@ static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
   F32View Hd;
   if (Present(info, 5)) Hd = ArgF32(info, 5, "Hd", f * f);
   SparseLlmOptions o = ParseOptions(ArgObject(info, 10), d, f);
+  o.prune = prune;
   auto out = std::make_shared<SparseLlmResult>();
   auto* w = new PromiseWorker(
       env, [=] { *out = SparseLlmLlama(X.data, N, d, f, Wg.data, Wu.data, Wd.data, Hx.data, Hd.data, nsamples, o); },
@@ -176,6 +179,9 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
   w->Queue();
   return w->Promise();
 }
+
+static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) { return SparseLlmOptCall(info, &SparseGptPrune); }
+static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) { return SparseLlmLlamaCall(info, &SparseGptPrune); }
 
 SPARSELLM_REGISTER(sparsellm, [](Napi::Env env, Napi::Object exports) {
   exports.Set("sparsellmOpt", Napi::Function::New(env, SparseLlmOptJs));

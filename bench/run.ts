@@ -4,6 +4,8 @@
  *   npm run bench -- --quick    smoke check (~1–2 min)
  *   npm run bench -- --full     larger sizes (OPT-125m-shaped 768×12, nsamples/seqlen sweeps on d=512; ~1 h)
  *   npm run bench -- --depth    only peak RSS against depth (d=512, 4 and 24 blocks; bench/depth.ts, ~3 min)
+ *   npm run bench -- --sparsellm-solve [--before-addon PATH]   only the SparseLLM solve of one d=768 block, peak RSS,
+ *                               and before/after against another build of the addon (bench/sparsellm-solve.ts)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
  * Every prune runs in its own process (bench/child-prune.ts → runPrune) so that its peak RSS is its own. Models:
@@ -23,6 +25,7 @@ import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
 import { DEPTH_BEGIN, DEPTH_END } from './depth-section.js';
+import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from './svg.js';
 
@@ -38,6 +41,10 @@ const mode: Mode = argv.includes('--quick') ? 'quick' : argv.includes('--full') 
 const keep = argv.includes('--keep');
 if (argv.includes('--depth')) {
   await import('./depth.js');
+  process.exit(0);
+}
+if (argv.includes('--sparsellm-solve')) {
+  await import('./sparsellm-solve.js');
   process.exit(0);
 }
 
@@ -453,7 +460,10 @@ async function main(): Promise<void> {
   const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
   const [d0, d1] = [oldMd.indexOf(DEPTH_BEGIN), oldMd.indexOf(DEPTH_END)];
   const depthSection = d0 >= 0 && d1 > d0 ? `\n${oldMd.slice(d0, d1 + DEPTH_END.length)}\n` : '';
-  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection);
+  // and so is the SparseLLM solve section (bench/sparsellm-solve.ts, `-- --sparsellm-solve`)
+  const [solve0, solve1] = [oldMd.indexOf(SOLVE_BEGIN), oldMd.indexOf(SOLVE_END)];
+  const solveSection = solve0 >= 0 && solve1 > solve0 ? `\n${oldMd.slice(solve0, solve1 + SOLVE_END.length)}\n` : '';
+  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection + solveSection);
   process.stderr.write(`wrote bench/results.json, bench/results.svg, bench/RESULTS.md\n`);
   if (!keep) rmSync(outRoot, { recursive: true, force: true });
 }

@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { native } from '../src/native/addon.js';
 import { cudaAddonPath, cudaInfo, resolveDevice, type CudaInfo } from '../src/native/device.js';
 import { UserError } from '../src/errors.js';
+import { optFamily } from '../src/model/families/opt.js';
+import { sparseLlmOptions } from '../src/pipeline/options.js';
 
 const gpuInfo = (over: Partial<CudaInfo>): CudaInfo => ({
   built: true,
@@ -105,6 +107,10 @@ test('the CUDA build loads here and fails gracefully without a GPU', { skip: !cu
     try { await addon.cudaHessianAccumulate(H, X, 2, 4, 0, 1); results.hessian = 'resolved'; } catch (e) { results.hessian = e.message; }
     try { await addon.cudaSparseGptPrune(new Float32Array(8), 2, 4, Float32Array.from({length: 16}, (_, i) => i % 5 === 0 ? 1 : 0), { sparsity: 0.5, percdamp: 0.01, blocksize: 128, accumulateDamping: false, doublePrecision: false }); results.sparsegpt = 'resolved'; } catch (e) { results.sparsegpt = e.message; }
     try { await addon.cudaReluZUpdate(new Float32Array(4), new Float32Array(4), new Float32Array(4), 1, 1); results.relu = 'resolved'; } catch (e) { results.relu = e.message; }
+    // SparseLLM with its inner SparseGPT prunes on the GPU (N 16, d 4, ffn 8): the first prune needs the GPU
+    const x = (n, k) => Float32Array.from({ length: n }, (_, i) => Math.sin(k * (i + 1)));
+    const eye = Float32Array.from({ length: 16 }, (_, i) => (i % 5 === 0 ? 1 : 0));
+    try { await addon.cudaSparsellmOpt(x(64, 1), x(32, 2), x(8, 3), x(32, 4), x(4, 5), eye, null, 16, 4, 8, 1, ${JSON.stringify(sparseLlmOptions(optFamily, { sparsity: 0.5 }))}); results.sparsellm = 'resolved'; } catch (e) { results.sparsellm = e.message; }
     try { addon.cudaSparseGptPrune(new Float32Array(7), 2, 4, H, { sparsity: 0.5, percdamp: 0.01, blocksize: 128, accumulateDamping: false, doublePrecision: false }); results.sizes = 'accepted'; } catch (e) { results.sizes = e.constructor.name + ': ' + e.message; }
     try { addon.cudaSparseGptPrune(new Float32Array(8), 2, 4, H, { prunen: 2, prunem: 4, percdamp: 0.01, blocksize: 6, accumulateDamping: false, doublePrecision: false }); results.nm = 'accepted'; } catch (e) { results.nm = e.constructor.name + ': ' + e.message; }
     try { addon.cudaSparseGptPrune(new Float32Array(8), 2, 4, H, { sparsity: 0.5, blocksize: 128, accumulateDamping: false, doublePrecision: false }); results.missing = 'accepted'; } catch (e) { results.missing = e.constructor.name + ': ' + e.message; }
@@ -124,7 +130,7 @@ test('the CUDA build loads here and fails gracefully without a GPU', { skip: !cu
   assert.ok(info.reason && info.reason.length > 0);
   assert.deepEqual(info.devices, []);
   if (info.driverVersion === 0) assert.match(info.reason!, /cudaGetDeviceCount failed: cudaError\w+ .*no NVIDIA driver/);
-  for (const k of ['hessian', 'sparsegpt', 'relu']) assert.equal(results[k], `CUDA unavailable: ${info.reason}`);
+  for (const k of ['hessian', 'sparsegpt', 'relu', 'sparsellm']) assert.equal(results[k], `CUDA unavailable: ${info.reason}`);
 });
 
 function haveCc(): boolean {

@@ -43,6 +43,9 @@ export interface CudaAddon extends NativeAddon {
   ): Promise<{ seconds: number; cublas: boolean }>;
   /** options: sparseGptBindingOptions() (src/native/sparsegpt.ts), the same object the CPU binding reads */
   cudaSparseGptPrune(W: Float32Array, rows: number, cols: number, H: Float32Array, options: object): Promise<SparseGptResult>;
+  /** SparseLLM with its SparseGPT prunes on the GPU: the arguments of NativeAddon.sparsellmOpt / sparsellmLlama */
+  cudaSparsellmOpt: NativeAddon['sparsellmOpt'];
+  cudaSparsellmLlama: NativeAddon['sparsellmLlama'];
   cudaReluZUpdate(z: Float32Array, p: Float32Array, m: Float32Array, alpha: number, gamma: number): Promise<void>;
   cudaSiluZUpdate(
     z: Float32Array, p: Float32Array, m: Float32Array, s: Float32Array, alpha: number, gamma: number,

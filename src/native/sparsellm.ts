@@ -4,6 +4,7 @@
  * by the pruned weights. All heavy steps run in C++ (SGEMM/SYRK/Cholesky) off the JavaScript thread.
  */
 import { native } from './addon.js';
+import { requireCuda } from './device.js';
 import type { SparseGptResult } from './sparsegpt.js';
 import { checkDim, checkLength, checkSparsity, sparsityFields, type SparsitySpec } from './sparsity.js';
 
@@ -37,6 +38,8 @@ export type SparseLlmOptions = SparsitySpec & {
   sUpdate: 'gd' | 'newton';
   sSteps: number;
   sLr: number;
+  /** tokens per block of the p/z/s updates and of the per-token accumulations (0 = automatic, about 16 MB per FFN-wide block) */
+  tokenChunk: number;
 };
 
 /** The options object the bindings read: every field present. */
@@ -119,8 +122,16 @@ function checkCommon(tokens: number, hidden: number, ffn: number, nsamples: numb
   checkSparsity(options, ffn);
 }
 
-/** SparseLLM on an OPT FFN (fc1 → ReLU → fc2). */
-export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
+/** The addon entry points: the CPU build's, or the CUDA build's (every SparseGPT prune inside on the GPU; the p, z, s
+ * updates, refits and Gram matrices on the CPU). */
+function solverAddon(device: 'cpu' | 'cuda') {
+  if (device === 'cpu') return { opt: native().sparsellmOpt, llama: native().sparsellmLlama };
+  const gpu = requireCuda();
+  return { opt: gpu.cudaSparsellmOpt, llama: gpu.cudaSparsellmLlama };
+}
+
+/** SparseLLM on an OPT FFN (fc1 → ReLU → fc2); `device` 'cuda' runs its SparseGPT prunes on the GPU. */
+export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions, device: 'cpu' | 'cuda' = 'cpu'): Promise<SparseLlmResult> {
   const { tokens: N, hidden: d, ffn: f } = ffn;
   checkCommon(N, d, f, ffn.nsamples, options);
   checkLength('X', ffn.X, N * d, `${N}×${d}`);
@@ -130,13 +141,13 @@ export async function sparsellmOpt(ffn: OptFfn, options: SparseLlmOptions): Prom
   checkLength('b2', ffn.b2, d, `${d}`);
   checkLength('H1', ffn.H1, d * d, `${d}×${d}`);
   if (ffn.H2) checkLength('H2', ffn.H2, f * f, `${f}×${f}`);
-  return (await native().sparsellmOpt(
+  return (await solverAddon(device).opt(
     ffn.X, ffn.W1, ffn.b1, ffn.W2, ffn.b2, ffn.H1, ffn.H2 ?? null, N, d, f, ffn.nsamples, bindingOptions(options),
   )) as SparseLlmResult;
 }
 
-/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)). */
-export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): Promise<SparseLlmResult> {
+/** SparseLLM on a LLaMA FFN (down(silu(gate x) ⊙ up x)); `device` as sparsellmOpt. */
+export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions, device: 'cpu' | 'cuda' = 'cpu'): Promise<SparseLlmResult> {
   const { tokens: N, hidden: d, ffn: f } = ffn;
   checkCommon(N, d, f, ffn.nsamples, options);
   checkLength('X', ffn.X, N * d, `${N}×${d}`);
@@ -145,19 +156,20 @@ export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions): 
   checkLength('Wd', ffn.Wd, d * f, `${d}×${f}`);
   checkLength('Hx', ffn.Hx, d * d, `${d}×${d}`);
   if (ffn.Hd) checkLength('Hd', ffn.Hd, f * f, `${f}×${f}`);
-  return (await native().sparsellmLlama(
+  return (await solverAddon(device).llama(
     ffn.X, ffn.Wg, ffn.Wu, ffn.Wd, ffn.Hx, ffn.Hd ?? null, N, d, f, ffn.nsamples, bindingOptions(options),
   )) as SparseLlmResult;
 }
 
 /** Single SparseLLM update steps (exported for tests and experiments); all arrays [N, f] token-major unless noted. */
 export const sparsellmSteps = {
-  /** Eq. 4.6/4.10: P ← (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act); W [d, f], Y [N, d], b [d] optional. */
+  /** Eq. 4.6/4.10: P ← (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act) (Woodbury d×d form, token blocks of `chunk` rows,
+   * 0 = automatic); W [d, f], Y [N, d], b [d] optional. */
   p(P: Float32Array, Y: Float32Array, W: Float32Array, act: Float32Array, N: number, d: number, f: number,
-    beta: number, gamma: number, b?: Float32Array): Promise<void> {
+    beta: number, gamma: number, b?: Float32Array, chunk = 0): Promise<void> {
     const arrays: Record<string, Float32Array> = { P, Y, W, act };
     if (b) arrays.b = b;
-    return native().sparsellmStep('p', arrays, { N, d, f }, { beta, gamma });
+    return native().sparsellmStep('p', arrays, { N, d, f, chunk }, { beta, gamma });
   },
   /** Eqs. 4.7–4.8: Z ← argmin_v γ(p − relu(v))² + α(v − m)² elementwise. */
   zRelu(Z: Float32Array, P: Float32Array, M: Float32Array, alpha: number, gamma: number): Promise<void> {

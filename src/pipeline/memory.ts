@@ -61,8 +61,13 @@ export function estimatePeakMemory(layout: DecoderLayout, nsamples: number, seql
     // one block's weights: original, pruned copy, session copy
     blockWeights: blockWeights * 3,
     hessians: method === 'wanda' ? 0 : hessians,
-    // SparseLLM keeps the FFN input and its auxiliary variables (z, p, s, targets) for all tokens
-    sparsellm: method === 'sparsellm' ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * 5 + ffn * ffn * 8 : 0,
+    // SparseLLM (native/src/solvers/sparsellm.cc): the FFN input X and the dense targets Y [tokens, hidden], the
+    // family's tokens × ffn arrays (z, s, pre-activations: FamilySpec.sparsellmFfnBuffers), the output layer's double
+    // Gram and its Cholesky copy (16·ffn² bytes, the f × f peak of the refit), and the token blocks of the updates
+    // (two float blocks and one double block of 2²² values: 64 MB)
+    sparsellm: method === 'sparsellm'
+      ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 + 64 * 2 ** 20
+      : 0,
     // onnxruntime's attention scores/probabilities per run, and the captured linear inputs of one run
     forward: microBatch * heads * seqlen * seqlen * 4 * 4 + microBatch * seqlen * ffn * 4 * 6,
     model: shape.residentModelBytes,

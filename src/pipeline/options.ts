@@ -49,6 +49,8 @@ export const SPARSELLM_DEFAULTS = {
   sUpdate: 'newton',
   sSteps: 2,
   sLr: 0.01,
+  /** token rows per block of the solver's updates (0 = automatic: about 16 MB per FFN-wide block) */
+  tokenChunk: 0,
 } as const satisfies Omit<SparseLlmOptions, 'alpha' | 'beta' | 'gamma' | 'percdamp' | 'blocksize' | 'sparsity' | 'prunen' | 'prunem'>;
 
 /** The rest of a prune run's defaults (CLI flags and runPrune callers both take them from here). */
@@ -193,6 +195,7 @@ export function sparseLlmOptions(family: Pick<FamilySpec, 'sparsellm'>, o: Spars
     sUpdate: pick('sUpdate'),
     sSteps: pick('sSteps'),
     sLr: pick('sLr'),
+    tokenChunk: pick('tokenChunk'),
   };
 }
 

@@ -84,6 +84,8 @@ export async function pruneBlock(
     const { X, tokens } = stats!.ffnInput();
     const solverOptions = sparseLlmOptions(family, { ...options.sparsellm, ...spec, percdamp: options.percdamp, blocksize: options.blocksize });
     const t0 = performance.now();
+    // --device cuda: SparseLLM's inner SparseGPT prunes run on the GPU too
+    const device = options.device === 'cuda' ? 'cuda' : 'cpu';
     let result: SparseLlmResult;
     // the family table names the FFN's roles in the solver's order: OPT [fc1, fc2], LLaMA [gate, up, down]
     const roles = family.ffnRoles.global;
@@ -102,6 +104,7 @@ export async function pruneBlock(
           H1: stats!.hessian(fc1.role).H, H2: stats!.hessian(fc2.role).H, nsamples: stats!.sequences,
         },
         solverOptions,
+        device,
       );
     } else {
       const [gate, up, down] = roles.map(linear) as [LinearLayer, LinearLayer, LinearLayer];
@@ -111,6 +114,7 @@ export async function pruneBlock(
           Hx: stats!.hessian(family.ffnRoles.input).H, Hd: stats!.hessian(down.role).H, nsamples: stats!.sequences,
         },
         solverOptions,
+        device,
       );
     }
     const seconds = (performance.now() - t0) / 1000;

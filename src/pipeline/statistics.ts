@@ -1,7 +1,8 @@
 // Calibration statistics of one decoder block, gathered from the dense forward pass with hooks:
 // - one SparseGPT Hessian per distinct linear input (q/k/v share theirs, as do gate/up), H = (2/n) Σ XᵀX;
 // - one Wanda scaler per distinct input, Σ x² / n (per input channel);
-// - for SparseLLM, the FFN's input activations X (token-major), kept whole for the global updates.
+// - for SparseLLM, the FFN's input activations X (token-major), kept whole for the global updates (the captured
+//   chunks are released as they are concatenated).
 import { HessianAccumulator } from '../native/hessian.js';
 import { WandaScaler } from '../native/wanda.js';
 import type { DecoderBlock } from '../model/index.js';
@@ -20,6 +21,7 @@ export class BlockStatisticsCollector implements BlockStatistics {
   private readonly hessians = new Map<string, HessianAccumulator>();
   private readonly scalers = new Map<string, WandaScaler>();
   private readonly ffnChunks: Float32Array[] = [];
+  private ffnTaken = false;
   private readonly inputOf: Map<string, string>;
   sequences = 0;
 
@@ -78,12 +80,15 @@ export class BlockStatisticsCollector implements BlockStatistics {
     }
   }
 
+  /** Concatenates the FFN input chunks and releases them (each is dropped as soon as it is copied): call once. */
   ffnInput(): { X: Float32Array; tokens: number } {
+    if (this.ffnTaken) throw new Error(`block ${this.block.index}: the FFN input was already taken`);
+    this.ffnTaken = true;
     const hidden = this.block.linears.find((l) => l.role === this.ffnInputRole)!.inFeatures;
     const total = this.ffnChunks.reduce((s, c) => s + c.length, 0);
     const X = new Float32Array(total);
     let at = 0;
-    for (const c of this.ffnChunks) {
+    for (let c = this.ffnChunks.shift(); c; c = this.ffnChunks.shift()) {
       X.set(c, at);
       at += c.length;
     }

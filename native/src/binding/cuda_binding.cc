@@ -10,6 +10,7 @@
 
 #include "binding/options.h"
 #include "cuda/cuda_api.h"
+#include "solvers/sparsellm.h"
 #endif
 
 namespace sparsellm {
@@ -154,8 +155,30 @@ static Napi::Value CudaSiluZUpdateJs(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
+// SparseLLM with every SparseGPT prune inside on the GPU (fc1/up/gate with their d x d Hessians, fc2/down with the
+// f x f one); the p, z, s updates, the least-squares refits and the Gram matrices stay on the CPU (BLAS).
+Napi::Value SparseLlmOptCall(const Napi::CallbackInfo& info, SparseGptPruneFn prune);    // sparsellm_binding.cc
+Napi::Value SparseLlmLlamaCall(const Napi::CallbackInfo& info, SparseGptPruneFn prune);  // sparsellm_binding.cc
+
+static SparseGptResult CudaPrune(float* W, size_t rows, size_t cols, float* H, const SparseGptOptions& o) {
+  const cuda::SparseGptResult g = cuda::SparseGptPrune(W, rows, cols, H, o);
+  SparseGptResult r;
+  r.loss = g.loss;
+  r.damping = g.damping;
+  r.retries = g.retries;
+  r.pruned = g.pruned;
+  r.seconds = g.seconds;
+  return r;
+}
+
+// cudaSparsellmOpt / cudaSparsellmLlama: the arguments of sparsellmOpt / sparsellmLlama (sparsellm_binding.cc).
+static Napi::Value CudaSparseLlmOptJs(const Napi::CallbackInfo& info) { return SparseLlmOptCall(info, &CudaPrune); }
+static Napi::Value CudaSparseLlmLlamaJs(const Napi::CallbackInfo& info) { return SparseLlmLlamaCall(info, &CudaPrune); }
+
 SPARSELLM_REGISTER(cuda, [](Napi::Env env, Napi::Object exports) {
   exports.Set("cudaInfo", Napi::Function::New(env, CudaInfoJs));
+  exports.Set("cudaSparsellmOpt", Napi::Function::New(env, CudaSparseLlmOptJs));
+  exports.Set("cudaSparsellmLlama", Napi::Function::New(env, CudaSparseLlmLlamaJs));
   exports.Set("cudaHessianAccumulate", Napi::Function::New(env, CudaHessianAccumulateJs));
   exports.Set("cudaSparseGptPrune", Napi::Function::New(env, CudaSparseGptPruneJs));
   exports.Set("cudaReluZUpdate", Napi::Function::New(env, CudaReluZUpdateJs));

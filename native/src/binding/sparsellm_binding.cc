@@ -34,6 +34,9 @@ static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f) 
   s.sNewton = su == "newton";
   s.sSteps = int(ReqNumber(o, "sSteps"));
   s.sLr = ReqNumber(o, "sLr");
+  const double chunk = ReqNumber(o, "tokenChunk");
+  Require(o.Env(), chunk >= 0 && chunk == double(size_t(chunk)), "tokenChunk must be a non-negative integer");
+  s.tokenChunk = size_t(chunk);
   Require(o.Env(), s.epochs >= 1, "epochs must be >= 1");
   Require(o.Env(), s.alpha > 0 && s.beta > 0 && s.gamma > 0, "alpha, beta, gamma must be > 0");
   Require(o.Env(), s.blocksize > 0 && (!s.sp.nm() || s.blocksize % s.sp.prunem == 0),
@@ -74,8 +77,9 @@ static bool Present(const Napi::CallbackInfo& info, size_t i) {
   return info.Length() > i && !info[i].IsUndefined() && !info[i].IsNull();
 }
 
-// sparsellmOpt(X, W1, b1, W2, b2, H1, H2|null, N, d, f, nsamples, options)
-static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
+// sparsellmOpt(X, W1, b1, W2, b2, H1, H2|null, N, d, f, nsamples, options); every prune inside through `prune`
+// (the CPU SparseGptPrune here; the CUDA binding passes its GPU one for cudaSparsellmOpt).
+Napi::Value SparseLlmOptCall(const Napi::CallbackInfo& info, SparseGptPruneFn prune) {
   Napi::Env env = info.Env();
   size_t N = ArgSize(info, 7, "N"), d = ArgSize(info, 8, "d"), f = ArgSize(info, 9, "ffn");
   double nsamples = info[10].As<Napi::Number>().DoubleValue();
@@ -89,6 +93,7 @@ static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
   F32View H2;
   if (Present(info, 6)) H2 = ArgF32(info, 6, "H2", f * f);
   SparseLlmOptions o = ParseOptions(ArgObject(info, 11), d, f);
+  o.prune = prune;
   auto out = std::make_shared<SparseLlmResult>();
   auto* w = new PromiseWorker(
       env,
@@ -100,8 +105,8 @@ static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
-// sparsellmLlama(X, Wg, Wu, Wd, Hx, Hd|null, N, d, f, nsamples, options)
-static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
+// sparsellmLlama(X, Wg, Wu, Wd, Hx, Hd|null, N, d, f, nsamples, options), prunes through `prune` as above
+Napi::Value SparseLlmLlamaCall(const Napi::CallbackInfo& info, SparseGptPruneFn prune) {
   Napi::Env env = info.Env();
   size_t N = ArgSize(info, 6, "N"), d = ArgSize(info, 7, "d"), f = ArgSize(info, 8, "ffn");
   double nsamples = info[9].As<Napi::Number>().DoubleValue();
@@ -114,6 +119,7 @@ static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
   F32View Hd;
   if (Present(info, 5)) Hd = ArgF32(info, 5, "Hd", f * f);
   SparseLlmOptions o = ParseOptions(ArgObject(info, 10), d, f);
+  o.prune = prune;
   auto out = std::make_shared<SparseLlmResult>();
   auto* w = new PromiseWorker(
       env, [=] { *out = SparseLlmLlama(X.data, N, d, f, Wg.data, Wu.data, Wd.data, Hx.data, Hd.data, nsamples, o); },
@@ -125,7 +131,7 @@ static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) {
 }
 
 // sparsellmStep(name, arrays: {..}, sizes: {n, N, d, f}, params): single update steps, for tests.
-//  'p':      P = (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act)   arrays {P, Y, W, b?, act}, sizes {N, d, f}
+//  'p':      P = (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act)   arrays {P, Y, W, b?, act}, sizes {N, d, f, chunk?}
 //  'zRelu':  arrays {Z, P, M}, sizes {n}             'zSilu': arrays {Z, P, M, S}, sizes {n}
 //  's':      arrays {S, G, P, Z}, sizes {n}, params {newton, steps, lr}
 static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
@@ -145,7 +151,8 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
     auto P = get("P", N * f), Y = get("Y", N * d), W = get("W", d * f), act = get("act", N * f);
     F32View b;
     if (arr.Has("b")) b = get("b", d);
-    work = [=] { SparseLlmPUpdate(P.data, Y.data, W.data, b.data, act.data, N, d, f, beta, gamma); };
+    const size_t chunk = sz.Has("chunk") ? size_t(ReqNumber(sz, "chunk")) : 0;
+    work = [=] { SparseLlmPUpdate(P.data, Y.data, W.data, b.data, act.data, N, d, f, beta, gamma, chunk); };
   } else if (name == "zRelu") {
     size_t n = size_t(ReqNumber(sz, "n"));
     const double alpha = ReqNumber(pr, "alpha"), gamma = ReqNumber(pr, "gamma");
@@ -172,6 +179,9 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
   w->Queue();
   return w->Promise();
 }
+
+static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) { return SparseLlmOptCall(info, &SparseGptPrune); }
+static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) { return SparseLlmLlamaCall(info, &SparseGptPrune); }
 
 SPARSELLM_REGISTER(sparsellm, [](Napi::Env env, Napi::Object exports) {
   exports.Set("sparsellmOpt", Napi::Function::New(env, SparseLlmOptJs));

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <vector>
 
 #include "common/async.h"
 #include "common/blas.h"
+#include "common/workspace.h"
 
 namespace sparsellm {
 
@@ -30,11 +32,6 @@ void GemmNN(size_t m, size_t n, size_t k, float alpha, const float* A, const flo
 void GemmTN(size_t m, size_t n, size_t k, float alpha, const float* A, const float* B, float beta, float* C) {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(m), int(n), int(k), alpha, A, int(m), B, int(n), beta, C,
               int(n));
-}
-// G[n,n] = scale * A[k,n]ᵀ A  (SYRK, both triangles)
-void Gram(const float* A, size_t k, size_t n, float scale, float* G) {
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(k), scale, A, int(n), 0.0f, G, int(n));
-  MirrorUpper(G, n);
 }
 using DBuf = std::vector<double>;
 
@@ -99,48 +96,62 @@ void FactorGram(SpdFactor& F, const DBuf& G, size_t n, size_t tokens, double rel
   throw std::runtime_error(std::string("sparsellm: the normal equations of ") + what + " are not positive definite");
 }
 
-// Least squares W [out, in] = argmin ‖Tgt − Src Wᵀ − 1 biasᵀ‖² through the factored Gram F of Src [N, in]:
-// (SrcᵀSrc) Wᵀ = Srcᵀ (Tgt − 1 biasᵀ).
-void LeastSquares(const float* Src, const float* Tgt, const float* bias, size_t N, size_t in, size_t out,
-                  const SpdFactor& F, float* W) {
-  Buf C(in * out);
-  GemmTN(in, out, N, 1.0f, Src, Tgt, 0.0f, C.data());  // Srcᵀ Tgt [in, out]
-  if (bias) {
-    std::vector<double> colsum(in, 0.0);
-    for (size_t t = 0; t < N; ++t)
-      for (size_t j = 0; j < in; ++j) colsum[j] += Src[t * in + j];
-    for (size_t j = 0; j < in; ++j)
-      for (size_t o = 0; o < out; ++o) C[j * out + o] -= float(colsum[j] * bias[o]);
-  }
+// Least squares W [out, in] = argmin ‖Tgt − Src Wᵀ − 1 biasᵀ‖² from the accumulated C = Srcᵀ Tgt [in, out], the column
+// sums of Src and the factored Gram F of Src: (SrcᵀSrc) Wᵀ = Srcᵀ (Tgt − 1 biasᵀ) = C − colsum ⊗ bias.
+void LeastSquaresFromProducts(const float* C, const DBuf& colsum, const float* bias, size_t in, size_t out,
+                              const SpdFactor& F, float* W) {
   // column-major [in, out] right-hand side == row-major [out, in] == W's layout
   std::vector<double> Bc(in * out);
   for (size_t j = 0; j < in; ++j)
-    for (size_t o = 0; o < out; ++o) Bc[o * in + j] = C[j * out + o];
+    for (size_t o = 0; o < out; ++o) Bc[o * in + j] = C[j * out + o] - (bias ? float(colsum[j] * bias[o]) : 0.0f);
   F.Solve(Bc.data(), out);
   for (size_t i = 0; i < in * out; ++i) W[i] = float(Bc[i]);
 }
 
-// Reference quirk: W = Tgt_centredᵀ · fp16(Xinv), Xinv = X (XᵀX)⁻¹ [N, d] rounded to fp16, result rounded to fp16.
-void LeastSquaresFp16Pinv(const float* X, const float* Tgt, const float* bias, size_t N, size_t d, size_t out,
-                          const SpdFactor& F, float* W) {
-  std::vector<double> I(d * d, 0.0);
-  for (size_t i = 0; i < d; ++i) I[i * d + i] = 1.0;
-  F.Solve(I.data(), d);
-  Buf Ginv(I.begin(), I.end());
-  Buf Xinv(N * d);
-  GemmNN(N, d, d, 1.0f, X, Ginv.data(), 0.0f, Xinv.data());
-  RoundToHalf(Xinv.data(), Xinv.size());
-  Buf C(d * out);
-  GemmTN(d, out, N, 1.0f, Xinv.data(), Tgt, 0.0f, C.data());  // Xinvᵀ Tgt
-  if (bias) {
-    std::vector<double> colsum(d, 0.0);
-    for (size_t t = 0; t < N; ++t)
-      for (size_t j = 0; j < d; ++j) colsum[j] += Xinv[t * d + j];
-    for (size_t j = 0; j < d; ++j)
-      for (size_t o = 0; o < out; ++o) C[j * out + o] -= float(colsum[j] * bias[o]);
-  }
+// Reference quirk: W = fp16(Xinvᵀ (Tgt − 1 biasᵀ)), Xinv = fp16(X (XᵀX)⁻¹) [N, d]; C = Xinvᵀ Tgt and the column sums
+// of Xinv come accumulated over the token blocks.
+void LeastSquaresFp16FromProducts(const float* C, const DBuf& colsum, const float* bias, size_t d, size_t out,
+                                  float* W) {
   for (size_t j = 0; j < d; ++j)
-    for (size_t o = 0; o < out; ++o) W[o * d + j] = RoundToHalf(C[j * out + o]);
+    for (size_t o = 0; o < out; ++o)
+      W[o * d + j] = RoundToHalf(C[j * out + o] - (bias ? float(colsum[j] * bias[o]) : 0.0f));
+}
+
+// Token blocks [r0, r0 + rows) of N tokens, `rows` = tokenChunk or about 16 MB of an f-wide float block.
+size_t ChunkRows(size_t N, size_t f, size_t requested) {
+  const size_t automatic = std::max<size_t>(256, (size_t(1) << 22) / std::max<size_t>(f, 1));
+  return std::max<size_t>(1, std::min(N, requested ? requested : automatic));
+}
+
+// G [n, n] = Σ over token blocks of AᵀA in double (each block converted, DSYRK on the upper triangle); see GramDouble.
+class GramAccumulator {
+ public:
+  void Reset(size_t n, size_t maxRows) {
+    n_ = n;
+    G.assign(n * n, 0.0);
+    conv_.Reset(maxRows * n * sizeof(double));
+  }
+  void Add(const float* A, size_t rows) {
+    double* c = conv_.as<double>();
+    for (size_t i = 0; i < rows * n_; ++i) c[i] = A[i];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n_), int(rows), 1.0, c, int(n_), 1.0, G.data(), int(n_));
+  }
+  // both triangles, when every block is in
+  void Finish() {
+    for (size_t i = 0; i < n_; ++i)
+      for (size_t j = 0; j < i; ++j) G[i * n_ + j] = G[j * n_ + i];
+    conv_.Release();
+  }
+  DBuf G;
+
+ private:
+  size_t n_ = 0;
+  Scratch conv_;
+};
+
+void AddColumnSums(const float* A, size_t rows, size_t cols, DBuf& sums) {
+  for (size_t t = 0; t < rows; ++t)
+    for (size_t j = 0; j < cols; ++j) sums[j] += A[t * cols + j];
 }
 
 void CheckFinite(const float* x, size_t n, const char* what) {
@@ -174,24 +185,66 @@ void Validate(const SparseLlmOptions& o, size_t d, size_t f, size_t N, double ns
 
 // ---------------------------------------------------------------- single steps
 
-void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, const float* act, size_t N, size_t d,
-                      size_t f, double beta, double gamma) {
-  // A = β WᵀW + γ I  (f x f, SYRK), inverted through Cholesky in double
-  Buf A(f * f), Ainv(f * f);
-  Gram(W, d, f, float(beta), A.data());
-  for (size_t i = 0; i < f; ++i) A[i * f + i] += float(gamma);
-  if (!SpdInverse(A.data(), f, Ainv.data())) throw std::runtime_error("sparsellm: p-update matrix is not SPD");
-  // R = γ act + β (Y − 1bᵀ) W
-  Buf R(act, act + N * f);
-  for (auto& v : R) v *= float(gamma);
-  GemmNN(N, f, d, float(beta), Y, W, 1.0f, R.data());
-  if (b) {
-    Buf v(f, 0.0f);
-    for (size_t j = 0; j < d; ++j)
-      for (size_t c = 0; c < f; ++c) v[c] -= float(beta) * b[j] * W[j * f + c];
-    AddRowVector(R.data(), N, f, v.data());
+namespace {
+
+// The p update of Eqs. 4.6 / 4.10 for one fixed output layer W [d, f]. (β WᵀW + γ I)⁻¹ is an identity plus a rank-d
+// term; by the Woodbury identity (β WᵀW + γ I)⁻¹ = (1/γ) [I − Wᵀ (W Wᵀ + (γ/β) I)⁻¹ W], and substituting
+// R = γ act + β (Y − 1bᵀ) W gives, per token row,
+//   p = act + Wᵀ K⁻¹ (y − b − W act),   K = W Wᵀ + (γ/β) I_d,
+// i.e. F = E K⁻¹ with E = Y − 1bᵀ − act Wᵀ [rows, d], then P = act + F W: 4·rows·d·f + 2·rows·d² flops per block,
+// against 2·rows·f·(d + f) for the f x f form, and a d x d inverse instead of an f x f one. The output residual of
+// the new p is Y − 1bᵀ − P Wᵀ = E − F (K − (γ/β) I) = (γ/β) F, so ‖Y − Wp − b‖² = (γ/β)² ‖F‖² comes for free.
+class PUpdater {
+ public:
+  PUpdater(const float* W, size_t d, size_t f, double beta, double gamma, size_t maxRows)
+      : W_(W), d_(d), f_(f), ratio_(gamma / beta), Kinv_(d * d) {
+    // K = W Wᵀ + (γ/β) I in double (DSYRK over the f columns), inverted through Cholesky
+    DBuf Wd(W, W + d * f), K(d * d, 0.0);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(d), int(f), 1.0, Wd.data(), int(f), 0.0, K.data(), int(d));
+    for (size_t i = 0; i < d; ++i) K[i * d + i] += ratio_;
+    int n = int(d), info = 0;
+    dpotrf_("L", &n, K.data(), &n, &info);  // row-major upper == column-major lower
+    if (info == 0) dpotri_("L", &n, K.data(), &n, &info);
+    if (info != 0) throw std::runtime_error("sparsellm: p-update matrix is not SPD");
+    for (size_t c = 0; c < d; ++c)
+      for (size_t r = c; r < d; ++r) Kinv_[r * d + c] = Kinv_[c * d + r] = float(K[r + c * d]);
+    if (!AllFinite(Kinv_.data(), d * d)) throw std::runtime_error("sparsellm: p-update matrix is not SPD");
+    E_.Reset(maxRows * d * sizeof(float));
+    F_.Reset(maxRows * d * sizeof(float));
   }
-  GemmNN(N, f, f, 1.0f, R.data(), Ainv.data(), 0.0f, P);  // P = R A⁻¹ (A symmetric)
+  // P [rows, f] = act + F W for one token block (Y [rows, d]); returns ‖Y − 1bᵀ − P Wᵀ‖² = (γ/β)² ‖F‖².
+  double Apply(const float* act, const float* Y, const float* b, size_t rows, float* P) {
+    float* E = E_.as<float>();
+    float* F = F_.as<float>();
+    std::copy(Y, Y + rows * d_, E);
+    if (b)
+      for (size_t t = 0; t < rows; ++t)
+        for (size_t j = 0; j < d_; ++j) E[t * d_ + j] -= b[j];
+    GemmNT(rows, d_, f_, -1.0f, act, W_, 1.0f, E);           // E = Y − 1bᵀ − act Wᵀ
+    GemmNN(rows, d_, d_, 1.0f, E, Kinv_.data(), 0.0f, F);     // F = E K⁻¹
+    if (P != act) std::copy(act, act + rows * f_, P);
+    GemmNN(rows, f_, d_, 1.0f, F, W_, 1.0f, P);               // P = act + F W
+    return ratio_ * ratio_ * SumSq(F, rows * d_);
+  }
+
+ private:
+  const float* W_;
+  size_t d_, f_;
+  double ratio_;
+  Buf Kinv_;
+  Scratch E_, F_;
+};
+
+}  // namespace
+
+void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, const float* act, size_t N, size_t d,
+                      size_t f, double beta, double gamma, size_t tokenChunk) {
+  const size_t rows = ChunkRows(N, f, tokenChunk);
+  PUpdater pu(W, d, f, beta, gamma, rows);
+  for (size_t r0 = 0; r0 < N; r0 += rows) {
+    const size_t n = std::min(rows, N - r0);
+    pu.Apply(act + r0 * f, Y + r0 * d, b, n, P + r0 * f);
+  }
 }
 
 void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, double alpha, double gamma) {
@@ -270,21 +323,6 @@ Buf OutputLayerHessian(const float* dense, const DBuf& Gp, size_t f, double nsam
   return dense ? Buf(dense, dense + f * f) : ScaledToFloat(Gp, 2.0 / nsamples);
 }
 
-// Output-layer refit on the real sparse activations A [N, f]: W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense),
-// then SparseGPT with H = (2/nsamples) AᵀA. Since W is the least-squares solution, SparseGPT's
-// ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the pruned layer fits the dense targets directly.
-SparseGptResult RefitOutputLayer(const float* A, const float* Y, const float* b, size_t N, size_t f, size_t d,
-                                 double nsamples, const SparseLlmOptions& o, float* W) {
-  DBuf Ga;
-  GramDouble(A, N, f, Ga);
-  SpdFactor Fa;
-  FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
-  LeastSquares(A, Y, b, N, f, d, Fa, W);
-  CheckFinite(W, d * f, "output layer after the refit");
-  Buf H = ScaledToFloat(Ga, 2.0 / nsamples);
-  return SparseGptPrune(W, d, f, H.data(), PruneOptions(o, false));
-}
-
 // ---------------------------------------------------------------- the FFN solver, §1.4 (OPT) / §1.5 (LLaMA)
 
 namespace {
@@ -292,168 +330,286 @@ namespace {
 enum class Family { kOptRelu, kLlamaSilu };
 
 // One input layer of the FFN (OPT fc1; LLaMA up, gate — in that order): W [f, d] (+ bias [f]), its own copy of the
-// input Hessian (the reference quirk accumulates damping into it), and its pre-activation M = W X + b (dense before
-// the first epoch, then with this epoch's pruned W). Its auxiliary target is z (fc1, up) or s (gate).
+// input Hessian (the reference quirk accumulates damping into it), its pre-activation M = W X + b [N, f] with this
+// epoch's pruned W, and the accumulated products for its next refit to its auxiliary target T (z for fc1/up, s for
+// gate): XtT = Srcᵀ T [d, f] with Src = X (or fp16(X (XᵀX)⁻¹) under the reference quirks).
 struct InputLayer {
   float* W;
   const float* b;
   Buf H;
   Buf M;
+  Buf XtT;
 };
 
-// The dense activation the output layer sees: ReLU(m₁) (OPT) or silu(m_gate) ⊙ m_up (LLaMA; layers {up, gate}).
-void Activation(Family fam, const std::vector<InputLayer>& in, size_t n, float* A) {
+// The activation the output layer sees: ReLU(m₁) (OPT) or silu(m_gate) ⊙ m_up (LLaMA), n elements from offset `at`.
+void Activation(Family fam, const std::vector<InputLayer>& in, size_t at, size_t n, float* A) {
+  const float* m0 = in[0].M.data() + at;
   if (fam == Family::kOptRelu)
-    for (size_t i = 0; i < n; ++i) A[i] = Relu(in[0].M[i]);
+    for (size_t i = 0; i < n; ++i) A[i] = Relu(m0[i]);
   else
-    for (size_t i = 0; i < n; ++i) A[i] = Silu(in[1].M[i]) * in[0].M[i];
+    for (size_t i = 0, j = at; i < n; ++i, ++j) A[i] = Silu(in[1].M[j]) * m0[i];
 }
 
-// φ of the auxiliary variables: ReLU(z) (OPT) or silu(s) ⊙ z (LLaMA).
-void AuxActivation(Family fam, const Buf& Z, const Buf& S, float* A) {
+// φ of the auxiliary variables: ReLU(z) (OPT) or silu(s) ⊙ z (LLaMA), n elements.
+void AuxActivation(Family fam, const float* Z, const float* S, size_t n, float* A) {
   if (fam == Family::kOptRelu)
-    for (size_t i = 0; i < Z.size(); ++i) A[i] = Relu(Z[i]);
+    for (size_t i = 0; i < n; ++i) A[i] = Relu(Z[i]);
   else
-    for (size_t i = 0; i < Z.size(); ++i) A[i] = Silu(S[i]) * Z[i];
+    for (size_t i = 0; i < n; ++i) A[i] = Silu(S[i]) * Z[i];
 }
 
-// The per-family activation step after the p update: OPT z by the two-case ReLU rule (Eqs. 4.7–4.8) with
-// m = W1ˢX + b1; LLaMA z by Eq. 4.12 with m = WuˢX, then s by Eq. 4.13 with g = WgˢX.
-void ActivationStep(Family fam, const std::vector<InputLayer>& in, const Buf& P, Buf& Z, Buf& S,
-                    const SparseLlmOptions& o) {
-  const size_t n = Z.size();
+// The per-family activation step after the p update, on one token block of n elements: OPT z by the two-case ReLU rule
+// (Eqs. 4.7–4.8) with m = W1ˢX + b1; LLaMA z by Eq. 4.12 with m = WuˢX, then s by Eq. 4.13 with g = WgˢX.
+void ActivationStep(Family fam, const std::vector<InputLayer>& in, size_t at, size_t n, const float* P, float* Z,
+                    float* S, const SparseLlmOptions& o) {
   if (fam == Family::kOptRelu) {
-    SparseLlmZUpdateRelu(Z.data(), P.data(), in[0].M.data(), n, o.alpha, o.gamma);
-    if (o.referenceQuirks) RoundToHalf(Z.data(), n);
-    CheckFinite(Z.data(), n, "z");
+    SparseLlmZUpdateRelu(Z, P, in[0].M.data() + at, n, o.alpha, o.gamma);
+    if (o.referenceQuirks) RoundToHalf(Z, n);
+    CheckFinite(Z, n, "z");
     return;
   }
-  SparseLlmZUpdateSilu(Z.data(), P.data(), in[0].M.data(), S.data(), n, o.alpha, o.gamma);
-  if (o.referenceQuirks) RoundToHalf(Z.data(), n);
-  CheckFinite(Z.data(), n, "z");
-  SparseLlmSUpdate(S.data(), in[1].M.data(), P.data(), Z.data(), n, o.alpha, o.gamma, o.sNewton, o.sSteps, o.sLr);
-  if (o.referenceQuirks) RoundToHalf(S.data(), n);
-  CheckFinite(S.data(), n, "s");
+  SparseLlmZUpdateSilu(Z, P, in[0].M.data() + at, S, n, o.alpha, o.gamma);
+  if (o.referenceQuirks) RoundToHalf(Z, n);
+  CheckFinite(Z, n, "z");
+  SparseLlmSUpdate(S, in[1].M.data() + at, P, Z, n, o.alpha, o.gamma, o.sNewton, o.sSteps, o.sLr);
+  if (o.referenceQuirks) RoundToHalf(S, n);
+  CheckFinite(S, n, "s");
 }
+
+// What the reference's output-layer fit (output refit off) needs of the auxiliary p [N, f], accumulated over token
+// blocks where p is formed: its Gram pᵀp (double), pᵀY [f, d] and its column sums.
+struct PStatistics {
+  GramAccumulator gram;
+  Buf PtY;
+  DBuf colsum;
+  bool started = false;
+  void Reset(size_t f, size_t d, size_t maxRows) {
+    gram.Reset(f, maxRows);
+    PtY.assign(f * d, 0.0f);
+    colsum.assign(f, 0.0);
+    started = false;
+  }
+  void Add(const float* P, const float* Y, size_t rows, size_t f, size_t d) {
+    gram.Add(P, rows);
+    GemmTN(f, d, rows, 1.0f, P, Y, started ? 1.0f : 0.0f, PtY.data());
+    AddColumnSums(P, rows, f, colsum);
+    started = true;
+  }
+};
 
 // The output layer's own W update of the reference (used with the output refit off): OPT fc2 by `gdSteps` GD steps
 // on mean((W2 p + b2 − Y)²) or by least squares; LLaMA down by least squares. The reference rounds the GD result and
 // down's least-squares result to fp16.
-void FitOutputToP(Family fam, const Buf& P, const DBuf& Gp, const Buf& Y, const float* b, size_t N, size_t f, size_t d,
+void FitOutputToP(Family fam, const PStatistics& ps, const float* b, size_t N, size_t f, size_t d,
                   const SparseLlmOptions& o, float* W) {
   const bool gd = fam == Family::kOptRelu && o.fc2Gd;
   if (!gd) {
     SpdFactor Fp;
-    FactorGram(Fp, Gp, f, N, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
-    LeastSquares(P.data(), Y.data(), b, N, f, d, Fp, W);
+    FactorGram(Fp, ps.gram.G, f, N, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
+    LeastSquaresFromProducts(ps.PtY.data(), ps.colsum, b, f, d, Fp, W);
     if (o.referenceQuirks && fam == Family::kLlamaSilu) RoundToHalf(W, d * f);
     return;
   }
   // grad = 2/(dN) (W pᵀp + b 1ᵀp − Yᵀp)
-  const Buf Gpf = ScaledToFloat(Gp, 1.0);
-  Buf YtP(d * f), colP(f, 0.0f), Gr(d * f);
-  GemmTN(d, f, N, 1.0f, Y.data(), P.data(), 0.0f, YtP.data());
-  for (size_t t = 0; t < N; ++t)
-    for (size_t c = 0; c < f; ++c) colP[c] += P[t * f + c];
+  const Buf Gpf = ScaledToFloat(ps.gram.G, 1.0);
+  Buf Gr(d * f);
   const float sc = float(2.0 / (double(d) * double(N)));
   for (int k = 0; k < o.gdSteps; ++k) {
     GemmNN(d, f, f, 1.0f, W, Gpf.data(), 0.0f, Gr.data());
     for (size_t j = 0; j < d; ++j)
       for (size_t c = 0; c < f; ++c) {
-        const float gr = sc * (Gr[j * f + c] + (b ? b[j] : 0.0f) * colP[c] - YtP[j * f + c]);
+        const float gr = sc * (Gr[j * f + c] + (b ? b[j] : 0.0f) * float(ps.colsum[c]) - ps.PtY[c * d + j]);
         W[j * f + c] -= float(o.gdLr) * gr;
       }
   }
   if (o.referenceQuirks) RoundToHalf(W, d * f);
 }
 
+// Output-layer refit on the real sparse activations A [N, f] (Gram Ga = AᵀA, C = AᵀY, column sums of A accumulated
+// over the token blocks): W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense), then SparseGPT with H = (2/nsamples) AᵀA.
+// Since W is the least-squares solution, SparseGPT's ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the
+// pruned layer fits the dense targets directly.
+// Ga is released before the prune (the f x f peak is the refit's: Ga and its Cholesky copy, 16 f² bytes).
+SparseGptResult RefitOutputLayer(DBuf& Ga, const float* C, const DBuf& colA, const float* b, size_t N, size_t f,
+                                 size_t d, double nsamples, const SparseLlmOptions& o, SparseGptPruneFn prune,
+                                 float* W) {
+  {
+    SpdFactor Fa;
+    FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
+    LeastSquaresFromProducts(C, colA, b, f, d, Fa, W);
+  }
+  CheckFinite(W, d * f, "output layer after the refit");
+  Buf H = ScaledToFloat(Ga, 2.0 / nsamples);
+  DBuf().swap(Ga);
+  return prune(W, d, f, H.data(), PruneOptions(o, false));
+}
+
 // The alternating epochs (Eq. 4.5), shared by both families: (1) refit the input layers to their auxiliary
 // targets, (2) prune them with SparseGPT, (3) fit and prune the output layer — by the output refit on the real sparse
 // activations (default), or the reference's fit to p with the Hessian refreshed from p — (4) the p update,
 // (5) the family's activation step, (6) the objective and the output error; keep the best epoch.
+//
+// Memory: the persistent N x f arrays are the auxiliary targets (z; LLaMA also s) and each input layer's
+// pre-activation M (OPT 2, LLaMA 4; SparseLlmBuffers in src/model/families counts them), plus Y [N, d]. p, the
+// activations and every per-token product exist only one token block at a time: the p update, the activation step
+// and the objective run block by block, and what later steps need of them (Gram matrices, Xᵀz, pᵀY) is accumulated
+// as each block is formed.
 SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, size_t f, std::vector<InputLayer>& in,
                              float* Wout, const float* bout, const float* HoutDense, double nsamples,
                              const SparseLlmOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   SparseLlmResult res;
-  const size_t nf = N * f;
+  const bool llama = fam == Family::kLlamaSilu;
+  const size_t nf = N * f, R = ChunkRows(N, f, o.tokenChunk);
+  const SparseGptPruneFn prune = o.prune ? o.prune : &SparseGptPrune;
+  auto blocks = [&](const std::function<void(size_t r0, size_t rows)>& fn) {
+    for (size_t r0 = 0; r0 < N; r0 += R) fn(r0, std::min(R, N - r0));
+  };
+  // one token block of f-wide activations and p, one of d-wide outputs, one of quirk-mode Xinv
+  Scratch actBlock(R * f * sizeof(float)), pBlock(R * f * sizeof(float)), yBlock(R * d * sizeof(float)), xinvBlock;
+  float *act = actBlock.as<float>(), *Pb = pBlock.as<float>(), *Tb = yBlock.as<float>();
 
-  // dense targets: M_k = W_k X + b_k, z = M_up (s = M_gate), p = act(M), Y = W_out p + b_out
-  Buf Z, S, P(nf), A(nf), Y(N * d), T(N * d);
+  // dense targets: z = M_up (s = M_gate) with the dense weights, Y = W_out act(M) + b_out
+  Buf Z(nf), S(llama ? nf : 0), Y(N * d);
   for (auto& l : in) {
     l.M.resize(nf);
-    GemmNT(N, f, d, 1.0f, X, l.W, 0.0f, l.M.data());
-    AddRowVector(l.M.data(), N, f, l.b);
+    l.XtT.resize(d * f);
   }
-  Z = in[0].M;
-  if (fam == Family::kLlamaSilu) S = in[1].M;
-  Activation(fam, in, nf, P.data());
-  GemmNT(N, d, f, 1.0f, P.data(), Wout, 0.0f, Y.data());
-  AddRowVector(Y.data(), N, d, bout);
-  const double yNorm = std::max(SumSq(Y.data(), Y.size()), 1e-300);
+  PStatistics pstat;  // output refit off: the statistics of p for the next output-layer fit
+  if (!o.outputRefit) pstat.Reset(f, d, R);
+  double yNorm = 0;
+  blocks([&](size_t r0, size_t rows) {
+    for (size_t k = 0; k < in.size(); ++k) {
+      float* dense = (k == 0 ? Z.data() : S.data()) + r0 * f;
+      GemmNT(rows, f, d, 1.0f, X + r0 * d, in[k].W, 0.0f, dense);
+      AddRowVector(dense, rows, f, in[k].b);
+    }
+    AuxActivation(fam, Z.data() + r0 * f, llama ? S.data() + r0 * f : nullptr, rows * f, act);
+    GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Y.data() + r0 * d);
+    AddRowVector(Y.data() + r0 * d, rows, d, bout);
+    yNorm += SumSq(Y.data() + r0 * d, rows * d);
+    if (!o.outputRefit) pstat.Add(act, Y.data() + r0 * d, rows, f, d);
+  });
+  yNorm = std::max(yNorm, 1e-300);
+  if (!o.outputRefit) pstat.gram.Finish();
 
+  // the input layers' normal equations: Gram of X (double), its column sums; quirk mode: (XᵀX)⁻¹ for Xinv
   DBuf G;
   GramDouble(X, N, d, G);
   SpdFactor Fx;
   FactorGram(Fx, G, d, N, o.lstsqRidge, "X (input-layer refit)");
+  DBuf colSrc(d, 0.0);
+  Buf Ginv;
+  if (o.referenceQuirks) {
+    DBuf I(d * d, 0.0);
+    for (size_t i = 0; i < d; ++i) I[i * d + i] = 1.0;
+    Fx.Solve(I.data(), d);
+    Ginv.assign(I.begin(), I.end());
+    xinvBlock.Reset(R * d * sizeof(float));
+  } else {
+    AddColumnSums(X, N, d, colSrc);
+  }
   if (N < 4 * f)
     res.warnings.push_back(std::to_string(N) + " calibration tokens are fewer than 4 x the FFN width " +
                            std::to_string(f) + ": the least-squares fits of the FFN are poorly determined; use more " +
                            "calibration tokens (--nsamples, --seqlen)");
   std::vector<Buf> best(in.size() + 1);
   double bestErr = INFINITY;
+  GramAccumulator Ga;
+  Buf C;
+  DBuf colA;
 
   for (int ep = 0; ep < o.epochs; ++ep) {
     SparseLlmEpoch st;
-    // (1) input layers W = target X⁺ (Eq. 4.5 weight step), from epoch 1 on
+    const bool last = ep + 1 == o.epochs;
+    // (1) input layers W = target X⁺ (Eq. 4.5 weight step), from epoch 1 on, from the Xᵀ target products of the
+    // previous epoch's blocks
     if (ep > 0)
       for (auto& l : in) {
-        const float* target = &l == &in[0] ? Z.data() : S.data();
         if (o.referenceQuirks)
-          LeastSquaresFp16Pinv(X, target, l.b, N, d, f, Fx, l.W);
+          LeastSquaresFp16FromProducts(l.XtT.data(), colSrc, l.b, d, f, l.W);
         else
-          LeastSquares(X, target, l.b, N, d, f, Fx, l.W);
+          LeastSquaresFromProducts(l.XtT.data(), colSrc, l.b, d, f, Fx, l.W);
         CheckFinite(l.W, f * d, "an input layer after the refit");
       }
     // (2) prune them (mask from scratch)
-    for (auto& l : in) st.prune.push_back(SparseGptPrune(l.W, f, d, l.H.data(), PruneOptions(o, o.referenceQuirks)));
-    for (auto& l : in) {
-      GemmNT(N, f, d, 1.0f, X, l.W, 0.0f, l.M.data());
-      AddRowVector(l.M.data(), N, f, l.b);
+    for (auto& l : in) st.prune.push_back(prune(l.W, f, d, l.H.data(), PruneOptions(o, o.referenceQuirks)));
+    // pass 1 over the tokens: M = WˢX + b; with the output refit, the Gram, AᵀY and column sums of A = act(M)
+    if (o.outputRefit) {
+      Ga.Reset(f, R);
+      C.assign(f * d, 0.0f);
+      colA.assign(f, 0.0);
     }
+    blocks([&](size_t r0, size_t rows) {
+      for (auto& l : in) {
+        GemmNT(rows, f, d, 1.0f, X + r0 * d, l.W, 0.0f, l.M.data() + r0 * f);
+        AddRowVector(l.M.data() + r0 * f, rows, f, l.b);
+      }
+      if (!o.outputRefit) return;
+      Activation(fam, in, r0 * f, rows * f, act);
+      Ga.Add(act, rows);
+      GemmTN(f, d, rows, 1.0f, act, Y.data() + r0 * d, r0 == 0 ? 0.0f : 1.0f, C.data());
+      if (bout) AddColumnSums(act, rows, f, colA);
+    });
     // (3) output layer
     if (o.outputRefit) {  // least squares on the real sparse activations, then pruned with their Hessian
-      Activation(fam, in, nf, A.data());
-      st.prune.push_back(RefitOutputLayer(A.data(), Y.data(), bout, N, f, d, nsamples, o, Wout));
+      Ga.Finish();
+      st.prune.push_back(RefitOutputLayer(Ga.G, C.data(), colA, bout, N, f, d, nsamples, o, prune, Wout));
     } else {  // the reference: fitted to p, pruned with the Hessian from p (epoch 0: the dense pass's)
-      DBuf Gp;
-      GramDouble(P.data(), N, f, Gp);
-      if (ep > 0) FitOutputToP(fam, P, Gp, Y, bout, N, f, d, o, Wout);
+      if (ep > 0) FitOutputToP(fam, pstat, bout, N, f, d, o, Wout);
       CheckFinite(Wout, d * f, "the output layer after the refit");
-      Buf Hout = OutputLayerHessian(ep == 0 ? HoutDense : nullptr, Gp, f, nsamples);
-      st.prune.push_back(SparseGptPrune(Wout, d, f, Hout.data(), PruneOptions(o, false)));
+      Buf Hout = OutputLayerHessian(ep == 0 ? HoutDense : nullptr, pstat.gram.G, f, nsamples);
+      st.prune.push_back(prune(Wout, d, f, Hout.data(), PruneOptions(o, false)));
+      if (!last) pstat.Reset(f, d, R);
     }
-    // (4) p update, Eq. 4.6 / 4.10: p = (β WᵀW + γI)⁻¹ (β Wᵀ(Y − b) + γ φ(z, s))
-    AuxActivation(fam, Z, S, A.data());
-    SparseLlmPUpdate(P.data(), Y.data(), Wout, bout, A.data(), N, d, f, o.beta, o.gamma);
-    if (o.referenceQuirks) RoundToHalf(P.data(), P.size());
-    CheckFinite(P.data(), P.size(), "p");
-    // (5) z (and s)
-    ActivationStep(fam, in, P, Z, S, o);
-    // (6) objective β‖Y − Wˢp − b‖² + γ‖p − φ(z, s)‖² + α‖z − M_up‖² (+ α‖s − M_gate‖²)
-    GemmNT(N, d, f, 1.0f, P.data(), Wout, 0.0f, T.data());
-    AddRowVector(T.data(), N, d, bout);
-    st.outTerm = SumSqDiff(Y.data(), T.data(), T.size());
-    AuxActivation(fam, Z, S, A.data());
-    st.actTerm = SumSqDiff(P.data(), A.data(), nf);
-    st.preTerm = SumSqDiff(Z.data(), in[0].M.data(), nf);
-    if (fam == Family::kLlamaSilu) st.gateTerm = SumSqDiff(S.data(), in[1].M.data(), nf);
+    // pass 2 over the tokens: (4) p update, Eq. 4.6 / 4.10: p = (β WᵀW + γI)⁻¹ (β Wᵀ(Y − b) + γ φ(z, s)) in the
+    // Woodbury form (PUpdater); (5) z (and s); (6) objective β‖Y − Wˢp − b‖² + γ‖p − φ(z, s)‖² + α‖z − M_up‖²
+    // (+ α‖s − M_gate‖²) and the output error ‖Y − (Wˢ act(Mˢ) + b)‖² / ‖Y‖²; the products of the next refit
+    PUpdater pu(Wout, d, f, o.beta, o.gamma, R);
+    double errSum = 0;
+    blocks([&](size_t r0, size_t rows) {
+      const size_t at = r0 * f, n = rows * f;
+      float* Zb = Z.data() + at;
+      float* Sb = llama ? S.data() + at : nullptr;
+      const float* Yb = Y.data() + r0 * d;
+      AuxActivation(fam, Zb, Sb, n, act);
+      const double outTerm = pu.Apply(act, Yb, bout, rows, Pb);
+      if (o.referenceQuirks) RoundToHalf(Pb, n);
+      CheckFinite(Pb, n, "p");
+      if (o.referenceQuirks) {  // p was rounded: its residual is no longer (γ/β) F
+        GemmNT(rows, d, f, 1.0f, Pb, Wout, 0.0f, Tb);
+        AddRowVector(Tb, rows, d, bout);
+        st.outTerm += SumSqDiff(Yb, Tb, rows * d);
+      } else {
+        st.outTerm += outTerm;
+      }
+      if (!o.outputRefit && !last) pstat.Add(Pb, Yb, rows, f, d);
+      ActivationStep(fam, in, at, n, Pb, Zb, Sb, o);
+      AuxActivation(fam, Zb, Sb, n, act);
+      st.actTerm += SumSqDiff(Pb, act, n);
+      st.preTerm += SumSqDiff(Zb, in[0].M.data() + at, n);
+      if (llama) st.gateTerm += SumSqDiff(Sb, in[1].M.data() + at, n);
+      Activation(fam, in, at, n, act);
+      GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Tb);
+      AddRowVector(Tb, rows, d, bout);
+      errSum += SumSqDiff(Yb, Tb, rows * d);
+      if (last) return;
+      // Srcᵀ target for the next epoch's input-layer refit (z for fc1/up, s for gate)
+      const float* src = X + r0 * d;
+      if (o.referenceQuirks) {
+        float* xinv = xinvBlock.as<float>();
+        GemmNN(rows, d, d, 1.0f, src, Ginv.data(), 0.0f, xinv);
+        RoundToHalf(xinv, rows * d);
+        if (r0 == 0) colSrc.assign(d, 0.0);
+        AddColumnSums(xinv, rows, d, colSrc);
+        src = xinv;
+      }
+      for (size_t k = 0; k < in.size(); ++k)
+        GemmTN(d, f, rows, 1.0f, src, k == 0 ? Zb : Sb, r0 == 0 ? 0.0f : 1.0f, in[k].XtT.data());
+    });
+    if (!o.outputRefit && !last) pstat.gram.Finish();
     st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
-    // output error of this epoch's sparse FFN: ‖Y − (Wˢ act(Mˢ) + b)‖² / ‖Y‖²
-    Activation(fam, in, nf, A.data());
-    GemmNT(N, d, f, 1.0f, A.data(), Wout, 0.0f, T.data());
-    AddRowVector(T.data(), N, d, bout);
-    st.outputError = SumSqDiff(Y.data(), T.data(), T.size()) / yNorm;
+    st.outputError = errSum / yNorm;
     if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
       throw std::runtime_error("sparsellm: objective became NaN/Inf");
     if (st.outputError < bestErr || !o.keepBest) {

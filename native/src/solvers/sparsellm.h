@@ -9,6 +9,10 @@
 
 namespace sparsellm {
 
+// The SparseGPT implementation every prune inside SparseLLM calls (the CPU SparseGptPrune, or the CUDA binding's
+// wrapper of cuda::SparseGptPrune for `--device cuda`).
+using SparseGptPruneFn = SparseGptResult (*)(float* W, size_t rows, size_t cols, float* H, const SparseGptOptions& o);
+
 // Fully specified by the caller (no defaults here: they are resolved once, in src/pipeline/options.ts).
 struct SparseLlmOptions {
   Sparsity sp;
@@ -29,6 +33,10 @@ struct SparseLlmOptions {
   bool sNewton;               // LLaMA s update: true = safeguarded elementwise Newton, false = the reference's GD
   int sSteps;
   double sLr;
+  // Tokens per block of the p, z and s updates and of the per-token accumulations (Gram matrices, Xᵀz): the solver
+  // holds only these blocks beside its persistent N x f arrays. 0 = automatic (about 16 MB per f-wide block).
+  size_t tokenChunk = 0;
+  SparseGptPruneFn prune = nullptr;  // null: the CPU SparseGptPrune
 };
 
 struct SparseLlmEpoch {
@@ -59,10 +67,11 @@ SparseLlmResult SparseLlmLlama(const float* X, size_t N, size_t d, size_t f, flo
                                const float* Hx, const float* Hd, double nsamples, const SparseLlmOptions& o);
 
 // ---- single steps (also exported for the tests) ----
-// Eq. 4.6 / 4.10: P = (β WᵀW + γ I)⁻¹ (β Wᵀ(Y − b) + γ act), row-wise: P = (β (Y − b) W + γ act) A⁻¹.
+// Eq. 4.6 / 4.10: P = (β WᵀW + γ I)⁻¹ (β Wᵀ(Y − b) + γ act), evaluated by the Woodbury identity in the d x d form
+// p = act + Wᵀ (W Wᵀ + (γ/β) I)⁻¹ (y − b − W act), token blocks of `tokenChunk` rows (0 = automatic).
 // W [d, f], Y [N, d], b [d] or null, act [N, f] (ReLU(z) or silu(s)⊙z); P [N, f] output.
 void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, const float* act, size_t N, size_t d,
-                      size_t f, double beta, double gamma);
+                      size_t f, double beta, double gamma, size_t tokenChunk = 0);
 // Eqs. 4.7–4.8 (ReLU): per element argmin_v γ(p − relu(v))² + α(v − m)² over the two cases (ties -> z1).
 void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, double alpha, double gamma);
 // Eq. 4.12 general form (SiLU gate): z = (α m + γ σ p) / (α + γ σ²), σ = silu(s).

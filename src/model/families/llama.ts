@@ -11,6 +11,8 @@ export const llamaFamily: FamilySpec = {
   ffnRoles: { input: 'up_proj', global: ['gate_proj', 'up_proj', 'down_proj'] },
   // the reference's LLaMA script: α = β = γ = 5
   sparsellm: { alpha: 5, beta: 5, gamma: 5 },
+  // z, s and up's and gate's pre-activations
+  sparsellmFfnBuffers: 4,
   signatureRoles: ['gate_proj', 'up_proj', 'down_proj'],
   // transformers LlamaConfig: num_key_value_heads defaults to the heads, head_dim to hidden // heads, no biases,
   // embeddings not tied

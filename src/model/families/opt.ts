@@ -10,6 +10,8 @@ export const optFamily: FamilySpec = {
   ffnRoles: { input: 'fc1', global: ['fc1', 'fc2'] },
   // the reference's OPT script: α = β = γ = 0.1
   sparsellm: { alpha: 0.1, beta: 0.1, gamma: 0.1 },
+  // z and fc1's pre-activation
+  sparsellmFfnBuffers: 2,
   signatureRoles: ['fc1', 'fc2'],
   // transformers OPTConfig: enable_bias (default true) covers every linear; embeddings tied by default
   normalizeConfig: (c) => {

@@ -54,6 +54,12 @@ export interface FamilySpec {
   ffnRoles: FfnRoles;
   /** SparseLLM penalty weights α, β, γ of the reference code for this family (PAPERS.md §3.2). */
   sparsellm: { alpha: number; beta: number; gamma: number };
+  /**
+   * Tokens × FFN-width float arrays the SparseLLM solver holds for the whole call (native/src/solvers/sparsellm.cc,
+   * SparseLlmFfn): the auxiliary targets (z; LLaMA also s) and each input layer's pre-activation. p and the
+   * activations exist one token block at a time.
+   */
+  sparsellmFfnBuffers: number;
   /** Roles whose presence in a graph identifies this family when there is no config.json. */
   signatureRoles: readonly string[];
   /** config.json -> ModelConfig, with the family's documented defaults (e.g. OPT biases on, LLaMA GQA off). */

@@ -4,9 +4,6 @@
  * set of this process, everything included: Node, onnxruntime, OpenBLAS buffers). Nothing is added to the CLI.
  *   node --import tsx bench/child-prune.ts '<json of ChildPruneArgs>'
  */
-import { analyzeDecoder, OnnxModel, resolveModelFile } from '../src/model/index.js';
-import { resolveModelArgument } from '../src/hub/registry.js';
-import { estimatePeakMemory, modelShape } from '../src/pipeline/memory.js';
 import { sparsitySpec, type Method, type PruneOptions } from '../src/pipeline/options.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
@@ -27,7 +24,7 @@ export interface ChildPruneArgs {
 export interface ChildPruneResult {
   report: PruneReport;
   maxRssKb: number;
-  /** the pipeline's own pre-run peak-memory estimate (src/pipeline/memory.ts), for comparison */
+  /** the pipeline's own pre-run peak-memory estimate (report.memoryEstimate, src/pipeline/memory.ts), for comparison */
   estimateBytes: number;
 }
 
@@ -50,8 +47,6 @@ const options: PruneOptions = {
 };
 const report = await runPrune(options, createProgress(false));
 const maxRssKb = process.resourceUsage().maxRSS;
-const model = OnnxModel.load(resolveModelFile(await resolveModelArgument(a.model)));
-const layout = analyzeDecoder(model);
-const estimateBytes = a.method === 'magnitude' ? 0 : estimatePeakMemory(layout, a.nsamples, a.seqlen, modelShape(model, layout, a.nsamples, a.seqlen), a.method).bytes;
+const estimateBytes = report.memoryEstimate?.bytes ?? 0;
 const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes };
 process.stdout.write(`${JSON.stringify(result)}\n`);

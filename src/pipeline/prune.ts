@@ -15,7 +15,7 @@ import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockSta
 import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
-import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './memory.js';
+import { checkMemory, estimatePeakMemory, measureStateBytes, microBatchSize, modelShape, stateBytes, type MemoryEstimate } from './memory.js';
 import { defaultSeqlen, parseLayers, resolvePruneOptions, targetSparsity, type PruneOptions, type ResolvedPruneOptions } from './options.js';
 import { copyCompanionFiles, commitOutput, createPartial, planOutput, type OutputPlan } from './output.js';
 import { layerOutputError, type ObsLoss } from './layer-error.js';
@@ -36,6 +36,8 @@ export interface PruneReport {
   layers: LinearReport[];
   sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; warnings?: string[] }[];
   timings: Record<string, number>;
+  /** the pre-run peak-memory estimate (src/pipeline/memory.ts), bytes in all and per part */
+  memoryEstimate?: { bytes: number; parts: Record<string, number> };
   perplexity?: EvalResults;
   resumedBlocks: number;
 }
@@ -115,13 +117,24 @@ function checkRun(run: PruneRun): void {
   }
   // Input weights must be finite: pruning cannot repair NaN/Inf.
   for (const l of pruned) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${l.block} ${l.role})`);
-  if (o.method !== 'magnitude') checkMemory(estimatePeakMemory(layout, o.nsamples, o.seqlen, modelShape(model, layout, o.nsamples, o.seqlen), o.method), o.maxMemoryGb);
   // Evaluation datasets and window, checked now rather than after the prune.
   for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
   if (o.evalSeqlen !== undefined) {
     if (!Number.isInteger(o.evalSeqlen) || o.evalSeqlen < 2) throw new UserError(`--eval-seqlen must be an integer ≥ 2, got ${o.evalSeqlen}`);
     if (maxPos !== undefined && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
   }
+}
+
+/**
+ * The pre-run peak-memory estimate against available memory (or --max-memory), with the state between blocks measured
+ * by two dry prologue runs of one sequence; refuses (naming the knob that fits) before `<out>.partial` exists.
+ */
+async function checkRunMemory(run: PruneRun, runner: BlockRunner): Promise<MemoryEstimate | undefined> {
+  const { o, model, layout } = run;
+  if (o.method === 'magnitude') return undefined;
+  const ids = (s: number) => new BigInt64Array(s).fill(1n);
+  const shape = { ...modelShape(model, layout), statePerSequence: await measureStateBytes(async (s) => stateBytes((await runner.prologue(ids(s), 1, s)).tensors.values()), o.seqlen) };
+  return checkMemory((r) => estimatePeakMemory(layout, r, shape, o.method), { nsamples: o.nsamples, seqlen: o.seqlen, offload: o.offload !== undefined }, o.maxMemoryGb);
 }
 
 /** Resolves the model and the options and checks them; nothing is written yet. */
@@ -324,7 +337,7 @@ function exportModel(run: PruneRun, runner: BlockRunner, target: OnnxTarget, tim
 }
 
 /** 4. The report: settings, per-layer results, overall sparsity, timings, perplexity. */
-function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined): PruneReport {
+function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined, memory: MemoryEstimate | undefined): PruneReport {
   const { o } = run;
   let zeros = 0, total = 0;
   for (const r of pruned.linears) {
@@ -342,6 +355,7 @@ function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perp
     layers: pruned.linears,
     sparsellm: pruned.sparsellm,
     timings,
+    ...(memory ? { memoryEstimate: { bytes: memory.bytes, parts: memory.parts } } : {}),
     ...(perplexity ? { perplexity } : {}),
     resumedBlocks: pruned.resumedBlocks,
   };
@@ -359,6 +373,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   progress.log(device.line);
   if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${o.calib} ${source.warning}\n`);
   const runner = await BlockRunner.open(run.model);
+  const memory = await checkRunMemory(run, runner);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it
   // resumed an earlier run's checkpoint (never thrown away by a later failure).
@@ -381,7 +396,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
       timings.eval += clock() - t;
     }
     timings.total = clock() - tStart;
-    const report = buildReport(run, pruned, timings, perplexity);
+    const report = buildReport(run, pruned, timings, perplexity, memory);
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
     commitOutput(plan, (name) => name !== '.checkpoint' && name !== EVAL_ONLY_ONNX);
     // the solvers' warnings (e.g. too few calibration tokens for the FFN width), once each, after a finished run:

@@ -4,6 +4,7 @@
  *   npm run bench -- --quick    smoke check (~1–2 min)
  *   npm run bench -- --full     larger sizes (OPT-125m-shaped 768×12, nsamples/seqlen sweeps on d=512; ~1 h)
  *   npm run bench -- --depth    only peak RSS against depth (d=512, 4 and 24 blocks; bench/depth.ts, ~3 min)
+ *   npm run bench -- --scale    real sizes: RSS against depth 4..32 blocks, an OPT-1.3b-shaped fp16 prune (bench/scale.ts; hours)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
  * Every prune runs in its own process (bench/child-prune.ts → runPrune) so that its peak RSS is its own. Models:
@@ -22,7 +23,7 @@ import { evaluateDatasets } from '../src/pipeline/evaluate.js';
 import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
-import { DEPTH_BEGIN, DEPTH_END } from './depth-section.js';
+import { DEPTH_BEGIN, DEPTH_END, SCALE_BEGIN, SCALE_END } from './depth-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from './svg.js';
 
@@ -38,6 +39,10 @@ const mode: Mode = argv.includes('--quick') ? 'quick' : argv.includes('--full') 
 const keep = argv.includes('--keep');
 if (argv.includes('--depth')) {
   await import('./depth.js');
+  process.exit(0);
+}
+if (argv.includes('--scale')) {
+  await import('./scale.js');
   process.exit(0);
 }
 
@@ -453,7 +458,9 @@ async function main(): Promise<void> {
   const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
   const [d0, d1] = [oldMd.indexOf(DEPTH_BEGIN), oldMd.indexOf(DEPTH_END)];
   const depthSection = d0 >= 0 && d1 > d0 ? `\n${oldMd.slice(d0, d1 + DEPTH_END.length)}\n` : '';
-  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection);
+  const [sc0, sc1] = [oldMd.indexOf(SCALE_BEGIN), oldMd.indexOf(SCALE_END)];
+  const scaleSection = sc0 >= 0 && sc1 > sc0 ? `\n${oldMd.slice(sc0, sc1 + SCALE_END.length)}\n` : '';
+  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection + scaleSection);
   process.stderr.write(`wrote bench/results.json, bench/results.svg, bench/RESULTS.md\n`);
   if (!keep) rmSync(outRoot, { recursive: true, force: true });
 }

@@ -115,16 +115,22 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     solver: method === 'wanda' ? 0 : widestInput * widestInput * 4 + (method === 'sparsellm' ? largestLinear * 4 * 2 : 0),
     // SparseLLM keeps the FFN input and its auxiliary variables (z, p, s, targets) for all tokens
     sparsellm: method === 'sparsellm' ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * 5 + ffn * ffn * 8 : 0,
-    // onnxruntime's attention scores/probabilities per run, and the captured linear inputs of one run
-    forward: microBatch * heads * seqlen * seqlen * 4 * 4 + microBatch * seqlen * ffn * 4 * 6,
+    // onnxruntime's attention scores/probabilities per run (4 copies), and the captured linear inputs and onnxruntime's
+    // other buffers of one run (7 FFN-wide float32 rows per token; fitted, see RUNTIME_BYTES)
+    forward: microBatch * heads * seqlen * seqlen * 4 * 4 + microBatch * seqlen * ffn * 4 * 7,
     model: shape.residentModelBytes,
     runtime: RUNTIME_BYTES,
   };
   return { bytes: Object.values(parts).reduce((a, b) => a + b, 0), parts, nsamples, seqlen, offload: run.offload };
 }
 
-/** Node, onnxruntime and OpenBLAS with nothing loaded: peak RSS of a prune of the smallest models. */
-const RUNTIME_BYTES = 300 * 2 ** 20;
+/**
+ * Node, onnxruntime and OpenBLAS with nothing loaded. Fitted with the forward term's factors by least squares to the
+ * peak RSS of 12 prunes in child processes (bench/child-prune.ts, 2026-12-04: stories260K and OPT-shaped d=256..768,
+ * 8..128 × 128..2048 tokens, Wanda/SparseGPT/SparseLLM): 183 MB, attention factor 0.99, FFN-row factor 1.21 × 6; every
+ * run then within 0.90–1.13 of its estimate.
+ */
+const RUNTIME_BYTES = 180 * 2 ** 20;
 
 export function availableMemoryBytes(): number {
   if (existsSync('/proc/meminfo')) {

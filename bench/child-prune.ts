@@ -4,11 +4,8 @@
  * set of this process, everything included: Node, onnxruntime, OpenBLAS buffers). Nothing is added to the CLI.
  *   node --import tsx bench/child-prune.ts '<json of ChildPruneArgs>'
  */
-import { analyzeDecoder, OnnxModel, resolveModelFile } from '../src/model/index.js';
-import { resolveModelArgument } from '../src/hub/registry.js';
-import { estimatePeakMemory, modelShape } from '../src/pipeline/memory.js';
 import { sparsitySpec, type Method, type PruneOptions } from '../src/pipeline/options.js';
-import { createProgress } from '../src/pipeline/progress.js';
+import { createProgress, type Progress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
 
 export interface ChildPruneArgs {
@@ -27,8 +24,10 @@ export interface ChildPruneArgs {
 export interface ChildPruneResult {
   report: PruneReport;
   maxRssKb: number;
-  /** the pipeline's own pre-run peak-memory estimate (src/pipeline/memory.ts), for comparison */
+  /** the pipeline's own pre-run peak-memory estimate (report.memoryEstimate, src/pipeline/memory.ts), for comparison */
   estimateBytes: number;
+  /** per phase (calibration, statistics, solve, rerun, export): the largest resident set sampled during it, MB */
+  phaseRssMb: Record<string, number>;
 }
 
 const a = JSON.parse(process.argv[2] ?? '{}') as ChildPruneArgs;
@@ -48,10 +47,35 @@ const options: PruneOptions = {
   eval: a.eval ?? [],
   quiet: true,
 };
-const report = await runPrune(options, createProgress(false));
+// Resident set sampled at every progress call (and every 200 ms), the largest per phase. The phase is set by the
+// progress labels: 'calibration', 'block i statistics', 'block i forward' (re-run); between a block's statistics and
+// its re-run the solver runs; after the last block comes the export.
+const phaseRssMb: Record<string, number> = {};
+let phase = 'load';
+const sample = () => {
+  const mb = process.memoryUsage.rss() / 2 ** 20;
+  phaseRssMb[phase] = Math.max(phaseRssMb[phase] ?? 0, mb);
+};
+const silent = createProgress(false);
+const progress: Progress = {
+  start: (label, total) => {
+    sample();
+    phase = label === 'calibration' ? 'calibration' : label.endsWith('statistics') ? 'statistics' : label.endsWith('forward') ? 'rerun' : phase;
+    silent.start(label, total);
+  },
+  tick: (n, detail) => (sample(), silent.tick(n, detail)),
+  stop: () => {
+    sample();
+    phase = phase === 'statistics' ? 'solve' : phase === 'rerun' ? 'export' : phase;
+    silent.stop();
+  },
+  log: (line) => (sample(), silent.log(line)),
+};
+const timer = setInterval(sample, 200);
+const report = await runPrune(options, progress);
+clearInterval(timer);
+sample();
 const maxRssKb = process.resourceUsage().maxRSS;
-const model = OnnxModel.load(resolveModelFile(await resolveModelArgument(a.model)));
-const layout = analyzeDecoder(model);
-const estimateBytes = a.method === 'magnitude' ? 0 : estimatePeakMemory(layout, a.nsamples, a.seqlen, modelShape(model, layout, a.nsamples, a.seqlen), a.method).bytes;
-const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes };
+const estimateBytes = report.memoryEstimate?.bytes ?? 0;
+const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes, phaseRssMb };
 process.stdout.write(`${JSON.stringify(result)}\n`);

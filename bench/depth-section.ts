@@ -1,3 +1,6 @@
 /** Markers of the bench/RESULTS.md section that bench/depth.ts writes and `npm run bench` keeps. */
 export const DEPTH_BEGIN = '<!-- depth: written by bench/depth.ts -->';
 export const DEPTH_END = '<!-- /depth -->';
+/** Markers of the bench/RESULTS.md section that bench/scale.ts (`-- --scale`) writes and `npm run bench` keeps. */
+export const SCALE_BEGIN = '<!-- scale: written by bench/scale.ts -->';
+export const SCALE_END = '<!-- /scale -->';

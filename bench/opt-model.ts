@@ -19,6 +19,7 @@ import {
   StringStringEntryProtoSchema, TensorProtoSchema, TensorProto_DataLocation, TensorProto_DataType, TensorShapeProto_DimensionSchema,
   ValueInfoProtoSchema, type AttributeProto, type NodeProto, type TensorProto,
 } from 'onnx-buf';
+import { float32ToHalfArray } from '../src/model/float16.js';
 
 export interface OptShape {
   hidden: number;
@@ -32,6 +33,8 @@ export interface OptShape {
   /** default 2048 */
   maxPositions?: number;
   seed?: number;
+  /** storage and compute type of every float tensor (default float32); float16 as real-size exports ship */
+  dtype?: 'float32' | 'float16';
 }
 
 export interface GeneratedModel {
@@ -49,12 +52,12 @@ const TOKENIZER_FROM = join(dirname(fileURLToPath(import.meta.url)), '..', 'mode
 export function fillShape(s: OptShape): Required<OptShape> {
   const heads = s.heads ?? (s.hidden >= 256 ? s.hidden / 64 : 4);
   if (s.hidden % heads !== 0) throw new Error(`hidden ${s.hidden} is not a multiple of ${heads} heads`);
-  return { hidden: s.hidden, layers: s.layers, ffn: s.ffn ?? 4 * s.hidden, heads, vocab: s.vocab ?? 512, maxPositions: s.maxPositions ?? 2048, seed: s.seed ?? 1 };
+  return { hidden: s.hidden, layers: s.layers, ffn: s.ffn ?? 4 * s.hidden, heads, vocab: s.vocab ?? 512, maxPositions: s.maxPositions ?? 2048, seed: s.seed ?? 1, dtype: s.dtype ?? 'float32' };
 }
 
 export function modelName(s: OptShape): string {
   const f = fillShape(s);
-  return `opt-h${f.hidden}-l${f.layers}-p${f.maxPositions}`;
+  return `opt-h${f.hidden}-l${f.layers}-p${f.maxPositions}${f.ffn !== 4 * f.hidden ? `-f${f.ffn}` : ''}${f.dtype === 'float16' ? '-fp16' : ''}`;
 }
 
 /** Deterministic N(0, std²) values (mulberry32 + Box–Muller). */
@@ -93,17 +96,20 @@ export function generateOptModel(root: string, shapeIn: OptShape): GeneratedMode
   const fd = openSync(join(onnxDir, dataName), 'w');
   let offset = 0, seed = s.seed * 1000, anon = 100;
 
-  const floatInit = (name: string, dims: number[], values: Float32Array) => {
+  const fp16 = s.dtype === 'float16';
+  const FT = fp16 ? DT.FLOAT16 : DT.FLOAT;
+  const floatInit = (name: string, dims: number[], values32: Float32Array) => {
+    const values = fp16 ? float32ToHalfArray(values32) : values32;
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     if (bytes.byteLength < 1024) {
-      inits.push(create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DT.FLOAT, rawData: bytes.slice() }));
+      inits.push(create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: FT, rawData: bytes.slice() }));
       return name;
     }
     offset = Math.ceil(offset / 64) * 64;
     let done = 0;
     while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
     inits.push(create(TensorProtoSchema, {
-      name, dims: dims.map(BigInt), dataType: DT.FLOAT, dataLocation: TensorProto_DataLocation.EXTERNAL,
+      name, dims: dims.map(BigInt), dataType: FT, dataLocation: TensorProto_DataLocation.EXTERNAL,
       externalData: [
         create(StringStringEntryProtoSchema, { key: 'location', value: dataName }),
         create(StringStringEntryProtoSchema, { key: 'offset', value: String(offset) }),
@@ -119,7 +125,8 @@ export function generateOptModel(root: string, shapeIn: OptShape): GeneratedMode
     return name;
   };
   const scalarF = (name: string, v: number) => {
-    inits.push(create(TensorProtoSchema, { name, dims: [], dataType: DT.FLOAT, rawData: new Uint8Array(Float32Array.of(v).buffer) }));
+    const raw = new Uint8Array((fp16 ? float32ToHalfArray(Float32Array.of(v)) : Float32Array.of(v)).buffer as ArrayBuffer);
+    inits.push(create(TensorProtoSchema, { name, dims: [], dataType: FT, rawData: raw.slice() }));
     return name;
   };
   const attrI = (name: string, i: number): AttributeProto => create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(i) });
@@ -162,7 +169,7 @@ export function generateOptModel(root: string, shapeIn: OptShape): GeneratedMode
   const cols = node(D, 'Unsqueeze', [range, intInit('const_axes_0', [0])]);
   const causal = node(D, 'LessOrEqual', [cols, rows]); // [s, s]: key j visible from query i when j <= i
   const keyOk = node(D, 'Greater', [node(D, 'Unsqueeze', ['attention_mask', intInit('const_axes_12', [1, 2])]), c0]); // [b, 1, 1, s]
-  const mask = node(D, 'Where', [node(D, 'And', [causal, keyOk]), scalarF('const_mask_keep', 0), scalarF('const_mask_drop', -3.4028234663852886e38)]);
+  const mask = node(D, 'Where', [node(D, 'And', [causal, keyOk]), scalarF('const_mask_keep', 0), scalarF('const_mask_drop', fp16 ? -65504 : -3.4028234663852886e38)]);
 
   // Blocks.
   const headsShape = intInit('const_shape_heads', [0, 0, H, hd]);
@@ -199,7 +206,7 @@ export function generateOptModel(root: string, shapeIn: OptShape): GeneratedMode
     node: nodes,
     initializer: inits,
     input: [vi('input_ids', DT.INT64, ['batch_size', 'sequence_length']), vi('attention_mask', DT.INT64, ['batch_size', 'total_sequence_length'])],
-    output: [vi('logits', DT.FLOAT, ['batch_size', 'sequence_length', s.vocab])],
+    output: [vi('logits', FT, ['batch_size', 'sequence_length', s.vocab])],
   });
   const model = create(ModelProtoSchema, {
     irVersion: 8n, producerName: 'sparsellm-bench', opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })], graph,
@@ -208,7 +215,7 @@ export function generateOptModel(root: string, shapeIn: OptShape): GeneratedMode
   writeFileSync(join(dir, 'config.json'), `${JSON.stringify({
     architectures: ['OPTForCausalLM'], model_type: 'opt', hidden_size: d, ffn_dim: f, num_hidden_layers: s.layers, num_attention_heads: H,
     vocab_size: s.vocab, max_position_embeddings: s.maxPositions, word_embed_proj_dim: d, do_layer_norm_before: true,
-    activation_function: 'relu', enable_bias: true, bos_token_id: 1, eos_token_id: 2, pad_token_id: 0, torch_dtype: 'float32',
+    activation_function: 'relu', enable_bias: true, bos_token_id: 1, eos_token_id: 2, pad_token_id: 0, torch_dtype: s.dtype,
     _note: 'sparsellm bench: random weights (normal, std 0.02), stories260K tokenizer; a timing fixture, not a language model',
   }, null, 2)}\n`);
   for (const file of ['tokenizer.model', 'tokenizer_config.json']) copyFileSync(join(TOKENIZER_FROM, file), join(dir, file));

@@ -6,6 +6,7 @@
  *   npm run bench -- --depth    only peak RSS against depth (d=512, 4 and 24 blocks; bench/depth.ts, ~3 min)
  *   npm run bench -- --sparsellm-solve [--before-addon PATH]   only the SparseLLM solve of one d=768 block, peak RSS,
  *                               and before/after against another build of the addon (bench/sparsellm-solve.ts)
+ *   npm run bench -- --scale    real sizes: RSS against depth 4..32 blocks, an OPT-1.3b-shaped fp16 prune (bench/scale.ts; hours)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
  * Every prune runs in its own process (bench/child-prune.ts → runPrune) so that its peak RSS is its own. Models:
@@ -24,7 +25,7 @@ import { evaluateDatasets } from '../src/pipeline/evaluate.js';
 import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
-import { DEPTH_BEGIN, DEPTH_END } from './depth-section.js';
+import { DEPTH_BEGIN, DEPTH_END, SCALE_BEGIN, SCALE_END } from './depth-section.js';
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from './svg.js';
@@ -45,6 +46,10 @@ if (argv.includes('--depth')) {
 }
 if (argv.includes('--sparsellm-solve')) {
   await import('./sparsellm-solve.js');
+  process.exit(0);
+}
+if (argv.includes('--scale')) {
+  await import('./scale.js');
   process.exit(0);
 }
 
@@ -463,7 +468,9 @@ async function main(): Promise<void> {
   // and so is the SparseLLM solve section (bench/sparsellm-solve.ts, `-- --sparsellm-solve`)
   const [solve0, solve1] = [oldMd.indexOf(SOLVE_BEGIN), oldMd.indexOf(SOLVE_END)];
   const solveSection = solve0 >= 0 && solve1 > solve0 ? `\n${oldMd.slice(solve0, solve1 + SOLVE_END.length)}\n` : '';
-  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection + solveSection);
+  const [sc0, sc1] = [oldMd.indexOf(SCALE_BEGIN), oldMd.indexOf(SCALE_END)];
+  const scaleSection = sc0 >= 0 && sc1 > sc0 ? `\n${oldMd.slice(sc0, sc1 + SCALE_END.length)}\n` : '';
+  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection + solveSection + scaleSection);
   process.stderr.write(`wrote bench/results.json, bench/results.svg, bench/RESULTS.md\n`);
   if (!keep) rmSync(outRoot, { recursive: true, force: true });
 }

@@ -128,7 +128,7 @@ function pruneCases(): Case[] {
     p('resume of a complete output', STORIES, ['--resume'], /nothing to resume: .*complete-out is already complete/, { out: fx('complete-out'), outExisted: true }),
     p('unknown eval dataset', STORIES, ['--eval', 'tinystories,nosuch'], /unknown dataset "nosuch"/),
     p('eval window above positions', STORIES, ['--eval', 'tinystories', '--eval-seqlen', '4096'], /--eval-seqlen 4096 is longer than the model's 512 positions/),
-    p('memory estimate over --max-memory', STORIES, ['--max-memory', '0.001'], /estimated peak memory \d+ MB \(.*\) exceeds the 1 MB available: lower --nsamples \(about 1 would fit\) or --seqlen/),
+    p('memory estimate over --max-memory', STORIES, ['--max-memory', '0.001'], /estimated peak memory \d+ MB \(.*\) exceeds the --max-memory 0.001 GB: no --nsamples, --seqlen or --offload brings it under/),
   ];
 }
 
@@ -179,27 +179,47 @@ describe('bad inputs: one line, non-zero exit, inputs untouched, no output', () 
 });
 
 describe('memory estimate', () => {
+  const model = OnnxModel.load(join(STORIES, 'onnx', 'model.onnx'));
+  const layout = analyzeDecoder(model);
+  const shape = modelShape(model, layout);
+
   it('a normal run passes the check (estimate well below available memory)', () => {
-    const model = OnnxModel.load(join(STORIES, 'onnx', 'model.onnx'));
-    const layout = analyzeDecoder(model);
     for (const method of ['wanda', 'sparsegpt', 'sparsellm'] as const) {
-      const e = estimatePeakMemory(layout, 8, 128, modelShape(model, layout, 8, 128), method);
-      assert.ok(e.bytes > 0);
-      assert.doesNotThrow(() => checkMemory(e));
-      assert.doesNotThrow(() => checkMemory(e, 4));
+      const run = { nsamples: 8, seqlen: 128, offload: false };
+      const estimate = (r: typeof run) => estimatePeakMemory(layout, r, shape, method);
+      assert.ok(estimate(run).bytes > 0);
+      assert.doesNotThrow(() => checkMemory(estimate, run));
+      assert.doesNotThrow(() => checkMemory(estimate, run, 4));
     }
   });
 
-  it('a budget below the estimate stops with the figure and a --nsamples that would fit', () => {
-    const model = OnnxModel.load(join(STORIES, 'onnx', 'model.onnx'));
-    const layout = analyzeDecoder(model);
-    const e = estimatePeakMemory(layout, 128, 512, modelShape(model, layout, 128, 512), 'sparsellm');
-    const limitGb = (e.bytes / 2 ** 30) * 0.6; // the runtime overhead alone is 300 MB
-    assert.throws(() => checkMemory(e, limitGb), (err: Error) => {
-      assert.match(err.message, /^estimated peak memory \d+ MB \(.+\) exceeds the \d+ MB available: lower --nsamples \(about \d+ would fit\) or --seqlen$/);
-      const fit = Number(/about (\d+) would fit/.exec(err.message)![1]);
-      assert.ok(fit >= 1 && fit < 128, `suggested ${fit}`);
+  it('a budget below the estimate stops with the figure and the knobs that fit, each with a value that does fit', () => {
+    // activations dominate: 4096 sequences of 256 tokens; the budget admits the offloaded run
+    const run = { nsamples: 4096, seqlen: 256, offload: false };
+    const estimate = (r: typeof run) => estimatePeakMemory(layout, r, shape, 'sparsegpt');
+    const limitGb = Math.round((estimate({ ...run, offload: true }).bytes / 2 ** 30) * 1.05 * 1000) / 1000;
+    assert.throws(() => checkMemory(estimate, run, limitGb), (err: Error) => {
+      assert.match(err.message, /^estimated peak memory [\d.]+ [GM]B \(.+\) exceeds the --max-memory [\d.]+ GB: use --offload DIR \(estimate \d+ MB\), or --nsamples \d+, or --seqlen \d+$/);
+      const n = Number(/--nsamples (\d+)/.exec(err.message)![1]), s = Number(/--seqlen (\d+)/.exec(err.message)![1]);
+      const limit = limitGb * 2 ** 30;
+      // each suggestion fits, and one more does not (the largest value that fits)
+      assert.ok(estimate({ ...run, nsamples: n }).bytes <= limit && estimate({ ...run, nsamples: n + 1 }).bytes > limit, `--nsamples ${n}`);
+      assert.ok(estimate({ ...run, seqlen: s }).bytes <= limit && s < 256, `--seqlen ${s}`);
+      assert.ok(estimate({ ...run, offload: true }).bytes <= limit);
       return true;
     });
+  });
+
+  it('a budget no knob can meet says so, with what one block needs', () => {
+    const run = { nsamples: 8, seqlen: 128, offload: false };
+    const estimate = (r: typeof run) => estimatePeakMemory(layout, r, shape, 'sparsegpt');
+    assert.throws(() => checkMemory(estimate, run, 0.01), /exceeds the --max-memory 0.01 GB: no --nsamples, --seqlen or --offload brings it under \(1 sample of 1 token, offloaded, still needs \d+ MB: the runtime and one block\)$/);
+  });
+
+  it('offloaded, the activations part is one micro-batch, not the whole calibration set', () => {
+    const a = estimatePeakMemory(layout, { nsamples: 512, seqlen: 256, offload: false }, shape, 'sparsegpt').parts.activations!;
+    const b = estimatePeakMemory(layout, { nsamples: 512, seqlen: 256, offload: true }, shape, 'sparsegpt').parts.activations!;
+    // micro-batch 16 at seqlen 256 (microBatchSize): (512 + 16) states against (16 + 16)
+    assert.ok(Math.abs(a / b - 528 / 32) < 1e-9, `${a} / ${b}`);
   });
 });

@@ -126,6 +126,8 @@ export const PRUNE_RULES: Rules = {
     },
     // SparseLLM starts from a SparseGPT solve (its epoch 0), so it uses both.
     { options: ['percdamp', 'blocksize'], methods: ['sparsegpt', 'sparsellm'], family: 'a SparseGPT' },
+    // magnitude reads no calibration text, so it has no activations to offload
+    { options: ['offload'], methods: ['wanda', 'sparsegpt', 'sparsellm'], family: 'a calibration' },
   ],
 };
 
@@ -145,6 +147,7 @@ export const PRUNE_TEXT_OPTIONS: TextOption[] = [
   { name: 'data-dir', what: 'a folder with dataset files' },
   { name: 'layers', what: 'all, first-half, last-half or block indices like 0-11' },
   { name: 'max-shard-size', what: 'a size like 5GB or 500MB' },
+  { name: 'offload', what: 'a folder for the calibration activations' },
 ];
 
 export const EVAL_RULES: Rules = {

@@ -4,7 +4,7 @@
 import * as ort from 'onnxruntime-node';
 import { create, toBinary } from '@bufbuild/protobuf';
 import {
-  GraphProtoSchema, ModelProtoSchema, StringStringEntryProtoSchema, TensorProtoSchema, TensorProto_DataLocation,
+  AttributeProtoSchema, AttributeProto_AttributeType, GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, StringStringEntryProtoSchema, TensorProtoSchema, TensorProto_DataLocation,
   TensorProto_DataType, TensorShapeProto_DimensionSchema, ValueInfoProtoSchema, type ValueInfoProto,
 } from 'onnx-buf';
 import { analyzeDecoder, type DecoderBlock, type DecoderLayout } from './decoder-layout.js';
@@ -24,6 +24,13 @@ export interface BlockResult {
   state: BlockState;
   /** role -> data input of that linear, [batch*seqlen, in] float32 (empty unless capture was asked). */
   captures: Map<string, Float32Array>;
+  /** role -> Σ ‖W x‖² over the run's tokens: the squared MatMul output before any bias (empty unless capture was asked). */
+  outputSquares: Map<string, number>;
+}
+
+/** The scalar output that sums the squares of a linear's MatMul output (added to block parts, see buildPartModel). */
+export function outputSquaresName(matmulOutput: string): string {
+  return `sparsellm::sum_squares::${matmulOutput}`;
 }
 
 export interface BlockRunnerOptions {
@@ -85,16 +92,21 @@ export class BlockRunner {
   async runBlock(i: number, state: BlockState, opts: { capture?: boolean } = {}): Promise<BlockResult> {
     const block = this.block(i);
     const part = this.partition.blocks[i]!;
-    const extra = opts.capture ? [...new Set(block.linears.map((l) => l.inputName))].filter((t) => !part.inputs.includes(t)) : [];
+    const extra = opts.capture
+      ? [...[...new Set(block.linears.map((l) => l.inputName))].filter((t) => !part.inputs.includes(t)), ...block.linears.map((l) => outputSquaresName(l.outputName))]
+      : [];
     const outputs = await this.run(part, state, extra);
     const captures = new Map<string, Float32Array>();
+    const outputSquares = new Map<string, number>();
     if (opts.capture) {
       for (const l of block.linears) {
         const t = outputs[l.inputName] ?? state.tensors.get(l.inputName)!;
         captures.set(l.role, toFloat32(t));
+        outputSquares.set(l.role, Number((outputs[outputSquaresName(l.outputName)]!.data as Float32Array)[0]));
       }
     }
-    return { state: this.advance(state, outputs, i), captures };
+    for (const l of block.linears) delete outputs[outputSquaresName(l.outputName)];
+    return { state: this.advance(state, outputs, i), captures, outputSquares };
   }
 
   /** Final norm + lm_head: logits [batch, seqlen, vocab] as float32. */
@@ -151,7 +163,7 @@ export class BlockRunner {
     await this.releaseSession();
     const block = part.order >= 0 && part.order < this.numBlocks ? this.layout.blocks[part.order] : undefined;
     const captureOutputs = block ? block.linears.map((l) => l.inputName).filter((t) => !part.inputs.includes(t)) : [];
-    const { bytes, externalData } = buildPartModel(this.model, part, feeds, captureOutputs);
+    const { bytes, externalData } = buildPartModel(this.model, part, feeds, captureOutputs, block ? block.linears.map((l) => l.outputName) : []);
     const session = await ort.InferenceSession.create(bytes, { ...sessionOptions(this.options.threads), externalData });
     this.active = { order: part.order, session };
     return session;
@@ -174,10 +186,18 @@ export class BlockRunner {
  * Large float initializers are not encoded into the protobuf: each is marked EXTERNAL and handed
  * to ORT as an in-memory external data buffer, so a part can exceed protobuf's 2 GB limit.
  */
-function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string, ort.Tensor>, captureOutputs: string[]): PartModel {
+function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string, ort.Tensor>, captureOutputs: string[], squaredOutputs: string[]): PartModel {
   const graphInputs = new Map(model.graph.input.map((i) => [i.name, i]));
   const input = part.inputs.map((name) => graphInputs.get(name) ?? valueInfoFromTensor(name, feeds[name]!));
-  const outputNames = [...new Set([...part.outputs, ...captureOutputs])];
+  // Σ y² of each linear's MatMul output y, in float32 (Cast first: fp16 squares overflow), as one scalar output each
+  const squareNodes = squaredOutputs.flatMap((y) => {
+    const f = `${outputSquaresName(y)}::float`;
+    return [
+      create(NodeProtoSchema, { name: `${f}/Cast`, opType: 'Cast', input: [y], output: [f], attribute: [create(AttributeProtoSchema, { name: 'to', type: AttributeProto_AttributeType.INT, i: BigInt(TensorProto_DataType.FLOAT) })] }),
+      create(NodeProtoSchema, { name: `${outputSquaresName(y)}/ReduceSumSquare`, opType: 'ReduceSumSquare', input: [f], output: [outputSquaresName(y)], attribute: [create(AttributeProtoSchema, { name: 'keepdims', type: AttributeProto_AttributeType.INT, i: 0n })] }),
+    ];
+  });
+  const outputNames = [...new Set([...part.outputs, ...captureOutputs, ...squaredOutputs.map(outputSquaresName)])];
   const externalData: { path: string; data: Uint8Array }[] = [];
   const initializer = part.initializers.map((name) => {
     if (!isLargeFloat(model, name)) return model.inlineInitializer(name);
@@ -196,7 +216,7 @@ function buildPartModel(model: OnnxModel, part: GraphPart, feeds: Record<string,
   });
   const graph = create(GraphProtoSchema, {
     name: `${model.graph.name || 'decoder'} ${part.label}`,
-    node: part.nodes,
+    node: [...part.nodes, ...squareNodes],
     initializer,
     input,
     output: outputNames.map((name) => create(ValueInfoProtoSchema, { name })),

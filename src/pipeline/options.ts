@@ -122,6 +122,11 @@ export interface PruneOptions {
   tokenizer?: string;
   quiet?: boolean;
   maxMemoryGb?: number;
+  /**
+   * Stream the calibration activations between blocks through files in a fresh folder under this one (removed at
+   * the end) instead of holding them in memory: for calibration sets larger than RAM.
+   */
+  offload?: string;
   /** Where the solvers run: 'auto' takes CUDA when a CUDA build finds a GPU and cuBLAS. */
   device?: Device;
   /** Output: ONNX (the input's layout), a HF safetensors checkpoint in the input family's layout, or both. */
@@ -131,8 +136,8 @@ export interface PruneOptions {
 }
 
 /** Every option of a run decided, except what depends on the model (seqlen, the family's α/β/γ). */
-export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource'>> &
-  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource'>;
+export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource' | 'offload'>> &
+  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource' | 'offload'>;
 
 export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
   const method = o.method ?? PRUNE_DEFAULTS.method;

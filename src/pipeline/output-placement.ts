@@ -75,3 +75,24 @@ export function optionInputs(options: Record<string, string | string[] | undefin
   }
   return inputs;
 }
+
+/**
+ * Refuses a scratch folder (`--offload DIR`, where a fresh sub-folder is made and removed) that is an input, lies
+ * inside an input model folder, or lies inside the output folder or its `<out>.partial` (renamed at the end). Unlike
+ * the output, the scratch folder may contain inputs: only its own fresh sub-folder is ever written or deleted.
+ */
+export function assertScratchOutsideInputs(dir: string, option: string, inputs: ReadInput[], out: string): void {
+  const real = realPathOf(dir);
+  for (const input of inputs) {
+    if (!existsSync(input.path)) continue;
+    const inReal = realPathOf(input.path);
+    const shown = inReal === resolve(input.path) ? input.path : `${input.path} (${inReal})`;
+    if (real === inReal || (input.enclosing && within(real, inReal))) {
+      throw new UserError(`${option} ${dir} is ${real === inReal ? '' : 'inside '}${input.what} ${shown}: choose a folder outside it (inputs are never modified)`);
+    }
+  }
+  if (existsSync(real) && !statSync(real).isDirectory()) throw new UserError(`${option} ${dir} is a file: give a folder`);
+  for (const o of [resolve(out), `${resolve(out)}.partial`]) {
+    if (within(real, realPathOf(o))) throw new UserError(`${option} ${dir} is inside the output folder ${o}: choose a folder outside it`);
+  }
+}

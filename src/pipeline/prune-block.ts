@@ -8,6 +8,7 @@ import { sparsegptPrune } from '../native/sparsegpt.js';
 import { sparsellmLlama, sparsellmOpt, type SparseLlmResult } from '../native/sparsellm.js';
 import type { SparsitySpec } from '../native/sparsity.js';
 import { wandaPrune } from '../native/wanda.js';
+import type { ObsLoss } from './layer-error.js';
 import type { BlockStatistics } from './statistics.js';
 import { sparseGptOptions, sparseLlmOptions, type Method, type ResolvedPruneOptions } from './options.js';
 
@@ -17,7 +18,11 @@ export interface LinearReport {
   in: number;
   out: number;
   sparsity: number;
-  /** Relative squared output error ‖(W − Ŵ)X‖² / ‖WX‖² over the calibration inputs (from the Hessian), null without calibration. */
+  /**
+   * Relative squared output error ‖(W − Ŵ)X‖² / ‖WX‖² over the calibration inputs, null without a Hessian
+   * (magnitude, Wanda). Numerator: SparseGPT's OBS loss less its damping share (exact); SparseLLM's FFN: a row
+   * subsample. Denominator: a row subsample of tr(W H Wᵀ) (all rows up to 64). See src/pipeline/layer-error.ts.
+   */
   layerOutputError: number | null;
   solver: string;
   seconds: number;
@@ -31,10 +36,10 @@ export interface BlockPruneResult {
   sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number; warnings?: string[] };
 }
 
-type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: ResolvedPruneOptions, spec: SparsitySpec) => Promise<{ retries?: number }>;
+type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: ResolvedPruneOptions, spec: SparsitySpec) => Promise<{ retries?: number; obs?: ObsLoss }>;
 
-/** Relative squared output error of one pruned linear (W dense, Wp pruned), null where the method has no Hessian. */
-export type LayerOutputError = (W: Float32Array, Wp: Float32Array, l: LinearLayer) => Promise<number | null>;
+/** Relative squared output error of one pruned linear (W dense, Wp pruned; obs: SparseGPT's loss), null where the method has no Hessian. */
+export type LayerOutputError = (W: Float32Array, Wp: Float32Array, l: LinearLayer, obs?: ObsLoss) => Promise<number | null>;
 
 const LOCAL_SOLVERS: Record<Method, LocalSolver> = {
   magnitude: async (W, l, _s, _o, spec) => {
@@ -48,7 +53,7 @@ const LOCAL_SOLVERS: Record<Method, LocalSolver> = {
   sparsegpt: async (W, l, s, o, spec) => {
     const options = sparseGptOptions({ ...spec, percdamp: o.percdamp, blocksize: o.blocksize });
     const r = await sparsegptPrune(W, l.outFeatures, l.inFeatures, s!.hessian(l.role).H, options, o.device === 'cuda' ? 'cuda' : 'cpu');
-    return { retries: r.retries };
+    return { retries: r.retries, obs: { loss: r.loss, damping: r.damping } };
   },
   // SparseLLM prunes the attention projections locally with SparseGPT.
   sparsellm: (W, l, s, o, spec) => LOCAL_SOLVERS.sparsegpt(W, l, s, o, spec),
@@ -76,7 +81,7 @@ export async function pruneBlock(
     const r = await LOCAL_SOLVERS[options.method](W, l, stats, options, spec);
     const seconds = (performance.now() - t0) / 1000;
     pruned.set(l.role, W);
-    reports.push(await linearReport(l, W, weights.get(l.role)!, seconds, options.method === 'sparsellm' ? 'sparsegpt' : options.method, r.retries, layerOutputError));
+    reports.push(await linearReport(l, W, weights.get(l.role)!, seconds, options.method === 'sparsellm' ? 'sparsegpt' : options.method, r.retries, layerOutputError, r.obs));
   }
 
   let sparsellm: BlockPruneResult['sparsellm'];
@@ -137,12 +142,12 @@ export async function pruneBlock(
 
 async function linearReport(
   l: LinearLayer, Wp: Float32Array, W: Float32Array, seconds: number, solver: string, retries: number | undefined,
-  layerOutputError: LayerOutputError,
+  layerOutputError: LayerOutputError, obs?: ObsLoss,
 ): Promise<LinearReport> {
   let zeros = 0;
   for (let k = 0; k < Wp.length; k++) if (Wp[k] === 0) zeros++;
   return {
     block: l.block, role: l.role, in: l.inFeatures, out: l.outFeatures, sparsity: zeros / Wp.length,
-    layerOutputError: await layerOutputError(W, Wp, l), solver, seconds, ...(retries ? { dampingRetries: retries } : {}),
+    layerOutputError: await layerOutputError(W, Wp, l, obs), solver, seconds, ...(retries ? { dampingRetries: retries } : {}),
   };
 }

@@ -12,17 +12,18 @@ import { planSafetensorsExport, writeSafetensorsExport, type SafetensorsPlan } f
 import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type DecoderLayout, type LinearLayer } from '../model/index.js';
-import { native } from '../native/addon.js';
 import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
-import { checkMemory, estimatePeakMemory, microBatchSize, modelShape } from './memory.js';
+import { checkMemory, estimatePeakMemory, measureStateBytes, microBatchSize, modelShape, stateBytes, type MemoryEstimate } from './memory.js';
 import { defaultSeqlen, parseLayers, resolvePruneOptions, targetSparsity, type PruneOptions, type ResolvedPruneOptions } from './options.js';
 import { copyCompanionFiles, commitOutput, createPartial, planOutput, type OutputPlan } from './output.js';
+import { layerOutputError, type ObsLoss } from './layer-error.js';
 import { pruneBlock, type LinearReport } from './prune-block.js';
-import { assertOutputOutsideInput, modelInputs, optionInputs } from './output-placement.js';
+import { assertOutputOutsideInput, assertScratchOutsideInputs, modelInputs, optionInputs } from './output-placement.js';
 import type { Progress } from './progress.js';
 import { BlockStatisticsCollector } from './statistics.js';
+import { FileStateStore, MemoryStateStore, type StateStore } from './state-store.js';
 
 export interface PruneReport {
   tool: string;
@@ -35,6 +36,8 @@ export interface PruneReport {
   layers: LinearReport[];
   sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; warnings?: string[] }[];
   timings: Record<string, number>;
+  /** the pre-run peak-memory estimate (src/pipeline/memory.ts), bytes in all and per part */
+  memoryEstimate?: { bytes: number; parts: Record<string, number> };
   perplexity?: EvalResults;
   resumedBlocks: number;
 }
@@ -66,21 +69,6 @@ interface PruneRun {
   plan: OutputPlan;
   /** what the checkpoint key and the report's arguments record */
   settings: Record<string, unknown>;
-}
-
-/** ‖(W − Ŵ)X‖² / ‖WX‖² = tr(D H Dᵀ) / tr(W H Wᵀ) with D = W − Ŵ and H the layer-input Hessian. */
-async function layerOutputErrorFromHessian(W: Float32Array, Wp: Float32Array, H: Float32Array, out: number, inF: number): Promise<number> {
-  const D = new Float32Array(W.length);
-  for (let k = 0; k < W.length; k++) D[k] = W[k]! - Wp[k]!;
-  const quad = async (A: Float32Array) => {
-    const AH = new Float32Array(A.length);
-    await native().sgemm(A, H, AH, out, inF, inF);
-    let s = 0;
-    for (let k = 0; k < A.length; k++) s += AH[k]! * A[k]!;
-    return s;
-  };
-  const den = await quad(W);
-  return den > 0 ? (await quad(D)) / den : 0;
 }
 
 function formatSeconds(s: number): string {
@@ -129,7 +117,6 @@ function checkRun(run: PruneRun): void {
   }
   // Input weights must be finite: pruning cannot repair NaN/Inf.
   for (const l of pruned) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${l.block} ${l.role})`);
-  if (o.method !== 'magnitude') checkMemory(estimatePeakMemory(layout, o.nsamples, o.seqlen, modelShape(model, layout, o.nsamples, o.seqlen), o.method), o.maxMemoryGb);
   // Evaluation datasets and window, checked now rather than after the prune.
   for (const name of o.eval) resolveDataset(name, { docSeparator: o.docSeparator });
   if (o.evalSeqlen !== undefined) {
@@ -138,15 +125,29 @@ function checkRun(run: PruneRun): void {
   }
 }
 
+/**
+ * The pre-run peak-memory estimate against available memory (or --max-memory), with the state between blocks measured
+ * by two dry prologue runs of one sequence; refuses (naming the knob that fits) before `<out>.partial` exists.
+ */
+async function checkRunMemory(run: PruneRun, runner: BlockRunner): Promise<MemoryEstimate | undefined> {
+  const { o, model, layout } = run;
+  if (o.method === 'magnitude') return undefined;
+  const ids = (s: number) => new BigInt64Array(s).fill(1n);
+  const shape = { ...modelShape(model, layout), statePerSequence: await measureStateBytes(async (s) => stateBytes((await runner.prologue(ids(s), 1, s)).tensors.values()), o.seqlen) };
+  return checkMemory((r) => estimatePeakMemory(layout, r, shape, o.method), { nsamples: o.nsamples, seqlen: o.seqlen, offload: o.offload !== undefined }, o.maxMemoryGb);
+}
+
 /** Resolves the model and the options and checks them; nothing is written yet. */
 async function planRun(options: PruneOptions, progress: Progress): Promise<PruneRun> {
   const resolved = resolvePruneOptions(options);
   const modelPath = await resolveModelArgument(resolved.model, { ...resolved.modelSource, progress });
   const onnxFile = resolveModelFile(modelPath);
-  assertOutputOutsideInput(resolved.out, [
+  const inputs = [
     ...modelInputs(modelPath, onnxFile),
     ...optionInputs({ '--calib': resolved.calib, '--eval': resolved.eval, '--tokenizer': resolved.tokenizer, '--data-dir': resolved.dataDir }),
-  ]);
+  ];
+  assertOutputOutsideInput(resolved.out, inputs);
+  if (resolved.offload !== undefined) assertScratchOutsideInputs(resolved.offload, '--offload', inputs, resolved.out);
   const plan = planOutput(resolved.out, onnxFile, resolved.force, resolved.resume);
   const model = OnnxModel.load(onnxFile);
   const layout = analyzeDecoder(model);
@@ -178,10 +179,9 @@ async function openCalibration(run: PruneRun, timings: Timings): Promise<Calibra
 }
 
 /** 1. Calibration windows -> prologue states, in micro-batches of whole sequences. */
-async function calibrate(run: PruneRun, runner: BlockRunner, source: CalibrationSource, progress: Progress, timings: Timings): Promise<BlockState[]> {
+async function calibrate(run: PruneRun, runner: BlockRunner, source: CalibrationSource, states: StateStore, progress: Progress, timings: Timings): Promise<void> {
   const { o, plan } = run;
   const t = clock();
-  const states: BlockState[] = [];
   const batch = microBatchSize(o.nsamples, o.seqlen);
   progress.start('calibration', o.nsamples);
   let pending: BigInt64Array[] = [];
@@ -204,7 +204,6 @@ async function calibrate(run: PruneRun, runner: BlockRunner, source: Calibration
   }
   progress.stop();
   timings.calibration += clock() - t;
-  return states;
 }
 
 interface PrunedBlocks {
@@ -215,7 +214,7 @@ interface PrunedBlocks {
 
 /** 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run. */
 async function pruneBlocks(
-  run: PruneRun, runner: BlockRunner, checkpoint: Checkpoint, states: BlockState[], progress: Progress, timings: Timings,
+  run: PruneRun, runner: BlockRunner, checkpoint: Checkpoint, states: StateStore, progress: Progress, timings: Timings,
 ): Promise<PrunedBlocks> {
   const { o, layout, selected, plan } = run;
   const linears: LinearReport[] = [];
@@ -251,22 +250,22 @@ async function pruneBlocks(
       checkpoint.save({ index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
     }
     // Re-run the (pruned) block: its outputs are the next block's inputs.
-    if (states.length > 0 && i < layout.blocks.length - 1) {
+    if (states.count > 0 && i < layout.blocks.length - 1) {
       const t = clock();
-      progress.start(`block ${i} forward`, states.length);
-      for (let k = 0; k < states.length; k++) {
-        states[k] = (await runner.runBlock(i, states[k]!)).state;
+      progress.start(`block ${i} forward`, states.count);
+      for (let k = 0; k < states.count; k++) {
+        await states.set(k, (await runner.runBlock(i, await states.get(k))).state);
         progress.tick();
       }
       progress.stop();
       timings.rerun += clock() - t;
     }
   }
-  states.length = 0;
+  states.dispose();
   return { linears, sparsellm, resumedBlocks: restored.size };
 }
 
-async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderBlock, states: BlockState[], progress: Progress) {
+async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress) {
   const { o, layout } = run;
   const family = layout.family;
   let statisticsSeconds = 0;
@@ -274,10 +273,11 @@ async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderB
   if (o.method !== 'magnitude') {
     const t = performance.now();
     stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null);
-    progress.start(`block ${block.index} statistics`, states.length);
-    for (const s of states) {
-      const { captures } = await runner.runBlock(block.index, s, { capture: true });
-      await stats.add(captures, s.batch, s.seqlen);
+    progress.start(`block ${block.index} statistics`, states.count);
+    for (let k = 0; k < states.count; k++) {
+      const s = await states.get(k);
+      const { captures, outputSquares } = await runner.runBlock(block.index, s, { capture: true });
+      await stats.add(captures, s.batch, s.seqlen, outputSquares);
       progress.tick();
       checkInterrupted(run.plan.partial);
     }
@@ -288,9 +288,9 @@ async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderB
   const weights = runner.getBlockWeights(block.index);
   const biases = new Map<string, Float32Array>();
   for (const l of block.linears) if (l.biasName) biases.set(l.role, runner.model.readFloat32(l.biasName));
-  const layerOutputError = async (W: Float32Array, Wp: Float32Array, l: LinearLayer) =>
-    o.method === 'magnitude' || o.method === 'wanda' ? null : layerOutputErrorFromHessian(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures);
-  const result = await pruneBlock(block, family, weights, biases, stats, o, o.spec, layerOutputError);
+  const outputError = async (W: Float32Array, Wp: Float32Array, l: LinearLayer, obs?: ObsLoss) =>
+    o.method === 'magnitude' || o.method === 'wanda' ? null : layerOutputError(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures, stats!.weightQuadratic(l.role), obs);
+  const result = await pruneBlock(block, family, weights, biases, stats, o, o.spec, outputError);
   return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
 }
 
@@ -337,7 +337,7 @@ function exportModel(run: PruneRun, runner: BlockRunner, target: OnnxTarget, tim
 }
 
 /** 4. The report: settings, per-layer results, overall sparsity, timings, perplexity. */
-function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined): PruneReport {
+function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined, memory: MemoryEstimate | undefined): PruneReport {
   const { o } = run;
   let zeros = 0, total = 0;
   for (const r of pruned.linears) {
@@ -355,6 +355,7 @@ function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perp
     layers: pruned.linears,
     sparsellm: pruned.sparsellm,
     timings,
+    ...(memory ? { memoryEstimate: { bytes: memory.bytes, parts: memory.parts } } : {}),
     ...(perplexity ? { perplexity } : {}),
     resumedBlocks: pruned.resumedBlocks,
   };
@@ -372,18 +373,20 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   progress.log(device.line);
   if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${o.calib} ${source.warning}\n`);
   const runner = await BlockRunner.open(run.model);
+  const memory = await checkRunMemory(run, runner);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it
   // resumed an earlier run's checkpoint (never thrown away by a later failure).
   const resumed = o.resume && existsSync(plan.partial);
   if (!o.resume && existsSync(plan.partial)) rmSync(plan.partial, { recursive: true, force: true });
   createPartial(plan);
+  const states: StateStore = o.offload ? new FileStateStore(o.offload) : new MemoryStateStore();
   try {
     const target = onnxTarget(run);
     const checkpoint = new Checkpoint(plan.partial, checkpointKey(run.onnxFile, run.settings), o.resume, relative(plan.partial, target.streamFile), () => run.model.syncStream());
     mkdirSync(dirname(target.streamFile), { recursive: true });
     run.model.streamReplacedTo(target.streamFile, { keep: checkpoint.finished.length > 0 });
-    const states = source ? await calibrate(run, runner, source, progress, timings) : [];
+    if (source) await calibrate(run, runner, source, states, progress, timings);
     const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings);
     const outOnnx = exportModel(run, runner, target, timings);
     let perplexity: EvalResults | undefined;
@@ -393,7 +396,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
       timings.eval += clock() - t;
     }
     timings.total = clock() - tStart;
-    const report = buildReport(run, pruned, timings, perplexity);
+    const report = buildReport(run, pruned, timings, perplexity, memory);
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
     commitOutput(plan, (name) => name !== '.checkpoint' && name !== EVAL_ONLY_ONNX);
     // the solvers' warnings (e.g. too few calibration tokens for the FFN width), once each, after a finished run:
@@ -405,6 +408,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
     if (!interrupted && !resumed) rmSync(plan.partial, { recursive: true, force: true });
     throw e;
   } finally {
+    states.dispose();
     run.model.closeStream();
     await runner.dispose();
   }

@@ -2,7 +2,8 @@
 // - one SparseGPT Hessian per distinct linear input (q/k/v share theirs, as do gate/up), H = (2/n) Σ XᵀX;
 // - one Wanda scaler per distinct input, Σ x² / n (per input channel);
 // - for SparseLLM, the FFN's input activations X (token-major), kept whole for the global updates (the captured
-//   chunks are released as they are concatenated).
+//   chunks are released as they are concatenated);
+// - per linear, Σ ‖W x‖² over the tokens (summed inside onnxruntime), for the report's error column (layer-error.ts).
 import { HessianAccumulator } from '../native/hessian.js';
 import { WandaScaler } from '../native/wanda.js';
 import type { DecoderBlock } from '../model/index.js';
@@ -14,6 +15,8 @@ export interface BlockStatistics {
   scaler(role: string): Float32Array;
   /** FFN input rows [tokens, hidden] (SparseLLM only). */
   ffnInput(): { X: Float32Array; tokens: number };
+  /** tr(W H Wᵀ) = (2/n) Σ_t ‖W x_t‖² in the Hessian's scaling, for the dense W (NaN when the pass did not sum it). */
+  weightQuadratic(role: string): number;
   sequences: number;
 }
 
@@ -23,6 +26,7 @@ export class BlockStatisticsCollector implements BlockStatistics {
   private readonly ffnChunks: Float32Array[] = [];
   private ffnTaken = false;
   private readonly inputOf: Map<string, string>;
+  private readonly outputSquares = new Map<string, number>();
   sequences = 0;
 
   constructor(
@@ -42,7 +46,8 @@ export class BlockStatisticsCollector implements BlockStatistics {
   }
 
   /** Adds one micro-batch of captured linear inputs (role -> [batch·seqlen, in]). */
-  async add(captures: Map<string, Float32Array>, batch: number, seqlen: number): Promise<void> {
+  async add(captures: Map<string, Float32Array>, batch: number, seqlen: number, outputSquares?: Map<string, number>): Promise<void> {
+    for (const [role, v] of outputSquares ?? []) this.outputSquares.set(role, (this.outputSquares.get(role) ?? 0) + v);
     const done = new Set<string>();
     for (const l of this.block.linears) {
       if (done.has(l.inputName)) continue;
@@ -54,6 +59,11 @@ export class BlockStatisticsCollector implements BlockStatistics {
     }
     if (this.ffnInputRole) this.ffnChunks.push(captures.get(this.ffnInputRole)!);
     this.sequences += batch;
+  }
+
+  weightQuadratic(role: string): number {
+    const s = this.outputSquares.get(role);
+    return s === undefined || this.sequences === 0 ? NaN : (2 / this.sequences) * s;
   }
 
   hessian(role: string): HessianAccumulator {

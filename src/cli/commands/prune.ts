@@ -46,6 +46,7 @@ interface PruneArgs {
   tokenizer?: string;
   docSeparator?: string;
   maxMemory?: number;
+  offload?: string;
   device: 'cuda' | 'cpu' | 'auto';
   format: 'onnx' | 'safetensors' | 'both';
   maxShardSize?: string;
@@ -91,6 +92,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     tokenizer: argv.tokenizer,
     quiet: argv.quiet || argv.json,
     maxMemoryGb: argv.maxMemory,
+    offload: argv.offload,
     device: argv.device,
     format: argv.format,
     maxShardBytes: argv.maxShardSize === undefined ? undefined : parseByteSize(String(argv.maxShardSize)),
@@ -178,6 +180,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('data-dir', { type: 'string', describe: 'folder with dataset files (also $SPARSELLM_DATA)' })
       .option('doc-separator', { type: 'string', describe: 'document separator of your own text file (default <|endoftext|>)' })
       .option('max-memory', { type: 'number', describe: 'memory budget in GB for the pre-run estimate (default: available memory)' })
+      .option('offload', { type: 'string', describe: 'stream the calibration activations between blocks through files in a fresh folder under DIR (removed at the end) instead of RAM' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: PRUNE_DEFAULTS.device, describe: 'solver device: auto takes CUDA when a CUDA build finds a GPU (docs/CUDA.md)' })
       .option('format', { choices: ['onnx', 'safetensors', 'both'] as const, default: PRUNE_DEFAULTS.format, describe: 'output: ONNX (input layout), a Hugging Face safetensors checkpoint (transformers names, input dtype), or both' })
       .option('max-shard-size', { type: 'string', describe: 'safetensors shard size limit, e.g. 5GB (default, as the hub), 500MB' })

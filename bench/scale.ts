@@ -1,0 +1,163 @@
+/**
+ * `npm run bench -- --scale` (issue 16): real sizes on one machine.
+ *  1. Peak RSS against depth at fixed width: OPT-shaped random models, d=512, 4 to 32 blocks (fp32 external data),
+ *     SparseGPT 50%, 8 × 256 tokens.
+ *  2. An OPT-1.3b-shaped model (d=2048, 24 blocks, FFN 8192, 32 heads) with random weights in fp16 external data,
+ *     pruned with SparseGPT 50% at a calibration size this machine affords (default 4 × 1024 tokens; `--scale-calib
+ *     NxS`). Per phase: wall time, the largest resident set sampled during it; the pre-run estimate per part; and the
+ *     sum one block's weights + activations + solver workspace + runtime, written out.
+ * Each prune runs in its own process (bench/child-prune.ts). Models are generated under $TMPDIR (bench/opt-model.ts),
+ * never in the repository. Writes bench/scale-results.json, bench/scale.svg and the scale section of bench/RESULTS.md.
+ *   npm run bench -- --scale [--scale-calib 8x2048] [--scale-skip-depth] [--scale-skip-opt]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
+import { SCALE_BEGIN, SCALE_END } from './depth-section.js';
+import { generateOptModel, type OptShape } from './opt-model.js';
+import { layout, linePanel, PALETTE } from './svg.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const argv = process.argv.slice(2);
+const calibArg = argv[argv.indexOf('--scale-calib') + 1];
+const [nsamples, seqlen] = (argv.includes('--scale-calib') && calibArg ? calibArg : '4x1024').split('x').map(Number) as [number, number];
+const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
+mkdirSync(modelsDir, { recursive: true });
+const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-scale-'));
+const resultsFile = join(here, 'scale-results.json');
+const MB = 2 ** 20;
+
+
+/** Repeated tinystories sample: the generated models' calibration text (content does not matter for time or memory). */
+function calibrationText(): string {
+  const p = join(outRoot, 'calibration-long.txt');
+  const sample = readFileSync(join(here, '..', 'calibration', 'data', 'tinystories_sample.txt'), 'utf8');
+  writeFileSync(p, Array(24).fill(sample).join('\n'));
+  return p;
+}
+
+interface Row {
+  model: string;
+  shape: Required<OptShape>;
+  method: string;
+  nsamples: number;
+  seqlen: number;
+  linearBytes: number;
+  maxRssMb: number;
+  estimateMb: number;
+  estimateParts: Record<string, number>;
+  phaseSeconds: Record<string, number>;
+  phaseRssMb: Record<string, number>;
+  /** one block's weights + activations + solver workspace + runtime, from the estimate's parts (MB) */
+  boundMb: number;
+  wallSeconds: number;
+}
+
+function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number, sl: number, calib: string): Row {
+  const t = performance.now();
+  const g = generateOptModel(modelsDir, shapeIn);
+  const tGen = (performance.now() - t) / 1000;
+  const args: ChildPruneArgs = { model: g.dir, method, sparsity: 0.5, nsamples: ns, seqlen: sl, out: join(outRoot, 'out'), calib };
+  process.stderr.write(`[scale] ${g.dir} (generated in ${tGen.toFixed(0)} s): ${method} ${ns}×${sl} ...\n`);
+  const t0 = performance.now();
+  const child = spawnSync(process.execPath, ['--import', 'tsx', join(here, 'child-prune.ts'), JSON.stringify(args)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  rmSync(join(outRoot, 'out'), { recursive: true, force: true });
+  if (child.status !== 0) throw new Error(`prune of ${g.dir} failed (exit ${child.status}):\n${child.stderr.slice(-2000)}`);
+  const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as ChildPruneResult;
+  const parts = r.report.memoryEstimate?.parts ?? {};
+  const bytesPer = g.shape.dtype === 'float16' ? 2 : 4;
+  const row: Row = {
+    model: g.dir.split('/').pop()!, shape: g.shape, method, nsamples: ns, seqlen: sl, linearBytes: g.linearParams * bytesPer,
+    maxRssMb: r.maxRssKb / 1024, estimateMb: r.estimateBytes / MB, estimateParts: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v / MB])),
+    phaseSeconds: r.report.timings as Record<string, number>, phaseRssMb: r.phaseRssMb,
+    boundMb: ((parts.blockWeights ?? 0) + (parts.activations ?? 0) + (parts.hessians ?? 0) + (parts.solver ?? 0) + (parts.sparsellm ?? 0) + (parts.runtime ?? 0)) / MB,
+    wallSeconds: (performance.now() - t0) / 1000,
+  };
+  process.stderr.write(`[scale]   peak RSS ${row.maxRssMb.toFixed(0)} MB, estimate ${row.estimateMb.toFixed(0)} MB, bound ${row.boundMb.toFixed(0)} MB, ${row.wallSeconds.toFixed(0)} s\n`);
+  return row;
+}
+
+const previous = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { depth?: Row[]; opt?: Row[] }) : {};
+const results: { date: string; machine: Record<string, unknown>; depth: Row[]; opt: Row[] } = {
+  date: new Date().toISOString(),
+  machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGb: +(totalmem() / 2 ** 30).toFixed(1), loadAverageAtStart: loadavg().map((v) => +v.toFixed(2)) },
+  depth: previous.depth ?? [], opt: previous.opt ?? [],
+};
+const save = () => writeFileSync(resultsFile, `${JSON.stringify(results, null, 2)}\n`);
+const calib = calibrationText();
+try {
+  if (!argv.includes('--scale-skip-opt')) {
+    results.opt = [prune({ hidden: 2048, layers: 24, ffn: 8192, heads: 32, dtype: 'float16' }, 'sparsegpt', nsamples, seqlen, calib)];
+    save();
+  }
+  if (!argv.includes('--scale-skip-depth')) {
+    results.depth = [];
+    for (const layers of [4, 8, 16, 24, 32]) {
+      results.depth.push(prune({ hidden: 512, layers }, 'sparsegpt', 8, 256, calib));
+      save();
+    }
+  }
+} finally {
+  rmSync(outRoot, { recursive: true, force: true });
+}
+results.machine.loadAverageAtEnd = loadavg().map((v) => +v.toFixed(2));
+save();
+
+// ----- chart and RESULTS.md section
+const depth = results.depth;
+if (depth.length) {
+  const svg = layout('sparsellm --scale: peak RSS against depth', `OPT-shaped d=512, fp32 external data, SparseGPT 50%, 8 × 256 tokens · ${results.date.slice(0, 16)}`, [
+    linePanel({
+      title: 'Peak RSS against depth (d=512)', xlabel: 'decoder blocks', ylabel: 'MB', yZero: true, xTicks: depth.map((r) => r.shape.layers),
+      series: [
+        { name: 'peak RSS', color: PALETTE[0], points: depth.map((r) => [r.shape.layers, r.maxRssMb]) },
+        { name: 'pre-run estimate', color: PALETTE[1], dash: true, points: depth.map((r) => [r.shape.layers, r.estimateMb]) },
+        { name: 'linear weights', color: PALETTE[7], dash: true, points: depth.map((r) => [r.shape.layers, r.linearBytes / MB]) },
+      ],
+    }),
+  ], 1);
+  writeFileSync(join(here, 'scale.svg'), svg);
+}
+const f0 = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(0));
+const f1 = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(1));
+const PH = ['calibration', 'statistics', 'solve', 'rerun', 'export'];
+const lines = [
+  SCALE_BEGIN,
+  '## Real sizes (`npm run bench -- --scale`, issue 16)',
+  '',
+  `Latest run ${results.date.slice(0, 16)} on ${results.machine.cpu}, ${results.machine.cores} cores, ${results.machine.memoryGb} GB; load average ${String(results.machine.loadAverageAtStart)} at the start, ${String(results.machine.loadAverageAtEnd)} at the end (the machine was shared: wall times are inflated). ` +
+    'Random-weight OPT-shaped models (bench/opt-model.ts) generated under $TMPDIR; each prune in its own process; peak RSS = process.resourceUsage().maxRSS; per-phase RSS = the largest resident set sampled (progress calls, every 200 ms) during the phase.',
+  '',
+  '### Peak RSS against depth (d=512, fp32, SparseGPT 50%, 8 × 256 tokens)',
+  '',
+  '![peak RSS against depth](scale.svg)',
+  '',
+  '| blocks | linear weights (MB) | peak RSS (MB) | estimate (MB) | estimate / peak | wall (s) |',
+  '|---:|---:|---:|---:|---:|---:|',
+  ...depth.map((r) => `| ${r.shape.layers} | ${f0(r.linearBytes / MB)} | ${f0(r.maxRssMb)} | ${f0(r.estimateMb)} | ${(r.estimateMb / r.maxRssMb).toFixed(2)} | ${f0(r.wallSeconds)} |`),
+  '',
+  ...(depth.length >= 2 ? [`From ${depth[0]!.shape.layers} to ${depth.at(-1)!.shape.layers} blocks peak RSS grows by ${f0(depth.at(-1)!.maxRssMb - depth[0]!.maxRssMb)} MB while the linear weights grow by ${f0((depth.at(-1)!.linearBytes - depth[0]!.linearBytes) / MB)} MB.`, ''] : []),
+  ...results.opt.flatMap((r) => [
+    `### OPT-1.3b shape (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${r.shape.ffn}, ${r.shape.heads} heads, ${r.shape.dtype} external data), ${r.method} 50%, ${r.nsamples} × ${r.seqlen} tokens`,
+    '',
+    '| phase | wall (s) | largest RSS sampled (MB) |',
+    '|---|---:|---:|',
+    ...PH.map((p) => `| ${p} | ${f1(r.phaseSeconds[p])} | ${f0(r.phaseRssMb[p])} |`),
+    `| total | ${f1(r.phaseSeconds.total)} | peak ${f0(r.maxRssMb)} |`,
+    '',
+    `Pre-run estimate ${f0(r.estimateMb)} MB (peak / estimate ${(r.maxRssMb / r.estimateMb).toFixed(2)}): ${Object.entries(r.estimateParts).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${f0(v)}`).join(', ')} MB.`,
+    '',
+    `One block's weights + activations + solver workspace + runtime = ${f0(r.estimateParts.blockWeights)} + ${f0(r.estimateParts.activations)} + ${f0((r.estimateParts.hessians ?? 0) + (r.estimateParts.solver ?? 0) + (r.estimateParts.sparsellm ?? 0))} + ${f0(r.estimateParts.runtime)} = ${f0(r.boundMb)} MB; ` +
+      `peak RSS is ${(r.maxRssMb / r.boundMb).toFixed(2)}× that sum (target ≤ 1.5×). The model's linear weights are ${f0(r.linearBytes / MB)} MB.`,
+    '',
+  ]),
+  SCALE_END,
+].join('\n');
+const resultsMd = join(here, 'RESULTS.md');
+const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
+const [a0, a1] = [md.indexOf(SCALE_BEGIN), md.indexOf(SCALE_END)];
+writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + lines + md.slice(a1 + SCALE_END.length) : `${md.trimEnd()}\n\n${lines}\n`);
+process.stderr.write('wrote bench/scale-results.json, bench/scale.svg and the scale section of bench/RESULTS.md\n');

@@ -391,7 +391,7 @@ export class FederationServer {
     return {
       round: this.current, rounds: this.o.rounds, done: this.done, clients: this.clients.size,
       participants: r ? Object.fromEntries([...r.assignments].map(([id, blocks]) => [id, {
-        blocks, uploaded: blocks.filter((b) => r.uploads.get(b)?.has(id)), dropped: r.dropped.get(id) ?? null,
+        name: this.clients.get(id)?.name ?? null, blocks, uploaded: blocks.filter((b) => r.uploads.get(b)?.has(id)), dropped: r.dropped.get(id) ?? null,
       }])) : {},
       aggregated: r ? [...r.aggregated.keys()].sort((a, b) => a - b) : [],
       committed: r?.committed ?? false,
@@ -624,7 +624,7 @@ export class FederationServer {
         round: r.round,
         rounds: this.o.rounds,
         blockSource: sources,
-        participants: Object.fromEntries([...r.assignments].map(([id, blocks]) => [id, { blocks, capacity: this.clients.get(id)!.capacity, dropped: r.dropped.get(id) ?? null }])),
+        participants: Object.fromEntries([...r.assignments].map(([id, blocks]) => [id, { name: this.clients.get(id)!.name ?? null, blocks, capacity: this.clients.get(id)!.capacity, dropped: r.dropped.get(id) ?? null }])),
         completed: complete,
         uploads: Object.fromEntries([...r.uploads].map(([b, m]) => [b, [...m.values()].map((u) => ({ client: u.client, sha256: u.sha256 }))])),
         rejections: this.rejections,

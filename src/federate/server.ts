@@ -60,6 +60,8 @@ export interface ServeOptions {
   tls?: { cert: string; key: string };
   resume: boolean;
   force: boolean;
+  /** false (--quiet): only rejections, drops, round openings and commits are logged, not each join, upload, block */
+  verbose?: boolean;
 }
 
 /** The settings a resumed server must share with the run it continues (state/federation.json). */
@@ -160,7 +162,9 @@ export class FederationServer {
     this.finished.catch(() => {});
   }
 
-  private log(line: string): void {
+  /** `routine` lines (joins, accepted uploads, aggregated blocks) are left out with --quiet */
+  private log(line: string, routine = false): void {
+    if (routine && this.o.verbose === false) return;
     this.progress.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
   }
 
@@ -364,7 +368,7 @@ export class FederationServer {
       const id = `c${this.clients.size + 1}`;
       const key = randomHex(32);
       this.record({ e: 'join', id, key, capacity, name, nonce });
-      this.log(`joined: ${id}${name ? ` (${name})` : ''}, capacity ${capacity}; ${this.clients.size} clients`);
+      this.log(`joined: ${id}${name ? ` (${name})` : ''}, capacity ${capacity}; ${this.clients.size} clients`, true);
       setImmediate(() => this.advance());
       return { clientId: id, clientKey: key, model: this.manifest, settings: this.settings };
     } catch (e) {
@@ -425,7 +429,7 @@ export class FederationServer {
         const upload = await this.receive(req, body, r, client.id, block);
         this.record({ e: 'upload', round, block, client: client.id, file: upload.file, sha256: upload.sha256, nonce: String(req.headers[HEADERS.nonce]) });
         const done = blocks.filter((b) => r.uploads.get(b)?.has(client!.id)).length;
-        this.log(`accepted ${client.id} block ${block} (round ${round}; ${done}/${blocks.length} of its blocks)`);
+        this.log(`accepted ${client.id} block ${block} (round ${round}; ${done}/${blocks.length} of its blocks)`, true);
       } finally {
         this.inFlight.delete(slot);
       }
@@ -559,7 +563,7 @@ export class FederationServer {
     writeAtomic(file, parts);
     this.record({ e: 'aggregate', round: r.round, block, file: relative(this.stateDir, file), uploads: uploads.size });
     const total = new Set([...r.assignments.values()].flat()).size;
-    this.log(`round ${r.round}: block ${block} aggregated from ${uploads.size} upload(s) (${this.o.aggregate}); ${r.aggregated.size}/${total} blocks`);
+    this.log(`round ${r.round}: block ${block} aggregated from ${uploads.size} upload(s) (${this.o.aggregate}); ${r.aggregated.size}/${total} blocks`, true);
   }
 
   /** Opens the first round once enough clients joined, commits a round once every participant answered. */

@@ -115,7 +115,7 @@ const serveOptions = (y: Argv) =>
     .option('round-timeout', { type: 'number', default: FEDERATE_DEFAULTS.roundTimeout, describe: 'seconds a round waits for its clients; the late ones are dropped' })
     .option('out', { type: 'string', demandOption: true, describe: 'the server\'s folder: state/ (journal, accepted uploads) and model/ (the global model); nothing is written outside it' })
     .option('force', { type: 'boolean', default: false, describe: 'replace an existing federation folder' })
-    .option('quiet', { type: 'boolean', default: false, describe: 'no progress output' });
+    .option('quiet', { type: 'boolean', default: false, describe: 'log only rejections, drops and rounds (not each join, upload and block)' });
 
 const serveCommand: CommandModule<object, ServeArgs> = {
   command: 'serve',
@@ -143,13 +143,14 @@ const serveCommand: CommandModule<object, ServeArgs> = {
     existingFile('cert', argv.cert);
     existingFile('key', argv.key);
     if (argv.resume && argv.force) throw new UserError('--resume and --force contradict each other: --force starts over, --resume continues; give one of them');
-    const progress = createProgress(!argv.quiet);
+    // the server's log always goes to stderr (rejections must be seen); --quiet leaves out the routine lines
+    const progress = createProgress(true);
     const model = await resolveModelArgument(argv.model, { progress });
     const result = await runServer({
       model, out: argv.out, method: argv.method, sparsity: argv.sparsity, nsamples: argv.nsamples ?? defaultNsamples(argv.method), seqlen: argv.seqlen,
       rounds: argv.rounds, sample: argv.sample, aggregate: argv.aggregate, quorum: argv.quorum, clients, seed: argv.seed, roundTimeout: argv.roundTimeout,
       token: token(argv, false), host: argv.host, port: argv.port, tls: argv.cert && argv.key ? { cert: argv.cert, key: argv.key } : undefined,
-      resume: argv.resume, force: argv.force,
+      resume: argv.resume, force: argv.force, verbose: !argv.quiet,
     }, progress, (url, secret) => {
       const shown = argv.token !== undefined || process.env[TOKEN_ENV] ? `$${TOKEN_ENV}` : secret;
       process.stderr.write(`sparsellm federate serve: listening on ${url}; clients join with\n  sparsellm federate join --server ${url} --token ${shown} --calib YOUR_TEXT.txt\n`);

@@ -224,6 +224,9 @@ async function cleanRun(out: string): Promise<Buffer> {
 }
 
 test('federation on loopback survives a killed client, malformed and unauthenticated uploads, a replay and a server restart; its model equals an uninterrupted run byte for byte; no private text or token id reaches the server', { timeout: 240_000 }, async () => {
+  // the uninterrupted reference federation runs alongside (its own port and folder)
+  const cleanModel = cleanRun(join(work, 'clean'));
+  cleanModel.catch(() => {});
   let port = await freePort();
   const out = join(work, 'fed');
   const proxies = await Promise.all([0, 1, 2].map(() => new RecordingProxy(() => port).start()));
@@ -232,11 +235,8 @@ test('federation on loopback survives a killed client, malformed and unauthentic
   const joinArgs = (i: number) => ['federate', 'join', '--server', `http://127.0.0.1:${proxies[i]!.port}`, '--token', TOKEN, '--calib', calib[i]!, '--quiet', '--retry-timeout', '90'];
   const heldB = proxies[1]!.holdNextUpload(100_000); // B: its first upload (181 kB) hangs mid-body until the server is gone
   const heldC = proxies[2]!.holdNextUpload(3_000); // C: killed in the middle of its first upload
-  const A = cli([...joinArgs(0), '--name', 'A', '--cache-dir', join(work, 'cache-a')]);
-  const B = cli([...joinArgs(1), '--name', 'B', '--model', MODEL]);
-  const C = cli([...joinArgs(2), '--name', 'C', '--model', MODEL]);
   const raw = [0, 1, 2, 3].map(() => new RawClient(() => port));
-  step('server up');
+  step('waiting for the server');
   await until('the server', () => status(port));
   for (const r of raw) await r.join();
 
@@ -255,6 +255,10 @@ test('federation on loopback survives a killed client, malformed and unauthentic
   assert.equal(anon.statusCode, 401);
   await anon.body.dump();
   assert.deepEqual(readFileSync(journal), before, 'a request without a valid token wrote to the journal');
+  // (the real clients start only now, so that nothing else writes to the journal during that check)
+  const A = cli([...joinArgs(0), '--name', 'A', '--cache-dir', join(work, 'cache-a')]);
+  const B = cli([...joinArgs(1), '--name', 'B', '--model', MODEL]);
+  const C = cli([...joinArgs(2), '--name', 'C', '--model', MODEL]);
 
   step('unauthenticated checks done');
   // round 1 opens once all 7 have joined; the hand-driven clients send what a real client never would
@@ -340,7 +344,7 @@ test('federation on loopback survives a killed client, malformed and unauthentic
 
   step('faulty run finished');
   // the same accepted uploads without any fault give the same bytes
-  const clean = await cleanRun(join(work, 'clean'));
+  const clean = await cleanModel;
   assert.ok(faulty.equals(clean), 'the faulty run\'s global model differs from the uninterrupted run\'s');
   // ... and it is not trivially the dense model
   assert.ok(!faulty.equals(readFileSync(join(MODEL, 'onnx', 'model.onnx'))));

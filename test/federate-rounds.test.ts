@@ -24,13 +24,16 @@ const progress: Progress = { start() {}, tick() {}, stop() {}, log: (l) => log.p
 const TOKEN = 'rounds-test-token';
 const calib = join(projectRoot, 'calibration', 'data', 'tinystories_sample.txt');
 
-function server(name: string, o: Partial<ServeOptions>): FederationServer {
-  const parent = join(work, name);
-  mkdirSync(parent);
-  return new FederationServer({
-    model: BUNDLED_STORIES, out: join(parent, 'fed'), method: 'magnitude', sparsity: 0.6, nsamples: 2, seqlen: 32, rounds: 1, sample: 'capacity',
+function options(name: string, o: Partial<ServeOptions>): ServeOptions {
+  return {
+    model: BUNDLED_STORIES, out: join(work, name, 'fed'), method: 'magnitude', sparsity: 0.6, nsamples: 2, seqlen: 32, rounds: 1, sample: 'capacity',
     aggregate: 'fedspallm', quorum: 1, clients: 1, seed: 3, roundTimeout: 60, token: TOKEN, host: '127.0.0.1', port: 0, resume: false, force: false, ...o,
-  }, progress);
+  };
+}
+
+function server(name: string, o: Partial<ServeOptions>): FederationServer {
+  mkdirSync(join(work, name));
+  return new FederationServer(options(name, o), progress);
 }
 
 const client = (url: string, capacity: number) => runClient({ server: url, token: TOKEN, calib, capacity, model: BUNDLED_STORIES, cacheDir: join(work, 'cache'), seed: 0, retryTimeout: 5, pollMs: 100 }, progress);
@@ -86,9 +89,14 @@ test('--round-timeout drops a silent client and the round commits with the quoru
     const drops = journal('timeout').filter((e) => e.e === 'drop');
     assert.deepEqual(drops.map((d) => (d as { client: string }).client), [silent]);
     assert.match((drops[0] as { reason: string }).reason, /timed out/);
+    const report = JSON.parse(readFileSync(join(work, 'timeout', 'fed', 'model', 'sparsellm-report.json'), 'utf8')) as { aggregationCounts: Record<string, { uploads: number }> };
+    assert.deepEqual(Object.values(report.aggregationCounts).map((c) => c.uploads), [1, 1, 1, 1, 1]);
   } finally {
     await s.close();
   }
+  // a finished federation is not resumed (it would wait forever)
+  const again = new FederationServer(options('timeout', { clients: 2, quorum: 1, roundTimeout: 2, sample: 'all', resume: true }), progress);
+  await assert.rejects(again.start(), /has finished.*nothing to resume/);
 
   const f = server('quorum', { clients: 2, quorum: 2, roundTimeout: 1 });
   const url2 = await f.start();

@@ -63,13 +63,15 @@ test('federate: bad options are one line on stderr and exit 2', async () => {
     [['federate', 'serve', '--model', BUNDLED_STORIES, '--cert', 'c.pem', '--out', join(work, 'x')], /--cert and --key go together/],
     [['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt', '--capacity', '0'], /--capacity must be in \(0, 1\]/],
   ];
-  for (const [args, pattern] of cases) {
-    const r = await runCli(args, { SPARSELLM_FEDERATION_TOKEN: '' });
+  const [noToken, ...results] = await Promise.all([
+    runCli(['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt'], { SPARSELLM_FEDERATION_TOKEN: '' }),
+    ...cases.map(([args]) => runCli(args, { SPARSELLM_FEDERATION_TOKEN: '' })),
+  ]);
+  results.forEach((r, i) => {
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, pattern);
+    assert.match(r.stderr, cases[i]![1]);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-  }
-  const noToken = await runCli(['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt'], { SPARSELLM_FEDERATION_TOKEN: '' });
+  });
   assert.equal(noToken.code, 2);
   assert.match(noToken.stderr, /^sparsellm: give the federation token with --token/);
 });

@@ -9,7 +9,7 @@ export type JournalEvent =
   | { e: 'round'; round: number; seed: number; assignments: Record<string, number[]> }
   | { e: 'upload'; round: number; block: number; client: string; file: string; sha256: string; nonce: string }
   | { e: 'drop'; round: number; client: string; reason: string }
-  | { e: 'aggregate'; round: number; block: number; file: string; uploads: number }
+  | { e: 'aggregate'; round: number; block: number; file: string; uploads: number; stats?: Record<string, { zeros: number; unanimous: number; expanded: number; size: number }> }
   | { e: 'commit'; round: number; model: string }
   | { e: 'failed'; round: number; reason: string }
   | { e: 'done' };

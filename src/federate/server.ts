@@ -103,6 +103,8 @@ interface RoundState {
   dropped: Map<string, string>;
   /** block -> aggregate file (relative to state/) */
   aggregated: Map<number, string>;
+  /** block -> per-linear counts of the aggregation (zeros, C_j = N, pruned by mask expansion) */
+  stats: Map<number, unknown>;
   committed: boolean;
   /** in-process clock; a restart gives the round a fresh --round-timeout */
   deadline: number;
@@ -206,7 +208,11 @@ export class FederationServer {
     }
     rmSync(join(this.stateDir, 'incoming'), { recursive: true, force: true });
     mkdirSync(join(this.stateDir, 'incoming'), { recursive: true });
-    this.replay(this.journal.read());
+    const events = this.journal.read();
+    const last = events.at(-1);
+    if (last?.e === 'done') throw new UserError(`the federation in ${this.o.out} has finished (global model in ${join(this.o.out, 'model')}); nothing to resume`);
+    if (last?.e === 'failed') throw new UserError(`the federation in ${this.o.out} failed: ${last.reason}; start a new one (another --out, or --force)`);
+    this.replay(events);
 
     this.app = this.buildApp();
     await this.app.listen({ host: this.o.host, port: this.o.port });
@@ -248,7 +254,7 @@ export class FederationServer {
         this.current = ev.round;
         this.rounds.set(ev.round, {
           round: ev.round, seed: ev.seed, assignments: new Map(Object.entries(ev.assignments)), uploads: new Map(), dropped: new Map(),
-          aggregated: new Map(), committed: false, deadline: Date.now() + this.o.roundTimeout * 1000,
+          aggregated: new Map(), stats: new Map(), committed: false, deadline: Date.now() + this.o.roundTimeout * 1000,
         });
         break;
       case 'upload': {
@@ -264,6 +270,7 @@ export class FederationServer {
         break;
       case 'aggregate':
         this.rounds.get(ev.round)!.aggregated.set(ev.block, ev.file);
+        this.rounds.get(ev.round)!.stats.set(ev.block, { uploads: ev.uploads, linears: ev.stats });
         break;
       case 'commit':
         this.rounds.get(ev.round)!.committed = true;
@@ -556,12 +563,14 @@ export class FederationServer {
     const specs = this.blockTensors[block]!;
     const sorted = [...uploads.values()].sort((a, b) => (a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0));
     const perClient = sorted.map((u) => readTensors(join(this.stateDir, u.file), specs));
-    const parts = specs.map((spec, t) => aggregateMatrix(perClient.map((ts) => ts[t]!), this.o.aggregate, this.o.sparsity).weights);
+    const results = specs.map((_, t) => aggregateMatrix(perClient.map((ts) => ts[t]!), this.o.aggregate, this.o.sparsity));
+    const parts = results.map((a) => a.weights);
+    const stats = Object.fromEntries(results.map((a, t) => [specs[t]!.role, { zeros: a.zeros, unanimous: a.unanimous, expanded: a.expanded, size: a.weights.length }]));
     const dir = join(this.stateDir, 'aggregates');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `round-${r.round}-block-${block}.f32`);
     writeAtomic(file, parts);
-    this.record({ e: 'aggregate', round: r.round, block, file: relative(this.stateDir, file), uploads: uploads.size });
+    this.record({ e: 'aggregate', round: r.round, block, file: relative(this.stateDir, file), uploads: uploads.size, stats });
     const total = new Set([...r.assignments.values()].flat()).size;
     this.log(`round ${r.round}: block ${block} aggregated from ${uploads.size} upload(s) (${this.o.aggregate}); ${r.aggregated.size}/${total} blocks`, true);
   }
@@ -628,6 +637,7 @@ export class FederationServer {
         round: r.round,
         rounds: this.o.rounds,
         blockSource: sources,
+        aggregationCounts: Object.fromEntries([...r.stats].sort(([a], [b]) => a - b)),
         participants: Object.fromEntries([...r.assignments].map(([id, blocks]) => [id, { name: this.clients.get(id)!.name ?? null, blocks, capacity: this.clients.get(id)!.capacity, dropped: r.dropped.get(id) ?? null }])),
         completed: complete,
         uploads: Object.fromEntries([...r.uploads].map(([b, m]) => [b, [...m.values()].map((u) => ({ client: u.client, sha256: u.sha256 }))])),

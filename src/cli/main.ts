@@ -6,6 +6,7 @@ import { pruneCommand } from './commands/prune.js';
 import { evalCommand } from './commands/eval.js';
 import { inspectCommand } from './commands/inspect.js';
 import { convertCommand } from './commands/convert.js';
+import { federateCommand } from './commands/federate.js';
 
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -25,7 +26,8 @@ export async function main(argv: string[]): Promise<void> {
       .command(evalCommand)
       .command(inspectCommand)
       .command(convertCommand)
-      .demandCommand(1, 'Name a command: prune, eval, inspect or convert (see --help).')
+      .command(federateCommand)
+      .demandCommand(1, 'Name a command: prune, eval, inspect, convert or federate (see --help).')
       .strict()
       // `--calib a --calib b`: the last value wins (an array would reach the commands as a string option)
       .parserConfiguration({ 'duplicate-arguments-array': false })

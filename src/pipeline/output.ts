@@ -5,7 +5,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 
 /** Files copied beside the pruned model so it loads like the original (config, tokenizer). */
-const COMPANION_FILES = [
+export const COMPANION_FILES = [
   'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
   'tokenizer.model', 'vocab.json', 'merges.txt', 'genai_config.json', 'added_tokens.json',
 ];

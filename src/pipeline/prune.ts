@@ -45,19 +45,20 @@ export interface PruneReport {
 /** Set by SIGINT: the run stops at the next safe point, keeping its checkpoint. */
 export const interruption = { requested: false };
 
-function checkInterrupted(partial: string): void {
+/** `partial`: the run's `<out>.partial` (resumable); undefined for an in-memory run (pruneToMemory), which keeps nothing. */
+function checkInterrupted(partial: string | undefined): void {
   if (interruption.requested) {
-    throw new UserError(`interrupted: finished blocks are kept in ${partial}; rerun the same command with --resume to continue`, 130);
+    throw new UserError(partial === undefined ? 'interrupted' : `interrupted: finished blocks are kept in ${partial}; rerun the same command with --resume to continue`, 130);
   }
 }
 
 /** Seconds per phase of the run. */
-type Timings = Record<'calibration' | 'statistics' | 'solve' | 'rerun' | 'export' | 'eval', number> & { total?: number };
+export type Timings = Record<'calibration' | 'statistics' | 'solve' | 'rerun' | 'export' | 'eval', number> & { total?: number };
 
 const clock = () => performance.now() / 1000;
 
-/** Everything a run decided before any work: the model, its layout, the resolved options. */
-interface PruneRun {
+/** Everything a run decided before any work: the model, its layout, the resolved options (and, for runPrune, its output). */
+interface ModelRun {
   /** the options with every default applied; device becomes 'cuda' or 'cpu' once resolved */
   o: ResolvedPruneOptions & { seqlen: number };
   onnxFile: string;
@@ -66,9 +67,14 @@ interface PruneRun {
   model: OnnxModel;
   layout: DecoderLayout;
   selected: Set<number>;
-  plan: OutputPlan;
+  /** the output folder; undefined for an in-memory run (pruneToMemory) */
+  plan?: OutputPlan;
   /** what the checkpoint key and the report's arguments record */
   settings: Record<string, unknown>;
+}
+
+interface PruneRun extends ModelRun {
+  plan: OutputPlan;
 }
 
 function formatSeconds(s: number): string {
@@ -95,7 +101,7 @@ export function assertStoredFinite(model: OnnxModel, block: DecoderBlock, roles:
 }
 
 /** Everything about the arguments and the input model that can be refused before any work is done. */
-function checkRun(run: PruneRun): void {
+function checkRun(run: ModelRun): void {
   const { o, model, layout, selected } = run;
   const maxPos = layout.config.maxPositions;
   if (maxPos !== undefined && o.seqlen > maxPos) throw new UserError(`--seqlen ${o.seqlen} is longer than the model's ${maxPos} positions`);
@@ -139,16 +145,28 @@ async function checkRunMemory(run: PruneRun, runner: BlockRunner): Promise<Memor
 
 /** Resolves the model and the options and checks them; nothing is written yet. */
 async function planRun(options: PruneOptions, progress: Progress): Promise<PruneRun> {
+  const run = await planModelRun(options, progress, (resolved, modelPath, onnxFile) => {
+    const inputs = [
+      ...modelInputs(modelPath, onnxFile),
+      ...optionInputs({ '--calib': resolved.calib, '--eval': resolved.eval, '--tokenizer': resolved.tokenizer, '--data-dir': resolved.dataDir }),
+    ];
+    assertOutputOutsideInput(resolved.out, inputs);
+    if (resolved.offload !== undefined) assertScratchOutsideInputs(resolved.offload, '--offload', inputs, resolved.out);
+    return planOutput(resolved.out, onnxFile, resolved.force, resolved.resume);
+  });
+  if (run.o.format !== 'onnx') run.safetensors = planSafetensorsExport(run.model);
+  return run as PruneRun;
+}
+
+/** The model, its layout and the resolved options, checked; `planOutputFor` plans the output (none: in memory). */
+async function planModelRun(
+  options: PruneOptions, progress: Progress,
+  planOutputFor?: (resolved: ResolvedPruneOptions, modelPath: string, onnxFile: string) => OutputPlan,
+): Promise<ModelRun> {
   const resolved = resolvePruneOptions(options);
   const modelPath = await resolveModelArgument(resolved.model, { ...resolved.modelSource, progress });
   const onnxFile = resolveModelFile(modelPath);
-  const inputs = [
-    ...modelInputs(modelPath, onnxFile),
-    ...optionInputs({ '--calib': resolved.calib, '--eval': resolved.eval, '--tokenizer': resolved.tokenizer, '--data-dir': resolved.dataDir }),
-  ];
-  assertOutputOutsideInput(resolved.out, inputs);
-  if (resolved.offload !== undefined) assertScratchOutsideInputs(resolved.offload, '--offload', inputs, resolved.out);
-  const plan = planOutput(resolved.out, onnxFile, resolved.force, resolved.resume);
+  const plan = planOutputFor?.(resolved, modelPath, onnxFile);
   const model = OnnxModel.load(onnxFile);
   const layout = analyzeDecoder(model);
   const selected = new Set(parseLayers(resolved.layers, layout.blocks.length));
@@ -157,14 +175,13 @@ async function planRun(options: PruneOptions, progress: Progress): Promise<Prune
     method: o.method, spec: o.spec, calib: o.calib, nsamples: o.nsamples, seqlen: o.seqlen, seed: o.seed, layers: [...selected],
     percdamp: o.percdamp, blocksize: o.blocksize, sparsellm: o.sparsellm,
   };
-  const run: PruneRun = { o, onnxFile, model, layout, selected, plan, settings };
+  const run: ModelRun = { o, onnxFile, model, layout, selected, plan, settings };
   checkRun(run);
-  if (o.format !== 'onnx') run.safetensors = planSafetensorsExport(model);
   return run;
 }
 
 /** Tokenizer and calibration text (missing, corrupt, too short), opened before `<out>.partial` exists. */
-async function openCalibration(run: PruneRun, timings: Timings): Promise<CalibrationSource | undefined> {
+async function openCalibration(run: ModelRun, timings: Timings): Promise<CalibrationSource | undefined> {
   const { o } = run;
   if (o.method === 'magnitude') return undefined;
   const t = clock();
@@ -179,8 +196,8 @@ async function openCalibration(run: PruneRun, timings: Timings): Promise<Calibra
 }
 
 /** 1. Calibration windows -> prologue states, in micro-batches of whole sequences. */
-async function calibrate(run: PruneRun, runner: BlockRunner, source: CalibrationSource, states: StateStore, progress: Progress, timings: Timings): Promise<void> {
-  const { o, plan } = run;
+async function calibrate(run: ModelRun, runner: BlockRunner, source: CalibrationSource, states: StateStore, progress: Progress, timings: Timings): Promise<void> {
+  const { o } = run;
   const t = clock();
   const batch = microBatchSize(o.nsamples, o.seqlen);
   progress.start('calibration', o.nsamples);
@@ -196,7 +213,7 @@ async function calibrate(run: PruneRun, runner: BlockRunner, source: Calibration
     for await (const w of source.windows(o.nsamples, o.seqlen, o.seed)) {
       pending.push(w);
       if (pending.length === batch) await flush();
-      checkInterrupted(plan.partial);
+      checkInterrupted(run.plan?.partial);
     }
     if (pending.length) await flush();
   } finally {
@@ -212,17 +229,17 @@ interface PrunedBlocks {
   resumedBlocks: number;
 }
 
-/** 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run. */
+/** 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run (no checkpoint: in memory). */
 async function pruneBlocks(
-  run: PruneRun, runner: BlockRunner, checkpoint: Checkpoint, states: StateStore, progress: Progress, timings: Timings,
+  run: ModelRun, runner: BlockRunner, checkpoint: Checkpoint | null, states: StateStore, progress: Progress, timings: Timings,
 ): Promise<PrunedBlocks> {
-  const { o, layout, selected, plan } = run;
+  const { o, layout, selected } = run;
   const linears: LinearReport[] = [];
   const sparsellm: PruneReport['sparsellm'] = [];
-  const restored = new Map(checkpoint.finished.map((b) => [b.index, b]));
+  const restored = new Map((checkpoint?.finished ?? []).map((b) => [b.index, b]));
   let prunedHere = 0, tFirstBlock = 0;
   for (const block of layout.blocks) {
-    checkInterrupted(plan.partial);
+    checkInterrupted(run.plan?.partial);
     const i = block.index;
     const done = restored.get(i);
     if (done) {
@@ -247,7 +264,7 @@ async function pruneBlocks(
       assertStoredFinite(runner.model, block, result.weights.keys());
       linears.push(...result.linears);
       if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
-      checkpoint.save({ index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
+      checkpoint?.save({ index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
     }
     // Re-run the (pruned) block: its outputs are the next block's inputs.
     if (states.count > 0 && i < layout.blocks.length - 1) {
@@ -265,7 +282,7 @@ async function pruneBlocks(
   return { linears, sparsellm, resumedBlocks: restored.size };
 }
 
-async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress) {
+async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress) {
   const { o, layout } = run;
   const family = layout.family;
   let statisticsSeconds = 0;
@@ -279,7 +296,7 @@ async function pruneOneBlock(run: PruneRun, runner: BlockRunner, block: DecoderB
       const { captures, outputSquares } = await runner.runBlock(block.index, s, { capture: true });
       await stats.add(captures, s.batch, s.seqlen, outputSquares);
       progress.tick();
-      checkInterrupted(run.plan.partial);
+      checkInterrupted(run.plan?.partial);
     }
     progress.stop();
     statisticsSeconds = (performance.now() - t) / 1000;
@@ -410,6 +427,61 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   } finally {
     states.dispose();
     run.model.closeStream();
+    await runner.dispose();
+  }
+}
+
+/** Options of an in-memory run: a prune run without an output (no folder, no export, no evaluation). */
+export type MemoryPruneOptions = Omit<PruneOptions, 'out' | 'force' | 'resume' | 'eval' | 'evalSeqlen' | 'evalMaxWindows' | 'format' | 'maxShardBytes'>;
+
+/** One pruned linear's weight as the model stores it: the initializer's own layout and (rounded) values. */
+export interface PrunedTensor {
+  /** initializer name in the input model */
+  name: string;
+  block: number;
+  role: string;
+  /** the initializer's dims (ONNX MatMul: [in, out]) */
+  dims: number[];
+  values: Float32Array;
+}
+
+export interface MemoryPruneResult {
+  /** the selected blocks' pruned linears, in block then layer order */
+  tensors: PrunedTensor[];
+  linears: LinearReport[];
+  sparsellm: PruneReport['sparsellm'];
+  timings: Timings;
+}
+
+/**
+ * The same sequential prune as runPrune (calibrate, then each block: statistics, solve, re-run; blocks outside
+ * `layers` run dense), but nothing is written: the selected blocks' pruned weights are handed back. The input model is
+ * only read. Used by FedSpaLLM's clients (src/federate/local-prune.ts), which upload only those weights.
+ */
+export async function pruneToMemory(options: MemoryPruneOptions, progress: Progress): Promise<MemoryPruneResult> {
+  const timings: Timings = { calibration: 0, statistics: 0, solve: 0, rerun: 0, export: 0, eval: 0 };
+  const tStart = clock();
+  const run = await planModelRun({ ...options, out: '' }, progress);
+  const source = await openCalibration(run, timings);
+  const device = resolveDevice(run.o.device);
+  run.o.device = device.device;
+  progress.log(device.line);
+  if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${run.o.calib} ${source.warning}\n`);
+  const runner = await BlockRunner.open(run.model);
+  try {
+    const states = new MemoryStateStore();
+    if (source) await calibrate(run, runner, source, states, progress, timings);
+    const pruned = await pruneBlocks(run, runner, null, states, progress, timings);
+    const tensors: PrunedTensor[] = [];
+    for (const block of run.layout.blocks) {
+      if (!run.selected.has(block.index)) continue;
+      for (const l of block.linears) {
+        tensors.push({ name: l.weightName, block: block.index, role: l.role, dims: run.model.dims(l.weightName), values: run.model.readFloat32(l.weightName) });
+      }
+    }
+    timings.total = clock() - tStart;
+    return { tensors, linears: pruned.linears, sparsellm: pruned.sparsellm, timings };
+  } finally {
     await runner.dispose();
   }
 }

@@ -1,0 +1,242 @@
+// `npm run federate-table`: FedSpaLLM's claim (PAPERS.md §2.5–2.6), reproduced in process with the modules the
+// `federate` server and clients use: each client prunes every block of the dense model on its own private share of the
+// calibration text (src/federate/local-prune.ts), the server aggregates each matrix (src/federate/aggregate.ts) and
+// writes the global model (src/federate/global-model.ts). Compared, at each sparsity and client count:
+//   - standalone: each client's own pruned model, perplexity averaged over the clients (the paper's "Standalone" row);
+//   - FedSpaLLM: ℓ0-norm averaging + mask expansion (Eqs. 4.18–4.20);
+//   - plain mean (FedAvg-style): denser (union of the kept sets) and its kept weights shrunk by n_j / N.
+// Calibration: PTB train, cut into N contiguous, disjoint shares of its lines (PTB keeps the WSJ articles in order but
+// marks no document boundaries, so contiguous shares are the nearest to a split by documents: each article belongs to
+// one client, except the ≤ N − 1 cut at a share boundary, whose halves go to two clients). Each client draws
+// `--nsamples` windows of `--seqlen` tokens from its share (seed 0). Evaluation: the repository's protocol
+// (src/pipeline/evaluate.ts: PTB test and WikiText-2 test as one token stream each, 512-token windows), on the first
+// `--max-windows` windows (default 8 = 4096 tokens per dataset, the first third of what `npm run repro` scores: every
+// model of a row is scored on the same windows, and the script keeps to ~15 min on 2 idle cores).
+//
+//   npm run federate-table                                  # both models, 4 and 8 clients, 70 % and 80 %
+//   npm run federate-table -- --model stories260K --clients 4 --sparsity 0.7 --max-windows 8
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { aggregateMatrix, type AggregationRule } from '../src/federate/aggregate.js';
+import { writeGlobalModel } from '../src/federate/global-model.js';
+import { pruneAssignedBlocks, type UploadTensor } from '../src/federate/local-prune.js';
+import { evalTokens, resolveDataset, splitRows } from '../src/data/datasets.js';
+import { windowPerplexity } from '../src/data/perplexity.js';
+import { loadTokenizer } from '../src/data/tokenizer.js';
+import { FullModelSession } from '../src/model/full-session.js';
+import { OnnxModel, analyzeDecoder, resolveModelFile } from '../src/model/index.js';
+import { METHODS, type Method } from '../src/pipeline/options.js';
+import { createProgress } from '../src/pipeline/progress.js';
+
+const root = resolve(import.meta.dirname, '..');
+const shared = process.env.SPARSELLM_SHARED ?? join(root, '..', 'shared');
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', multiple: true },
+    clients: { type: 'string', default: '4,8' },
+    sparsity: { type: 'string', default: '0.7,0.8' },
+    method: { type: 'string', default: 'sparsegpt' },
+    nsamples: { type: 'string', default: '16' },
+    seqlen: { type: 'string', default: '256' },
+    'eval-seqlen': { type: 'string', default: '512' },
+    'max-windows': { type: 'string', default: '8' },
+    seed: { type: 'string', default: '0' },
+    out: { type: 'string', default: join(root, 'bench', 'federate') },
+  },
+});
+
+const MODELS: Record<string, string> = {
+  'tiny-wikitext-opt': join(shared, 'models', 'tiny-wikitext-opt'),
+  stories260K: join(shared, 'models', 'stories260K'),
+};
+const EVALS = ['ptb', 'wikitext2'];
+const models = args.model ?? Object.keys(MODELS);
+const clientCounts = args.clients.split(',').map(Number);
+const sparsities = args.sparsity.split(',').map(Number);
+const method = args.method as Method;
+if (!METHODS.includes(method)) throw new Error(`--method ${method}: use ${METHODS.join(', ')}`);
+const nsamples = Number(args.nsamples), seqlen = Number(args.seqlen), evalSeqlen = Number(args['eval-seqlen']);
+const maxWindows = Number(args['max-windows']), seed = Number(args.seed);
+const work = join(tmpdir(), `sparsellm-federate-${process.pid}`);
+mkdirSync(work, { recursive: true });
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+const progress = createProgress(false);
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+type Perplexities = Record<string, number>;
+
+/** The evaluation streams of one model, tokenized once (the protocol of evaluateDatasets' window mode). */
+async function evalStreams(onnx: string): Promise<Record<string, Int32Array>> {
+  const tok = loadTokenizer(onnx);
+  const streams: Record<string, Int32Array> = {};
+  for (const name of EVALS) streams[name] = (await evalTokens(resolveDataset(name), tok, evalSeqlen)).subarray(0, maxWindows * evalSeqlen);
+  return streams;
+}
+
+async function perplexity(onnx: string, streams: Record<string, Int32Array>): Promise<Perplexities> {
+  const session = await FullModelSession.open(onnx);
+  try {
+    const out: Perplexities = {};
+    for (const [name, ids] of Object.entries(streams)) {
+      out[name] = (await windowPerplexity(ids, (x, b, l) => session.logits(x, b, l), { seqlen: evalSeqlen, maxWindows })).perplexity;
+    }
+    return out;
+  } finally {
+    await session.release();
+  }
+}
+
+/** Writes `dense` with `weights` put in (the server's writer), scores it, and removes it. */
+async function scoreWeights(dense: string, weights: Map<string, Float32Array>, streams: Record<string, Int32Array>, tag: string): Promise<Perplexities> {
+  const out = join(work, tag);
+  const onnx = await writeGlobalModel(dense, weights, out, { tag }, { force: true });
+  try {
+    return await perplexity(onnx, streams);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/** PTB train's rows (stripped lines, as the ptb dataset reads them) cut into `n` contiguous shares, one text per client. */
+async function clientTexts(n: number, dir: string): Promise<string[]> {
+  const rows = await splitRows(resolveDataset('ptb'), 'train');
+  mkdirSync(dir, { recursive: true });
+  return Array.from({ length: n }, (_, i) => {
+    const share = rows.slice(Math.floor((i * rows.length) / n), Math.floor(((i + 1) * rows.length) / n));
+    const file = join(dir, `client-${i}.txt`);
+    writeFileSync(file, share.join(' ')); // the ptb split's own join: the share is a piece of the same stream
+    return file;
+  });
+}
+
+interface MatrixStats {
+  /** max over matrices of |zeros − ceil(s·d)| */
+  maxOffTarget: number;
+  /** zeros / weights over all pruned linears */
+  sparsity: number;
+  /** plain mean only: mean over its kept positions of n_j / N (how far the kept weights are shrunk) */
+  keptScale?: number;
+}
+
+function aggregate(uploads: UploadTensor[][], rule: AggregationRule, s: number): { weights: Map<string, Float32Array>; stats: MatrixStats } {
+  const weights = new Map<string, Float32Array>();
+  let maxOffTarget = 0, zeros = 0, total = 0, keptScaleSum = 0, kept = 0;
+  for (let m = 0; m < uploads[0]!.length; m++) {
+    const per = uploads.map((u) => u[m]!);
+    const r = aggregateMatrix(per.map((t) => t.values), rule, s);
+    weights.set(per[0]!.name, r.weights);
+    const d = r.weights.length;
+    maxOffTarget = Math.max(maxOffTarget, Math.abs(r.zeros - Math.ceil(s * d)));
+    zeros += r.zeros;
+    total += d;
+    if (rule === 'mean') {
+      for (let j = 0; j < d; j++) {
+        if (r.weights[j] === 0) continue;
+        let nj = 0;
+        for (const t of per) if (t.values[j] !== 0) nj++;
+        keptScaleSum += nj / per.length;
+        kept++;
+      }
+    }
+  }
+  return { weights, stats: { maxOffTarget, sparsity: zeros / total, ...(rule === 'mean' ? { keptScale: keptScaleSum / kept } : {}) } };
+}
+
+function zeroStats(tensors: UploadTensor[], s: number): MatrixStats {
+  let maxOffTarget = 0, zeros = 0, total = 0;
+  for (const t of tensors) {
+    let z = 0;
+    for (const v of t.values) if (v === 0) z++;
+    maxOffTarget = Math.max(maxOffTarget, Math.abs(z - Math.ceil(s * t.values.length)));
+    zeros += z;
+    total += t.values.length;
+  }
+  return { maxOffTarget, sparsity: zeros / total };
+}
+
+interface Row {
+  clients: number;
+  sparsity: number;
+  standalone: { mean: Perplexities; min: Perplexities; max: Perplexities; perClient: Perplexities[]; stats: MatrixStats[] };
+  fedspallm: { perplexity: Perplexities; stats: MatrixStats };
+  mean: { perplexity: Perplexities; stats: MatrixStats };
+  pruneSeconds: number[];
+}
+
+async function runModel(name: string): Promise<{ dense: Perplexities; rows: Row[] }> {
+  const dense = MODELS[name]!;
+  const onnx = resolveModelFile(dense);
+  const blocks = analyzeDecoder(OnnxModel.load(onnx)).blocks.map((b) => b.index);
+  const streams = await evalStreams(onnx);
+  const densePpl = await perplexity(onnx, streams);
+  log(`${name}: dense ${JSON.stringify(densePpl)}`);
+  const rows: Row[] = [];
+  for (const n of clientCounts) {
+    const texts = await clientTexts(n, join(work, `${name}-${n}-clients`));
+    // uploads[s][client] = that client's pruned linears; a client prunes all its sparsities in a row (its text stays tokenized)
+    const uploads = new Map<number, UploadTensor[][]>(sparsities.map((s) => [s, []]));
+    const seconds = new Map<number, number[]>(sparsities.map((s) => [s, []]));
+    for (const [i, calib] of texts.entries()) {
+      for (const s of sparsities) {
+        const r = await pruneAssignedBlocks({ model: dense, calib, blocks, method, sparsity: s, nsamples, seqlen, seed }, progress);
+        uploads.get(s)!.push(r.tensors);
+        seconds.get(s)!.push(r.seconds);
+        log(`${name}: ${n} clients, client ${i}, ${s * 100} %: pruned in ${r.seconds.toFixed(1)} s`);
+      }
+    }
+    for (const s of sparsities) {
+      const ups = uploads.get(s)!;
+      const perClient: Perplexities[] = [];
+      for (const [i, tensors] of ups.entries()) perClient.push(await scoreWeights(dense, new Map(tensors.map((t) => [t.name, t.values])), streams, `standalone-${i}`));
+      const over = (f: (xs: number[]) => number) => Object.fromEntries(EVALS.map((e) => [e, f(perClient.map((p) => p[e]!))]));
+      const fed = aggregate(ups, 'fedspallm', s);
+      const mean = aggregate(ups, 'mean', s);
+      const row: Row = {
+        clients: n, sparsity: s,
+        standalone: {
+          mean: over((xs) => xs.reduce((a, b) => a + b, 0) / xs.length), min: over((xs) => Math.min(...xs)), max: over((xs) => Math.max(...xs)),
+          perClient, stats: ups.map((t) => zeroStats(t, s)),
+        },
+        fedspallm: { perplexity: await scoreWeights(dense, fed.weights, streams, 'fedspallm'), stats: fed.stats },
+        mean: { perplexity: await scoreWeights(dense, mean.weights, streams, 'mean'), stats: mean.stats },
+        pruneSeconds: seconds.get(s)!,
+      };
+      rows.push(row);
+      log(`${name}: ${n} clients, ${s * 100} %: standalone ${fmt(row.standalone.mean)}, FedSpaLLM ${fmt(row.fedspallm.perplexity)} (off target ≤ ${fed.stats.maxOffTarget}), mean ${fmt(row.mean.perplexity)} (sparsity ${pct(mean.stats.sparsity)})`);
+    }
+  }
+  return { dense: densePpl, rows };
+}
+
+const fmt = (p: Perplexities) => EVALS.map((e) => p[e]!.toFixed(1)).join(' / ');
+const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+
+function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string {
+  const lines = [
+    `**${name}** (dense PTB / WT2 ${fmt(r.dense)}):`,
+    '',
+    '| clients | sparsity | standalone (mean of clients) | FedSpaLLM | plain mean | FedSpaLLM vs standalone | FedSpaLLM sparsity (max \\|zeros − ⌈s·d⌉\\|) | plain-mean sparsity, kept-weight scale |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const row of r.rows) {
+    const gain = EVALS.map((e) => `${(((row.standalone.mean[e]! - row.fedspallm.perplexity[e]!) / row.standalone.mean[e]!) * 100).toFixed(1)} %`).join(' / ');
+    lines.push(
+      `| ${row.clients} | ${row.sparsity * 100} % | ${fmt(row.standalone.mean)} (clients ${EVALS.map((e) => `${row.standalone.min[e]!.toFixed(0)}–${row.standalone.max[e]!.toFixed(0)}`).join(' / ')}) | ` +
+        `**${fmt(row.fedspallm.perplexity)}** | ${fmt(row.mean.perplexity)} | ${gain} lower | ${pct(row.fedspallm.stats.sparsity)} (${row.fedspallm.stats.maxOffTarget}) | ` +
+        `${pct(row.mean.stats.sparsity)}, ×${row.mean.stats.keptScale!.toFixed(2)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+const t0 = performance.now();
+const results: Record<string, { dense: Perplexities; rows: Row[] }> = {};
+for (const name of models) results[name] = await runModel(name);
+const settings = { method, clients: clientCounts, sparsities, nsamples, seqlen, evalSeqlen, maxWindows, seed, calib: 'ptb train, contiguous disjoint shares' };
+mkdirSync(args.out, { recursive: true });
+writeFileSync(join(args.out, 'results.json'), `${JSON.stringify({ settings, results, seconds: (performance.now() - t0) / 1000 }, null, 2)}\n`);
+const md = Object.entries(results).map(([n, r]) => markdown(n, r)).join('\n\n');
+writeFileSync(join(args.out, 'results.md'), `${md}\n`);
+process.stdout.write(`${md}\n\ntotal ${((performance.now() - t0) / 60000).toFixed(1)} min\n`);

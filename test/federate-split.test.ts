@@ -1,0 +1,77 @@
+// The pieces of `federate` that need no network: the split of one text among simulated clients, the journal's
+// torn-line recovery, the manifest's path check, and the CLI's refusals of bad options (one line, exit 2).
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { Journal } from '../src/federate/journal.js';
+import { safeRelativePath, secretEquals } from '../src/federate/protocol.js';
+import { splitCalibration } from '../src/federate/split.js';
+import { runCli } from './cli-helpers.js';
+import { BUNDLED_STORIES } from './helpers.js';
+
+const work = mkdtempSync(join(tmpdir(), 'sparsellm-fedsplit-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const docs = Array.from({ length: 11 }, (_, i) => `story ${i} line one\nstory ${i} line two`);
+const text = `${docs.join('\n<|endoftext|>\n')}\n`;
+const docsOf = (share: string) => share.split('<|endoftext|>').map((d) => d.trim()).filter(Boolean);
+
+test('documents split: whole documents, disjoint, together the whole text, balanced, fixed by the seed', () => {
+  const shares = splitCalibration(text, 4, 'documents', 7);
+  const got = shares.map(docsOf);
+  assert.deepEqual(got.flat().sort(), [...docs].sort());
+  assert.deepEqual(got.map((g) => g.length).sort(), [2, 3, 3, 3]);
+  assert.deepEqual(splitCalibration(text, 4, 'documents', 7), shares);
+  assert.notDeepEqual(splitCalibration(text, 4, 'documents', 8), shares);
+});
+
+test('contiguous split keeps the file order in consecutive runs; iid deals every line exactly once', () => {
+  const runs = splitCalibration(text, 3, 'contiguous').map(docsOf);
+  assert.deepEqual(runs.flat(), docs);
+  assert.ok(runs.every((r) => r.length >= 3), `runs ${runs.map((r) => r.length)}`);
+  const lines = text.split('\n').filter((l) => l.trim() && l.trim() !== '<|endoftext|>');
+  const iid = splitCalibration(text, 5, 'iid', 1).map((s) => s.split('\n').filter(Boolean));
+  assert.deepEqual(iid.flat().sort(), [...lines].sort());
+  assert.ok(iid.every((s) => s.length === 4 || s.length === 5));
+  assert.throws(() => splitCalibration(text, 12, 'documents'), /11 document\(s\).*fewer than --clients 12/);
+});
+
+test('journal: a line torn by a kill is cut off, the events before it are kept, appends continue cleanly', () => {
+  const path = join(work, 'journal.jsonl');
+  const j = new Journal(path);
+  j.append({ e: 'done' });
+  j.append({ e: 'commit', round: 1, model: 'm' });
+  writeFileSync(path, `${readFileSync(path, 'utf8')}{"e":"upl`);
+  assert.deepEqual(j.read(), [{ e: 'done' }, { e: 'commit', round: 1, model: 'm' }]);
+  j.append({ e: 'failed', round: 2, reason: 'x' });
+  assert.equal(new Journal(path).read().length, 3);
+});
+
+test('manifest paths and secrets', () => {
+  for (const p of ['config.json', 'onnx/model.onnx']) assert.ok(safeRelativePath(p), p);
+  for (const p of ['', '/etc/passwd', '../x', 'onnx/../../x', 'a//b', 'a\\b', './a']) assert.ok(!safeRelativePath(p), p);
+  assert.ok(secretEquals('abcdefgh', 'abcdefgh'));
+  assert.ok(!secretEquals('abcdefgh', 'abcdefgi'));
+  assert.ok(!secretEquals(undefined, ''));
+});
+
+test('federate: bad options are one line on stderr and exit 2', async () => {
+  const cases: [string[], RegExp][] = [
+    [['federate', 'serve', '--model', BUNDLED_STORIES, '--sparsity', '1.5', '--out', join(work, 'x')], /--sparsity must be in \(0, 1\)/],
+    [['federate', 'serve', '--model', BUNDLED_STORIES, '--cert', 'c.pem', '--out', join(work, 'x')], /--cert and --key go together/],
+    [['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt', '--capacity', '0'], /--capacity must be in \(0, 1\]/],
+  ];
+  const [noToken, ...results] = await Promise.all([
+    runCli(['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt'], { SPARSELLM_FEDERATION_TOKEN: '' }),
+    ...cases.map(([args]) => runCli(args, { SPARSELLM_FEDERATION_TOKEN: '' })),
+  ]);
+  results.forEach((r, i) => {
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, cases[i]![1]);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  });
+  assert.equal(noToken.code, 2);
+  assert.match(noToken.stderr, /^sparsellm: give the federation token with --token/);
+});

@@ -3,16 +3,8 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: the same generator the federation's layer sampling uses (src/federate/sampling.ts). */
+export { seededRandom as mulberry32 } from '../src/federate/sampling.js';
 
 /** Standard normal samples from a uniform generator (Box–Muller). */
 export function gaussian(rand: () => number): () => number {

@@ -11,11 +11,9 @@
 // dict and refuses everything else, so no pickle can make it call anything. The pre-1.6 format (a bare pickle
 // stream followed by raw storages) is refused. Sharded checkpoints: `pytorch_model-0000k-of-0000n.bin` listed by
 // `pytorch_model.bin.index.json` (`weight_map`: tensor -> shard file).
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { UserError } from '../errors.js';
-import { bfloat16ArrayToFloat32, halfArrayToFloat32 } from '../model/float16.js';
-import { FLOAT_DTYPES, dominantDtype, elementCount, type CheckpointReader, type CheckpointTensor, type FloatDtype } from './checkpoint-reader.js';
+import { TensorTableCheckpoint, elementCount, openTensorTable, type CheckpointTensor } from './checkpoint-reader.js';
 
 export const BIN_SINGLE_FILE = 'pytorch_model.bin';
 export const BIN_INDEX_FILE = 'pytorch_model.bin.index.json';
@@ -340,71 +338,9 @@ export function readPytorchBinHeader(file: string): BinTensorInfo[] {
 }
 
 /** A PyTorch checkpoint's tensors (pytorch_model.bin, or shards through pytorch_model.bin.index.json). */
-export class PytorchBinCheckpoint implements CheckpointReader {
-  private constructor(readonly files: string[], private readonly tensors: Map<string, BinTensorInfo>) {}
-
+export class PytorchBinCheckpoint extends TensorTableCheckpoint<BinTensorInfo> {
   static open(folder: string): PytorchBinCheckpoint {
-    const index = join(folder, BIN_INDEX_FILE);
-    if (!existsSync(index)) {
-      const files = [join(folder, BIN_SINGLE_FILE)];
-      return new PytorchBinCheckpoint(files, new Map(readPytorchBinHeader(files[0]!).map((t) => [t.name, t])));
-    }
-    let weightMap: Record<string, string>;
-    try {
-      weightMap = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-    } catch {
-      throw new UserError(`${index} is not valid JSON: re-download it`);
-    }
-    if (!weightMap || typeof weightMap !== 'object') throw new UserError(`${index} has no weight_map: re-download it`);
-    const files = [...new Set(Object.values(weightMap))].map((f) => join(folder, f));
-    const missing = files.filter((f) => !existsSync(f));
-    if (missing.length) throw new UserError(`${index} lists ${missing.map((f) => basename(f)).join(', ')}, missing from ${folder}: download every shard`);
-    const tensors = new Map<string, BinTensorInfo>();
-    for (const f of files) for (const t of readPytorchBinHeader(f)) tensors.set(t.name, t);
-    const notFound = Object.entries(weightMap).find(([name, f]) => tensors.get(name)?.file !== join(folder, f));
-    if (notFound) throw new UserError(`${index} puts ${notFound[0]} in ${notFound[1]}, which does not hold it: the shards do not match their index`);
-    return new PytorchBinCheckpoint(files, tensors);
-  }
-
-  get names(): string[] {
-    return [...this.tensors.keys()];
-  }
-
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  info(name: string): BinTensorInfo {
-    const t = this.tensors.get(name);
-    if (!t) throw new UserError(`the checkpoint has no tensor ${name}`);
-    return t;
-  }
-
-  get dtype(): FloatDtype {
-    return dominantDtype(this.tensors.values(), this.files, (t) => (t as BinTensorInfo).byteLength);
-  }
-
-  readFloat32(name: string): Float32Array {
-    const t = this.info(name);
-    if (!(t.dtype in FLOAT_DTYPES)) throw new UserError(`tensor ${name} has dtype ${t.dtype}: only F32, F16 and BF16 weights are supported`);
-    const bytes = new Uint8Array(new ArrayBuffer(Math.ceil(t.byteLength / 8) * 8), 0, t.byteLength);
-    const fd = openSync(t.file, 'r');
-    try {
-      let done = 0;
-      while (done < t.byteLength) {
-        const n = readSync(fd, bytes, done, Math.min(t.byteLength - done, 1 << 30), t.begin + done);
-        if (n <= 0) throw new UserError(`${t.file} ended early while reading ${name}: truncated file`);
-        done += n;
-      }
-    } finally {
-      closeSync(fd);
-    }
-    const n = elementCount(t.shape);
-    switch (t.dtype) {
-      case 'F32': return new Float32Array(bytes.buffer, 0, n);
-      case 'F16': return halfArrayToFloat32(new Uint16Array(bytes.buffer, 0, n));
-      case 'BF16': return bfloat16ArrayToFloat32(new Uint16Array(bytes.buffer, 0, n));
-      default: throw new Error(`unreachable dtype ${t.dtype}`);
-    }
+    const { files, tensors } = openTensorTable(folder, BIN_INDEX_FILE, BIN_SINGLE_FILE, readPytorchBinHeader);
+    return new PytorchBinCheckpoint(files, tensors, (t) => t.byteLength);
   }
 }

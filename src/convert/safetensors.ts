@@ -5,11 +5,11 @@
 // tensor bytes; offsets are relative to the first byte after the header. Big checkpoints are split into shards
 // `model-0000k-of-0000n.safetensors` listed by `model.safetensors.index.json` (`weight_map`: tensor -> shard file).
 // Reads are positional (fs.readSync at the tensor's offset), one tensor at a time.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { bfloat16ArrayToFloat32, float32ToBfloat16Array, float32ToHalfArray, halfArrayToFloat32 } from '../model/float16.js';
-import { FLOAT_DTYPES, dominantDtype, type CheckpointReader, type FloatDtype } from './checkpoint-reader.js';
+import { float32ToBfloat16Array, float32ToHalfArray } from '../model/float16.js';
+import { FLOAT_DTYPES, TensorTableCheckpoint, openTensorTable, type FloatDtype } from './checkpoint-reader.js';
 
 export { FLOAT_DTYPES, type FloatDtype };
 const ALL_DTYPE_BYTES: Record<string, number> = { ...FLOAT_DTYPES, F64: 8, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -74,82 +74,11 @@ export function readSafetensorsHeader(file: string): TensorInfo[] {
 }
 
 /** A checkpoint's tensors (one file or shards), read one at a time. */
-export class SafetensorsCheckpoint implements CheckpointReader {
-  private constructor(readonly files: string[], private readonly tensors: Map<string, TensorInfo>) {}
-
+export class SafetensorsCheckpoint extends TensorTableCheckpoint<TensorInfo> {
   /** Open `folder`'s model.safetensors, or its shards through model.safetensors.index.json. */
   static open(folder: string): SafetensorsCheckpoint {
-    const index = join(folder, INDEX_FILE);
-    let files: string[];
-    if (existsSync(index)) {
-      let weightMap: Record<string, string>;
-      try {
-        weightMap = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-      } catch {
-        throw new UserError(`${index} is not valid JSON: re-download it`);
-      }
-      if (!weightMap || typeof weightMap !== 'object') throw new UserError(`${index} has no weight_map: re-download it`);
-      files = [...new Set(Object.values(weightMap))].map((f) => join(folder, f));
-      const missing = files.filter((f) => !existsSync(f));
-      if (missing.length) throw new UserError(`${index} lists ${missing.map((f) => basename(f)).join(', ')}, missing from ${folder}: download every shard`);
-      const tensors = new Map<string, TensorInfo>();
-      for (const f of files) for (const t of readSafetensorsHeader(f)) tensors.set(t.name, t);
-      const notFound = Object.entries(weightMap).find(([name, f]) => tensors.get(name)?.file !== join(folder, f));
-      if (notFound) throw new UserError(`${index} puts ${notFound[0]} in ${notFound[1]}, which does not hold it: the shards do not match their index`);
-      return new SafetensorsCheckpoint(files, tensors);
-    }
-    files = [join(folder, SINGLE_FILE)];
-    return new SafetensorsCheckpoint(files, new Map(readSafetensorsHeader(files[0]!).map((t) => [t.name, t])));
-  }
-
-  get names(): string[] {
-    return [...this.tensors.keys()];
-  }
-
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  info(name: string): TensorInfo {
-    const t = this.tensors.get(name);
-    if (!t) throw new UserError(`the checkpoint has no tensor ${name}`);
-    return t;
-  }
-
-  /** The float dtype most tensors have (the checkpoint's dtype). */
-  get dtype(): FloatDtype {
-    return dominantDtype(this.tensors.values(), this.files, (t) => (t as TensorInfo).end - (t as TensorInfo).begin);
-  }
-
-  readBytes(name: string): Uint8Array {
-    const t = this.info(name);
-    const length = t.end - t.begin;
-    const buf = new Uint8Array(new ArrayBuffer(Math.ceil(length / 8) * 8), 0, length);
-    const fd = openSync(t.file, 'r');
-    try {
-      let done = 0;
-      while (done < length) {
-        const n = readSync(fd, buf, done, Math.min(length - done, 1 << 30), t.begin + done);
-        if (n <= 0) throw new UserError(`${t.file} ended early while reading ${name}: truncated file`);
-        done += n;
-      }
-    } finally {
-      closeSync(fd);
-    }
-    return buf;
-  }
-
-  /** The tensor's values as float32 (F16 / BF16 widened exactly). */
-  readFloat32(name: string): Float32Array {
-    const t = this.info(name);
-    const bytes = this.readBytes(name);
-    const n = t.shape.reduce((a, d) => a * d, 1);
-    switch (t.dtype) {
-      case 'F32': return new Float32Array(bytes.buffer, 0, n);
-      case 'F16': return halfArrayToFloat32(new Uint16Array(bytes.buffer, 0, n));
-      case 'BF16': return bfloat16ArrayToFloat32(new Uint16Array(bytes.buffer, 0, n));
-      default: throw new UserError(`tensor ${name} has dtype ${t.dtype}: only F32, F16 and BF16 weights are supported`);
-    }
+    const { files, tensors } = openTensorTable(folder, INDEX_FILE, SINGLE_FILE, readSafetensorsHeader);
+    return new SafetensorsCheckpoint(files, tensors, (t) => t.end - t.begin);
   }
 }
 

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { convertCheckpoint, openCheckpoint } from '../src/convert/convert.js';
 import { PytorchBinCheckpoint, readPytorchBinHeader } from '../src/convert/pytorch-bin.js';
 import { SafetensorsCheckpoint, readSafetensorsHeader } from '../src/convert/safetensors.js';
 import { isUserError } from '../src/errors.js';
 import { runCli } from './cli-helpers.js';
 import { projectRoot } from './helpers.js';
+import { onnxLogits } from './model-fixtures.js';
 
 const FIXTURES = join(projectRoot, 'test', 'fixtures', 'pytorch-bin');
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-bin-'));
@@ -68,19 +68,6 @@ test('mixed-dtypes covers fp16, bf16, a view at a storage offset, a 0-d tensor a
   assert.throws(() => bin.readFloat32('position_ids'), (e: unknown) => isUserError(e) && /position_ids has dtype I64: only F32, F16 and BF16/.test(e.message));
 });
 
-async function logits(dir: string, ids: number[], withPositions: boolean): Promise<Float32Array> {
-  const s = await ort.InferenceSession.create(join(dir, 'onnx', 'model.onnx'));
-  const S = ids.length;
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, S]),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]),
-  };
-  if (withPositions) feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), [1, S]);
-  for (const m of s.inputMetadata) if (m.name.startsWith('past_') && m.isTensor) feeds[m.name] = new ort.Tensor('float32', new Float32Array(0), [1, m.shape[1] as number, 0, m.shape[3] as number]);
-  const out = (await s.run(feeds, ['logits'])).logits!.data as Float32Array;
-  await s.release();
-  return out;
-}
 
 for (const [name, withPositions] of [['opt-tiny', false], ['llama-tiny-sharded', true]] as const) {
   test(`${name}: converted from .bin, the ONNX gives the same logits as from the same weights in safetensors`, async () => {
@@ -90,7 +77,7 @@ for (const [name, withPositions] of [['opt-tiny', false], ['llama-tiny-sharded',
     assert.equal(report.sourceDtype, 'float32');
     assert.ok(readFileSync(join(fromBin, 'onnx', 'model.onnx_data')).equals(readFileSync(join(fromSt, 'onnx', 'model.onnx_data'))), 'weights differ');
     const ids = [1, 5, 9, 33, 63, 2, 17];
-    const a = await logits(fromBin, ids, withPositions), b = await logits(fromSt, ids, withPositions);
+    const a = await onnxLogits(fromBin, ids, withPositions), b = await onnxLogits(fromSt, ids, withPositions);
     assert.equal(a.length, ids.length * 64);
     assert.ok(a.every(Number.isFinite) && a.some((v) => v !== 0));
     assert.ok(sameBits(a, b), 'logits differ');

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { convertCheckpoint } from '../src/convert/convert.js';
 import { ropeInverseFrequencies } from '../src/convert/builders/llama.js';
 import { planSafetensorsExport, writeSafetensorsExport } from '../src/convert/export-safetensors.js';
 import { SafetensorsCheckpoint, writeSafetensorsCheckpoint } from '../src/convert/safetensors.js';
 import { BlockRunner, OnnxModel } from '../src/model/index.js';
 import { gaussian, mulberry32 } from './helpers.js';
+import { onnxLogits } from './model-fixtures.js';
 
 const work = mkdtempSync(join(tmpdir(), 'sparsellm-synthetic-'));
 type Weights = Map<string, { shape: number[]; data: Float32Array }>;
@@ -65,19 +65,6 @@ function attention(q: M, k: M, v: M, heads: number, kvHeads: number, hd: number,
   return out;
 }
 
-async function onnxLogits(dir: string, ids: number[], withPositions: boolean): Promise<Float32Array> {
-  const s = await ort.InferenceSession.create(join(dir, 'onnx', 'model.onnx'), { graphOptimizationLevel: 'disabled' });
-  const S = ids.length;
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, S]),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]),
-  };
-  if (withPositions) feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), [1, S]);
-  for (const m of s.inputMetadata) if (m.name.startsWith('past_') && m.isTensor) feeds[m.name] = new ort.Tensor('float32', new Float32Array(0), [1, m.shape[1] as number, 0, m.shape[3] as number]);
-  const out = (await s.run(feeds, ['logits'])).logits!.data as Float32Array;
-  await s.release();
-  return out;
-}
 
 function assertClose(onnx: Float32Array, naive: M, label: string): void {
   const flat = naive.flat();

@@ -102,3 +102,18 @@ export async function transformersGreedy(dir: string, prompt: bigint[], maxNewTo
   await (model as unknown as { dispose(): Promise<void> }).dispose();
   return ids;
 }
+
+/** Prefill logits of a converted model folder (onnx/model.onnx) for one sequence, with empty past tensors; graph optimisations off. */
+export async function onnxLogits(dir: string, ids: number[], withPositions: boolean): Promise<Float32Array> {
+  const s = await ort.InferenceSession.create(join(dir, 'onnx', 'model.onnx'), { graphOptimizationLevel: 'disabled' });
+  const S = ids.length;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, S]),
+    attention_mask: new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]),
+  };
+  if (withPositions) feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), [1, S]);
+  for (const m of s.inputMetadata) if (m.name.startsWith('past_') && m.isTensor) feeds[m.name] = new ort.Tensor('float32', new Float32Array(0), [1, m.shape[1] as number, 0, m.shape[3] as number]);
+  const out = (await s.run(feeds, ['logits'])).logits!.data as Float32Array;
+  await s.release();
+  return out;
+}

@@ -4,7 +4,7 @@
  * set of this process, everything included: Node, onnxruntime, OpenBLAS buffers). Nothing is added to the CLI.
  *   node --import tsx bench/child-prune.ts '<json of ChildPruneArgs>'
  */
-import { sparsitySpec, type Method, type PruneOptions } from '../src/pipeline/options.js';
+import { sparsitySpec, type Method, type PruneOptions, type SparseLlmSettings } from '../src/pipeline/options.js';
 import { createProgress, type Progress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
 
@@ -19,6 +19,8 @@ export interface ChildPruneArgs {
   out: string;
   eval?: string[];
   calib?: string;
+  /** SparseLLM settings (e.g. { epochs: 2 }); defaults otherwise */
+  sparsellm?: SparseLlmSettings;
 }
 
 export interface ChildPruneResult {
@@ -40,7 +42,7 @@ const options: PruneOptions = {
   seqlen: a.seqlen,
   seed: 0,
   layers: 'all',
-  sparsellm: {},
+  sparsellm: a.sparsellm ?? {},
   out: a.out,
   force: true,
   resume: false,

@@ -4,3 +4,5 @@ export const DEPTH_END = '<!-- /depth -->';
 /** Markers of the bench/RESULTS.md section that bench/scale.ts (`-- --scale`) writes and `npm run bench` keeps. */
 export const SCALE_BEGIN = '<!-- scale: written by bench/scale.ts -->';
 export const SCALE_END = '<!-- /scale -->';
+export const FLOOR_BEGIN = '<!-- floor: written by bench/floor.ts -->';
+export const FLOOR_END = '<!-- /floor -->';

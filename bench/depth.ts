@@ -1,10 +1,10 @@
 /**
  * Peak memory against depth (issue 16): OPT-shaped random models at d=512 (external data, fp32) with 4 and 24 blocks,
- * pruned with SparseGPT 50% on 8 × 256 tinystories tokens, each prune in its own process (bench/child-prune.ts,
+ * pruned with SparseGPT and with SparseLLM (2 epochs) at 50% on 8 × 256 tinystories tokens, each prune in its own process (bench/child-prune.ts,
  * process.resourceUsage().maxRSS). Prints the two peaks, the 20 extra blocks' linear weight bytes, and the growth as a
  * share of those bytes (target: at most 25%), writes them to bench/depth-results.json and rewrites the depth section
  * of bench/RESULTS.md (between its markers; `npm run bench` keeps that section).
- *   npm run bench -- --depth       (about 3 min on 2 cores)
+ *   npm run bench -- --depth       (about 8 min on 2 cores)
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,28 +21,33 @@ const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
 mkdirSync(modelsDir, { recursive: true });
 const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-depth-'));
 
-const rows: { layers: number; linearBytes: number; maxRssMb: number; estimateMb: number; wallSeconds: number }[] = [];
+const methods = ['sparsegpt', 'sparsellm'] as const;
+/** SparseLLM's epoch count does not change what it allocates; 2 keeps the run short */
+const sparsellmEpochs = 2;
+type Row = { method: (typeof methods)[number]; layers: number; linearBytes: number; maxRssMb: number; estimateMb: number; wallSeconds: number };
+const rows: Row[] = [];
 try {
-  for (const layers of depths) {
+  for (const method of methods) for (const layers of depths) {
     const g = generateOptModel(modelsDir, { hidden, layers });
-    const args: ChildPruneArgs = { model: g.dir, method: 'sparsegpt', sparsity: 0.5, nsamples, seqlen, out: join(outRoot, `l${layers}`) };
+    const args: ChildPruneArgs = { model: g.dir, method, sparsity: 0.5, nsamples, seqlen, out: join(outRoot, `l${layers}`), ...(method === 'sparsellm' ? { sparsellm: { epochs: sparsellmEpochs } } : {}) };
     const t = performance.now();
     const child = spawnSync(process.execPath, ['--import', 'tsx', join(here, 'child-prune.ts'), JSON.stringify(args)], { encoding: 'utf8', maxBuffer: 1 << 26 });
     if (child.status !== 0) throw new Error(`prune of ${g.dir} failed (exit ${child.status}):\n${child.stderr.slice(-2000)}`);
     const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as ChildPruneResult;
-    const row = { layers, linearBytes: g.linearParams * 4, maxRssMb: r.maxRssKb / 1024, estimateMb: r.estimateBytes / 2 ** 20, wallSeconds: (performance.now() - t) / 1000 };
+    const row: Row = { method, layers, linearBytes: g.linearParams * 4, maxRssMb: r.maxRssKb / 1024, estimateMb: r.estimateBytes / 2 ** 20, wallSeconds: (performance.now() - t) / 1000 };
     rows.push(row);
-    console.log(`d=${hidden}, ${layers} blocks: peak RSS ${row.maxRssMb.toFixed(0)} MB (estimate ${row.estimateMb.toFixed(0)} MB), linear weights ${(row.linearBytes / 2 ** 20).toFixed(0)} MB, ${row.wallSeconds.toFixed(1)} s`);
+    console.log(`${method}, d=${hidden}, ${layers} blocks: peak RSS ${row.maxRssMb.toFixed(0)} MB (estimate ${row.estimateMb.toFixed(0)} MB), linear weights ${(row.linearBytes / 2 ** 20).toFixed(0)} MB, ${row.wallSeconds.toFixed(1)} s`);
   }
 } finally {
   rmSync(outRoot, { recursive: true, force: true });
 }
-const [a, b] = rows as [typeof rows[0], typeof rows[0]];
-const extraMb = (b.linearBytes - a.linearBytes) / 2 ** 20;
-const growthMb = b.maxRssMb - a.maxRssMb;
-const share = growthMb / extraMb;
-console.log(`growth ${growthMb.toFixed(0)} MB for ${extraMb.toFixed(0)} MB of extra linear weights: ${(100 * share).toFixed(1)}% (target ≤ 25%)`);
-writeFileSync(join(here, 'depth-results.json'), `${JSON.stringify({ date: new Date().toISOString(), hidden, nsamples, seqlen, method: 'sparsegpt', sparsity: 0.5, rows, extraMb, growthMb, share }, null, 2)}\n`);
+const growth = methods.map((method) => {
+  const [a, b] = rows.filter((r) => r.method === method) as [Row, Row];
+  const extraMb = (b.linearBytes - a.linearBytes) / 2 ** 20, growthMb = b.maxRssMb - a.maxRssMb;
+  console.log(`${method}: growth ${growthMb.toFixed(0)} MB for ${extraMb.toFixed(0)} MB of extra linear weights: ${((100 * growthMb) / extraMb).toFixed(1)}% (target ≤ 25%)`);
+  return { method, extraMb, growthMb, share: growthMb / extraMb };
+});
+writeFileSync(join(here, 'depth-results.json'), `${JSON.stringify({ date: new Date().toISOString(), hidden, nsamples, seqlen, sparsity: 0.5, sparsellmEpochs, rows, growth }, null, 2)}\n`);
 
 // Before streamed output (commit 330141a, the same script on this 2-core machine, 2026-12-04): replaced weights were held
 // in memory until the export and the checkpoint wrote a float32 copy of each block.
@@ -51,14 +56,15 @@ const section = [
   DEPTH_BEGIN,
   '## Peak memory against depth (issue 16)',
   '',
-  `OPT-shaped random models, d=${hidden}, fp32 external data, SparseGPT 50%, ${nsamples} × ${seqlen} tinystories tokens, each prune in its own process (peak RSS = process.resourceUsage().maxRSS; wall times depend on other load on the machine and are not a speed figure). Latest \`npm run bench -- --depth\`: ${new Date().toISOString().slice(0, 10)}.`,
+  `OPT-shaped random models, d=${hidden}, fp32 external data, SparseGPT and SparseLLM (${sparsellmEpochs} epochs) 50%, ${nsamples} × ${seqlen} tinystories tokens, each prune in its own process (peak RSS = process.resourceUsage().maxRSS; wall times depend on other load on the machine and are not a speed figure). Latest \`npm run bench -- --depth\`: ${new Date().toISOString().slice(0, 10)}.`,
   '',
-  '| blocks | linear weights (MB) | peak RSS (MB) | pre-run estimate (MB) | wall (s) |',
-  '|---|---:|---:|---:|---:|',
-  ...rows.map((r) => `| ${r.layers} | ${(r.linearBytes / 2 ** 20).toFixed(0)} | ${r.maxRssMb.toFixed(0)} | ${r.estimateMb.toFixed(0)} | ${r.wallSeconds.toFixed(1)} |`),
+  '| method | blocks | linear weights (MB) | peak RSS (MB) | pre-run estimate (MB) | wall (s) |',
+  '|---|---|---:|---:|---:|---:|',
+  ...rows.map((r) => `| ${r.method} | ${r.layers} | ${(r.linearBytes / 2 ** 20).toFixed(0)} | ${r.maxRssMb.toFixed(0)} | ${r.estimateMb.toFixed(0)} | ${r.wallSeconds.toFixed(1)} |`),
   '',
-  `24 blocks use ${growthMb.toFixed(0)} MB more than 4 blocks: ${(100 * share).toFixed(1)}% of the 20 extra blocks' ${extraMb.toFixed(0)} MB of linear weights (target: at most 25%). ` +
-    `Before each finished block was streamed into the output's data file (commit 330141a): ${BEFORE.rss4} MB and ${BEFORE.rss24} MB, +${BEFORE.rss24 - BEFORE.rss4} MB (${((100 * (BEFORE.rss24 - BEFORE.rss4)) / extraMb).toFixed(0)}%).`,
+  ...growth.map((g) => `${g.method}: 24 blocks use ${g.growthMb.toFixed(0)} MB more than 4 blocks, ${(100 * g.share).toFixed(1)}% of the 20 extra blocks' ${g.extraMb.toFixed(0)} MB of linear weights (target: at most 25%).`),
+  '',
+  `Before each finished block was streamed into the output's data file (commit 330141a), SparseGPT: ${BEFORE.rss4} MB and ${BEFORE.rss24} MB, +${BEFORE.rss24 - BEFORE.rss4} MB (${((100 * (BEFORE.rss24 - BEFORE.rss4)) / growth[0]!.extraMb).toFixed(0)}%).`,
   DEPTH_END,
 ].join('\n');
 const resultsMd = join(here, 'RESULTS.md');

@@ -1,19 +1,20 @@
 /**
  * `npm run bench` — where the time and memory of a prune go, and how the cost grows.
- *   npm run bench               default (~8–10 min on 2 cores)
+ *   npm run bench               default (~12–15 min on 2 cores, the SparseGPT floor of bench/floor.ts included)
  *   npm run bench -- --quick    smoke check (~1–2 min)
  *   npm run bench -- --full     larger sizes (OPT-125m-shaped 768×12, nsamples/seqlen sweeps on d=512; ~1 h)
  *   npm run bench -- --depth    only peak RSS against depth (d=512, 4 and 24 blocks; bench/depth.ts, ~3 min)
  *   npm run bench -- --sparsellm-solve [--before-addon PATH]   only the SparseLLM solve of one d=768 block, peak RSS,
  *                               and before/after against another build of the addon (bench/sparsellm-solve.ts)
  *   npm run bench -- --scale    real sizes: RSS against depth 4..32 blocks, an OPT-1.3b-shaped fp16 prune (bench/scale.ts; hours)
+ *   npm run bench -- --floor    SparseGPT on the d=768 model beside its floor (2 plain passes + SYRKs at the SGEMM rate; bench/floor.ts)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
  * Every prune runs in its own process (bench/child-prune.ts → runPrune) so that its peak RSS is its own. Models:
  * stories260K (bundled LLaMA) and OPT-shaped models with random weights generated in a temp dir (bench/opt-model.ts).
  * Writes bench/results.json, bench/results.svg and bench/RESULTS.md, and prints the tables.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -25,7 +26,7 @@ import { evaluateDatasets } from '../src/pipeline/evaluate.js';
 import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
-import { DEPTH_BEGIN, DEPTH_END, SCALE_BEGIN, SCALE_END } from './depth-section.js';
+import { DEPTH_BEGIN, DEPTH_END, FLOOR_BEGIN, FLOOR_END, SCALE_BEGIN, SCALE_END } from './depth-section.js';
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from './svg.js';
@@ -46,6 +47,10 @@ if (argv.includes('--depth')) {
 }
 if (argv.includes('--sparsellm-solve')) {
   await import('./sparsellm-solve.js');
+  process.exit(0);
+}
+if (argv.includes('--floor')) {
+  await import('./floor.js');
   process.exit(0);
 }
 if (argv.includes('--scale')) {
@@ -451,6 +456,12 @@ async function main(): Promise<void> {
   for (const t of tables) console.log(textTable(t));
   console.log(`\nbench ${mode}: ${runCount} prunes in child processes, ${totalSeconds.toFixed(0)} s; load average ${meta.loadAverageAtStart.join(' ')} → ${metaEnd.loadAverageAtEnd.join(' ')}`);
   console.log(finalLine);
+  // SparseGPT on the d=768 model beside its floor (bench/floor.ts; its own process, it writes its RESULTS.md section)
+  if (mode !== 'quick') {
+    process.stderr.write(`[${elapsed()}] SparseGPT floor on the d=768 model (bench/floor.ts)\n`);
+    const floor = spawnSync(process.execPath, ['--import', 'tsx', join(here, 'floor.ts')], { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (floor.status !== 0) failures.push(`bench/floor.ts exited ${floor.status}`);
+  }
   for (const f of failures) console.log(`FAILED: ${f}`);
 
   const results = {
@@ -461,16 +472,14 @@ async function main(): Promise<void> {
   };
   writeFileSync(join(here, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(here, 'results.svg'), chart(results.sweeps, perMethod, storiesRuns, kernels, denseP, metaEnd));
-  // the depth section (bench/depth.ts, `-- --depth`) is kept as it is
+  // the sections other scripts write are kept as they are: depth (`-- --depth`), the SparseLLM solve
+  // (`-- --sparsellm-solve`), real sizes (`-- --scale`) and the SparseGPT floor (written just above by bench/floor.ts)
   const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
-  const [d0, d1] = [oldMd.indexOf(DEPTH_BEGIN), oldMd.indexOf(DEPTH_END)];
-  const depthSection = d0 >= 0 && d1 > d0 ? `\n${oldMd.slice(d0, d1 + DEPTH_END.length)}\n` : '';
-  // and so is the SparseLLM solve section (bench/sparsellm-solve.ts, `-- --sparsellm-solve`)
-  const [solve0, solve1] = [oldMd.indexOf(SOLVE_BEGIN), oldMd.indexOf(SOLVE_END)];
-  const solveSection = solve0 >= 0 && solve1 > solve0 ? `\n${oldMd.slice(solve0, solve1 + SOLVE_END.length)}\n` : '';
-  const [sc0, sc1] = [oldMd.indexOf(SCALE_BEGIN), oldMd.indexOf(SCALE_END)];
-  const scaleSection = sc0 >= 0 && sc1 > sc0 ? `\n${oldMd.slice(sc0, sc1 + SCALE_END.length)}\n` : '';
-  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + depthSection + solveSection + scaleSection);
+  const kept = ([[DEPTH_BEGIN, DEPTH_END], [SOLVE_BEGIN, SOLVE_END], [SCALE_BEGIN, SCALE_END], [FLOOR_BEGIN, FLOOR_END]] as const).map(([b, e]) => {
+    const [i0, i1] = [oldMd.indexOf(b), oldMd.indexOf(e)];
+    return i0 >= 0 && i1 > i0 ? `\n${oldMd.slice(i0, i1 + e.length)}\n` : '';
+  });
+  writeFileSync(join(here, 'RESULTS.md'), markdown(tables, metaEnd, finalLine) + kept.join(''));
   process.stderr.write(`wrote bench/results.json, bench/results.svg, bench/RESULTS.md\n`);
   if (!keep) rmSync(outRoot, { recursive: true, force: true });
 }

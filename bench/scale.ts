@@ -4,11 +4,13 @@
  *     SparseGPT 50%, 8 × 256 tokens.
  *  2. An OPT-1.3b-shaped model (d=2048, 24 blocks, FFN 8192, 32 heads) with random weights in fp16 external data,
  *     pruned with SparseGPT 50% at a calibration size this machine affords (default 4 × 1024 tokens; `--scale-calib
- *     NxS`). Per phase: wall time, the largest resident set sampled during it; the pre-run estimate per part; and the
+ *     NxS`) and with SparseLLM 50% (default 2 × 1024 tokens and 2 epochs, `--scale-sparsellm-calib NxS`,
+ *     `--scale-sparsellm-epochs E`: its solve is ~25× SparseGPT's per token on 2 cores; memory does not depend on the
+ *     epoch count). `--scale-methods sparsegpt,sparsellm` picks which run (rows of methods not run are kept). Per phase: wall time, the largest resident set sampled during it; the pre-run estimate per part; and the
  *     sum one block's weights + activations + solver workspace + runtime, written out.
  * Each prune runs in its own process (bench/child-prune.ts). Models are generated under $TMPDIR (bench/opt-model.ts),
  * never in the repository. Writes bench/scale-results.json, bench/scale.svg and the scale section of bench/RESULTS.md.
- *   npm run bench -- --scale [--scale-calib 8x2048] [--scale-skip-depth] [--scale-skip-opt]
+ *   npm run bench -- --scale [--scale-calib 8x2048] [--scale-methods sparsegpt,sparsellm] [--scale-skip-depth] [--scale-skip-opt]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +25,12 @@ import { layout, linePanel, PALETTE } from './svg.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
 const calibArg = argv[argv.indexOf('--scale-calib') + 1];
-const [nsamples, seqlen] = (argv.includes('--scale-calib') && calibArg ? calibArg : '4x1024').split('x').map(Number) as [number, number];
+const option = (name: string, fallback: string) => (argv.includes(name) && argv[argv.indexOf(name) + 1] ? argv[argv.indexOf(name) + 1]! : fallback);
+const calibSize = (v: string) => v.split('x').map(Number) as [number, number];
+const [nsamples, seqlen] = calibSize(calibArg && argv.includes('--scale-calib') ? calibArg : '4x1024');
+const [llmNsamples, llmSeqlen] = calibSize(option('--scale-sparsellm-calib', '2x1024'));
+const llmEpochs = Number(option('--scale-sparsellm-epochs', '2'));
+const optMethods = option('--scale-methods', 'sparsegpt,sparsellm').split(',') as ('sparsegpt' | 'sparsellm')[];
 const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
 mkdirSync(modelsDir, { recursive: true });
 const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-scale-'));
@@ -43,6 +50,8 @@ interface Row {
   model: string;
   shape: Required<OptShape>;
   method: string;
+  /** SparseLLM epochs (absent for SparseGPT) */
+  epochs?: number;
   nsamples: number;
   seqlen: number;
   linearBytes: number;
@@ -56,11 +65,11 @@ interface Row {
   wallSeconds: number;
 }
 
-function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number, sl: number, calib: string): Row {
+function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number, sl: number, calib: string, epochs?: number): Row {
   const t = performance.now();
   const g = generateOptModel(modelsDir, shapeIn);
   const tGen = (performance.now() - t) / 1000;
-  const args: ChildPruneArgs = { model: g.dir, method, sparsity: 0.5, nsamples: ns, seqlen: sl, out: join(outRoot, 'out'), calib };
+  const args: ChildPruneArgs = { model: g.dir, method, sparsity: 0.5, nsamples: ns, seqlen: sl, out: join(outRoot, 'out'), calib, ...(epochs ? { sparsellm: { epochs } } : {}) };
   process.stderr.write(`[scale] ${g.dir} (generated in ${tGen.toFixed(0)} s): ${method} ${ns}×${sl} ...\n`);
   const t0 = performance.now();
   const child = spawnSync(process.execPath, ['--import', 'tsx', join(here, 'child-prune.ts'), JSON.stringify(args)], { encoding: 'utf8', maxBuffer: 1 << 28 });
@@ -70,7 +79,7 @@ function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number,
   const parts = r.report.memoryEstimate?.parts ?? {};
   const bytesPer = g.shape.dtype === 'float16' ? 2 : 4;
   const row: Row = {
-    model: g.dir.split('/').pop()!, shape: g.shape, method, nsamples: ns, seqlen: sl, linearBytes: g.linearParams * bytesPer,
+    model: g.dir.split('/').pop()!, shape: g.shape, method, ...(epochs ? { epochs } : {}), nsamples: ns, seqlen: sl, linearBytes: g.linearParams * bytesPer,
     maxRssMb: r.maxRssKb / 1024, estimateMb: r.estimateBytes / MB, estimateParts: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v / MB])),
     phaseSeconds: r.report.timings as Record<string, number>, phaseRssMb: r.phaseRssMb,
     boundMb: ((parts.blockWeights ?? 0) + (parts.activations ?? 0) + (parts.hessians ?? 0) + (parts.solver ?? 0) + (parts.sparsellm ?? 0) + (parts.runtime ?? 0)) / MB,
@@ -86,12 +95,18 @@ const results: { date: string; machine: Record<string, unknown>; depth: Row[]; o
   machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGb: +(totalmem() / 2 ** 30).toFixed(1), loadAverageAtStart: loadavg().map((v) => +v.toFixed(2)) },
   depth: previous.depth ?? [], opt: previous.opt ?? [],
 };
+const OPT_1_3B: OptShape = { hidden: 2048, layers: 24, ffn: 8192, heads: 32, dtype: 'float16' };
 const save = () => writeFileSync(resultsFile, `${JSON.stringify(results, null, 2)}\n`);
 const calib = calibrationText();
 try {
   if (!argv.includes('--scale-skip-opt')) {
-    results.opt = [prune({ hidden: 2048, layers: 24, ffn: 8192, heads: 32, dtype: 'float16' }, 'sparsegpt', nsamples, seqlen, calib)];
-    save();
+    for (const method of optMethods) {
+      const row = method === 'sparsellm'
+        ? prune(OPT_1_3B, 'sparsellm', llmNsamples, llmSeqlen, calib, llmEpochs)
+        : prune(OPT_1_3B, 'sparsegpt', nsamples, seqlen, calib);
+      results.opt = [...results.opt.filter((r) => r.method !== method), row];
+      save();
+    }
   }
   if (!argv.includes('--scale-skip-depth')) {
     results.depth = [];
@@ -141,7 +156,7 @@ const lines = [
   '',
   ...(depth.length >= 2 ? [`From ${depth[0]!.shape.layers} to ${depth.at(-1)!.shape.layers} blocks peak RSS grows by ${f0(depth.at(-1)!.maxRssMb - depth[0]!.maxRssMb)} MB while the linear weights grow by ${f0((depth.at(-1)!.linearBytes - depth[0]!.linearBytes) / MB)} MB.`, ''] : []),
   ...results.opt.flatMap((r) => [
-    `### OPT-1.3b shape (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${r.shape.ffn}, ${r.shape.heads} heads, ${r.shape.dtype} external data), ${r.method} 50%, ${r.nsamples} × ${r.seqlen} tokens`,
+    `### OPT-1.3b shape (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${r.shape.ffn}, ${r.shape.heads} heads, ${r.shape.dtype} external data), ${r.method} 50%, ${r.nsamples} × ${r.seqlen} tokens${r.epochs ? `, ${r.epochs} epochs` : ''}`,
     '',
     '| phase | wall (s) | largest RSS sampled (MB) |',
     '|---|---:|---:|',

@@ -19,6 +19,8 @@ export interface ChildPruneArgs {
   out: string;
   eval?: string[];
   calib?: string;
+  /** --layers (default 'all') */
+  layers?: string;
   /** SparseLLM settings (e.g. { epochs: 2 }); defaults otherwise */
   sparsellm?: SparseLlmSettings;
 }
@@ -41,7 +43,7 @@ const options: PruneOptions = {
   nsamples: a.nsamples,
   seqlen: a.seqlen,
   seed: 0,
-  layers: 'all',
+  layers: a.layers ?? 'all',
   sparsellm: a.sparsellm ?? {},
   out: a.out,
   force: true,

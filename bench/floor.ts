@@ -92,15 +92,19 @@ try {
   await runner.dispose();
   rmSync(outRoot, { recursive: true, force: true });
 }
-const plainS = median(plain), rateG = median(rate), pruneS = median(total);
+const rateG = median(rate), pruneS = median(total);
 const syrkS = syrkFlop / rateG / 1e9;
-const floorS = 2 * plainS + syrkS;
 const phases = last!.report.timings;
+// The plain pass two ways: measured here between prunes, and the prune's own re-run phase (a plain pass over the same
+// tokens with the pruned weights, in the same process at the same moment). Other load on the machine can inflate
+// either; the smaller gives the lower floor, i.e. the stricter ratio.
+const plainS = Math.min(median(plain), phases.rerun!);
+const floorS = 2 * plainS + syrkS;
 const result = {
   date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length,
   loadAverageAtStart: loadStart.map((v) => +v.toFixed(2)), loadAverageAtEnd: loadavg().map((v) => +v.toFixed(2)),
   model: g.dir.split('/').pop(), shape, nsamples, seqlen, sparsity, rounds,
-  plainPassSeconds: plain, sgemmGflops: rate, pruneSeconds: total, syrkGflop: syrkFlop / 1e9,
+  plainPassSeconds: plain, pruneRerunSeconds: phases.rerun, sgemmGflops: rate, pruneSeconds: total, syrkGflop: syrkFlop / 1e9,
   floorSeconds: floorS, ratio: pruneS / floorS, lastPrunePhases: phases,
 };
 writeFileSync(join(here, 'floor-results.json'), `${JSON.stringify(result, null, 2)}\n`);
@@ -120,7 +124,7 @@ const section = [
   '',
   '| | seconds |',
   '|---|---:|',
-  `| plain forward pass | ${f1(plainS)} |`,
+  `| plain forward pass (the smaller of: measured between prunes ${f1(median(plain))}, the prune's own re-run ${f1(phases.rerun)}) | ${f1(plainS)} |`,
   `| Hessian SYRKs at the SGEMM rate (${(syrkFlop / 1e9).toFixed(0)} GFLOP at ${f1(rateG)} GFLOP/s) | ${f1(syrkS)} |`,
   `| **floor** = 2 × pass + SYRKs | **${f1(floorS)}** |`,
   `| **SparseGPT prune** (total) | **${f1(pruneS)}** |`,

@@ -5,8 +5,8 @@
  *  2. An OPT-1.3b-shaped model (d=2048, 24 blocks, FFN 8192, 32 heads) with random weights in fp16 external data,
  *     pruned with SparseGPT 50% at a calibration size this machine affords (default 4 × 1024 tokens; `--scale-calib
  *     NxS`) and with SparseLLM 50% (default 2 × 1024 tokens and 2 epochs, `--scale-sparsellm-calib NxS`,
- *     `--scale-sparsellm-epochs E`: its solve is ~25× SparseGPT's per token on 2 cores; memory does not depend on the
- *     epoch count). `--scale-methods sparsegpt,sparsellm` picks which run (rows of methods not run are kept). Per phase: wall time, the largest resident set sampled during it; the pre-run estimate per part; and the
+ *     `--scale-sparsellm-epochs E`, blocks 0-3 only, `--scale-sparsellm-layers all|0-23`: its solve costs ~25× SparseGPT's
+ *     per token, hours for 24 blocks on 2 cores; its memory does not depend on the epoch or block count). `--scale-methods sparsegpt,sparsellm` picks which run (rows of methods not run are kept). Per phase: wall time, the largest resident set sampled during it; the pre-run estimate per part; and the
  *     sum one block's weights + activations + solver workspace + runtime, written out.
  * Each prune runs in its own process (bench/child-prune.ts). Models are generated under $TMPDIR (bench/opt-model.ts),
  * never in the repository. Writes bench/scale-results.json, bench/scale.svg and the scale section of bench/RESULTS.md.
@@ -30,6 +30,8 @@ const calibSize = (v: string) => v.split('x').map(Number) as [number, number];
 const [nsamples, seqlen] = calibSize(calibArg && argv.includes('--scale-calib') ? calibArg : '4x1024');
 const [llmNsamples, llmSeqlen] = calibSize(option('--scale-sparsellm-calib', '2x1024'));
 const llmEpochs = Number(option('--scale-sparsellm-epochs', '2'));
+/** SparseLLM prunes these blocks of the OPT-1.3b shape (the rest pass through dense); on 2 cores all 24 take hours */
+const llmLayers = option('--scale-sparsellm-layers', '0-3');
 const optMethods = option('--scale-methods', 'sparsegpt,sparsellm').split(',') as ('sparsegpt' | 'sparsellm')[];
 const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
 mkdirSync(modelsDir, { recursive: true });
@@ -52,6 +54,8 @@ interface Row {
   method: string;
   /** SparseLLM epochs (absent for SparseGPT) */
   epochs?: number;
+  /** --layers when not all blocks were pruned */
+  layers?: string;
   nsamples: number;
   seqlen: number;
   linearBytes: number;
@@ -65,11 +69,11 @@ interface Row {
   wallSeconds: number;
 }
 
-function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number, sl: number, calib: string, epochs?: number): Row {
+function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number, sl: number, calib: string, epochs?: number, layers?: string): Row {
   const t = performance.now();
   const g = generateOptModel(modelsDir, shapeIn);
   const tGen = (performance.now() - t) / 1000;
-  const args: ChildPruneArgs = { model: g.dir, method, sparsity: 0.5, nsamples: ns, seqlen: sl, out: join(outRoot, 'out'), calib, ...(epochs ? { sparsellm: { epochs } } : {}) };
+  const args: ChildPruneArgs = { model: g.dir, method, sparsity: 0.5, nsamples: ns, seqlen: sl, out: join(outRoot, 'out'), calib, ...(epochs ? { sparsellm: { epochs } } : {}), ...(layers ? { layers } : {}) };
   process.stderr.write(`[scale] ${g.dir} (generated in ${tGen.toFixed(0)} s): ${method} ${ns}×${sl} ...\n`);
   const t0 = performance.now();
   const child = spawnSync(process.execPath, ['--import', 'tsx', join(here, 'child-prune.ts'), JSON.stringify(args)], { encoding: 'utf8', maxBuffer: 1 << 28 });
@@ -79,7 +83,7 @@ function prune(shapeIn: OptShape, method: 'sparsegpt' | 'sparsellm', ns: number,
   const parts = r.report.memoryEstimate?.parts ?? {};
   const bytesPer = g.shape.dtype === 'float16' ? 2 : 4;
   const row: Row = {
-    model: g.dir.split('/').pop()!, shape: g.shape, method, ...(epochs ? { epochs } : {}), nsamples: ns, seqlen: sl, linearBytes: g.linearParams * bytesPer,
+    model: g.dir.split('/').pop()!, shape: g.shape, method, ...(epochs ? { epochs } : {}), ...(layers ? { layers } : {}), nsamples: ns, seqlen: sl, linearBytes: g.linearParams * bytesPer,
     maxRssMb: r.maxRssKb / 1024, estimateMb: r.estimateBytes / MB, estimateParts: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v / MB])),
     phaseSeconds: r.report.timings as Record<string, number>, phaseRssMb: r.phaseRssMb,
     boundMb: ((parts.blockWeights ?? 0) + (parts.activations ?? 0) + (parts.hessians ?? 0) + (parts.solver ?? 0) + (parts.sparsellm ?? 0) + (parts.runtime ?? 0)) / MB,
@@ -102,7 +106,7 @@ try {
   if (!argv.includes('--scale-skip-opt')) {
     for (const method of optMethods) {
       const row = method === 'sparsellm'
-        ? prune(OPT_1_3B, 'sparsellm', llmNsamples, llmSeqlen, calib, llmEpochs)
+        ? prune(OPT_1_3B, 'sparsellm', llmNsamples, llmSeqlen, calib, llmEpochs, llmLayers === 'all' ? undefined : llmLayers)
         : prune(OPT_1_3B, 'sparsegpt', nsamples, seqlen, calib);
       results.opt = [...results.opt.filter((r) => r.method !== method), row];
       save();
@@ -156,7 +160,7 @@ const lines = [
   '',
   ...(depth.length >= 2 ? [`From ${depth[0]!.shape.layers} to ${depth.at(-1)!.shape.layers} blocks peak RSS grows by ${f0(depth.at(-1)!.maxRssMb - depth[0]!.maxRssMb)} MB while the linear weights grow by ${f0((depth.at(-1)!.linearBytes - depth[0]!.linearBytes) / MB)} MB.`, ''] : []),
   ...results.opt.flatMap((r) => [
-    `### OPT-1.3b shape (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${r.shape.ffn}, ${r.shape.heads} heads, ${r.shape.dtype} external data), ${r.method} 50%, ${r.nsamples} × ${r.seqlen} tokens${r.epochs ? `, ${r.epochs} epochs` : ''}`,
+    `### OPT-1.3b shape (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${r.shape.ffn}, ${r.shape.heads} heads, ${r.shape.dtype} external data), ${r.method} 50%, ${r.nsamples} × ${r.seqlen} tokens${r.epochs ? `, ${r.epochs} epochs` : ''}${r.layers ? `, blocks ${r.layers} pruned (the others pass through dense)` : ''}`,
     '',
     '| phase | wall (s) | largest RSS sampled (MB) |',
     '|---|---:|---:|',

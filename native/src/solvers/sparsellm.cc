@@ -750,9 +750,9 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
       float* Zb = Z.data() + at;
       float* Sb = llama ? S.data() + at : nullptr;
       const float* Yb = Y.data() + r0 * d;
-      AuxActivation(fam, Zb, Sb, n, act);
+      AuxActivation(fam, Zb, Sb, n, Pb);  // p is formed in place from φ(z, s): P = φ + F W
       prof.Step("pass2 phi(z)");
-      const double outTerm = pu.Apply(act, Yb, bout, rows, Pb);
+      const double outTerm = pu.Apply(Pb, Yb, bout, rows, Pb);
       prof.Step("pass2 p update (E, F, P gemms)");
       if (o.referenceQuirks) RoundToHalf(Pb, n);
       CheckFinite(Pb, n, "p");

@@ -18,7 +18,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadAddon, native, solverThreads, type NativeAddon } from '../src/native/addon.js';
+import { loadAddon, native, OPENBLAS_IDLE_SPIN_LOG2_CYCLES, solverThreads, type NativeAddon } from '../src/native/addon.js';
 import { optFamily } from '../src/model/families/opt.js';
 import { sparseLlmOptions } from '../src/pipeline/options.js';
 
@@ -133,6 +133,7 @@ async function main(): Promise<void> {
     const result = {
       date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, loadAverageAtStart: load0,
       loadAverageAtEnd: loadavg().map((v) => v.toFixed(1)), threads: solverThreads(),
+      openblasThreadTimeout: process.env.OPENBLAS_THREAD_TIMEOUT ?? OPENBLAS_IDLE_SPIN_LOG2_CYCLES,
       block: { hidden: HIDDEN, ffn: FFN, tokens, epochs: 4, sparsity: SPARSITY }, before: old[0], after: after[0], weights: cmp,
     };
     writeFileSync(join(here, 'sparsellm-solve.json'), `${JSON.stringify(result, null, 2)}\n`);
@@ -140,11 +141,11 @@ async function main(): Promise<void> {
       SOLVE_BEGIN,
       '## SparseLLM solve of one OPT-125m-shaped block (issue 16)',
       '',
-      `One FFN block, d=${HIDDEN}, FFN ${FFN}, ${tokens} calibration tokens (${NSAMPLES} × ${SEQLEN}), 4 epochs, ${SPARSITY * 100} % unstructured, default options; synthetic LayerNorm-like activations with outlier channels, random weights (bench/sparsellm-solve.ts). Each solve in its own process; peak RSS = the process's maxRSS after the call minus its RSS just before. ${result.cores} cores (${result.cpu}), ${result.threads} BLAS threads, load average ${load0.join(' ')} at the start and ${result.loadAverageAtEnd.join(' ')} at the end (other work shared the machine: compare the two rows of one run, not absolute times across runs). Latest \`npm run bench -- --sparsellm-solve${before ? ' --before-addon …' : ''}\`: ${result.date.slice(0, 10)}.`,
+      `One FFN block, d=${HIDDEN}, FFN ${FFN}, ${tokens} calibration tokens (${NSAMPLES} × ${SEQLEN}), 4 epochs, ${SPARSITY * 100} % unstructured, default options; synthetic LayerNorm-like activations with outlier channels, random weights (bench/sparsellm-solve.ts). Each solve in its own process; peak RSS = the process's maxRSS after the call minus its RSS just before. Both load the addon through src/native/addon.ts, so both run with OPENBLAS_THREAD_TIMEOUT=${result.openblasThreadTimeout}. ${result.cores} cores (${result.cpu}), ${result.threads} BLAS threads, load average ${load0.join(' ')} at the start and ${result.loadAverageAtEnd.join(' ')} at the end (other work shared the machine: compare the two rows of one run, not absolute times across runs). Latest \`npm run bench -- --sparsellm-solve${before ? ' --before-addon …' : ''}\`: ${result.date.slice(0, 10)}.`,
       '',
       '| solver | solve, wall (s) | solve, CPU (s) | solver peak RSS (MB) | output error per epoch | epoch kept |',
       '|---|---:|---:|---:|---|---:|',
-      ...runs.map(({ which, r }) => `| ${which === 'before' ? 'before (f×f p update, full N×f copies)' : 'after (Woodbury, token blocks)'} | ${r.seconds.toFixed(1)} | ${r.cpuSeconds.toFixed(1)} | ${r.solverPeakMb.toFixed(0)} | ${r.epochs.map((e) => e.outputError.toFixed(5)).join(' ')} | ${r.chosenEpoch} |`),
+      ...runs.map(({ which, r }) => `| ${which === 'before' ? 'before (f×f p update, full N×f copies)' : 'after (Woodbury, token blocks, float-partial Gram, output error from the Gram)'} | ${r.seconds.toFixed(1)} | ${r.cpuSeconds.toFixed(1)} | ${r.solverPeakMb.toFixed(0)} | ${r.epochs.map((e) => e.outputError.toFixed(5)).join(' ')} | ${r.chosenEpoch} |`),
       '',
       ...(cmp && old[0] ? [`Speed-up ${(old[0].seconds / after[0]!.seconds).toFixed(2)}× in wall time, ${(old[0].cpuSeconds / after[0]!.cpuSeconds).toFixed(2)}× in CPU time, solver memory ${(old[0].solverPeakMb / after[0]!.solverPeakMb).toFixed(2)}× lower. Returned weights (fc1 and fc2) after vs before: relative difference ${cmp.relDiff.toExponential(2)}, ${cmp.maskDiff} of ${(2 * HIDDEN * FFN).toLocaleString('en')} mask entries differ.`] : []),
       SOLVE_END,

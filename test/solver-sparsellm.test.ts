@@ -317,3 +317,37 @@ test('output refit: fc2 is the least-squares fit to the dense targets on the rea
     assert.ok(refit.error <= plain.error * bound, `s=${s}: refit ${refit.error} vs plain ${plain.error}`);
   }
 });
+
+test('Gram kernel (float SSYRK partials of <= 1536 rows summed in double) against a float64 AᵀA', async () => {
+  // ReLU-like activations with a positive mean and outlier columns (x8), as the output refit's A = act(M) has
+  const rows = 20000, n = 32, g = randn(rows * n, 31);
+  const A = new Float32Array(rows * n);
+  for (let t = 0; t < rows; t++)
+    for (let j = 0; j < n; j++) A[t * n + j] = relu(g[t * n + j]! + 0.5) * (j % 11 === 0 ? 8 : 1);
+  const ref = new Float64Array(n * n), fp32 = new Float32Array(n * n);
+  for (let t = 0; t < rows; t++)
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        const prod = A[t * n + i]! * A[t * n + j]!;
+        ref[i * n + j]! += prod;
+        fp32[i * n + j] = Math.fround(fp32[i * n + j]! + Math.fround(prod)); // one float32 sum over every row
+      }
+  // worst-case bound of a float sum of k <= 1536 products (γ_k = kε/(1 − kε), ε = 2⁻²⁴), relative to
+  // Σ|aᵢaⱼ| <= √(GᵢᵢGⱼⱼ); the double sum of the partials adds nothing at this scale
+  const k = 1536, eps = 2 ** -24, bound = (k * eps) / (1 - k * eps);
+  const worst = (G: ArrayLike<number>) => {
+    let w = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) w = Math.max(w, Math.abs(G[i * n + j]! - ref[i * n + j]!) / Math.sqrt(ref[i * n + i]! * ref[j * n + j]!));
+    return w;
+  };
+  for (const chunk of [0, 1000, 7]) {
+    const G = new Float64Array(n * n);
+    await sparsellmSteps.gram(G, A, rows, n, chunk);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.equal(G[i * n + j], G[j * n + i], 'symmetric');
+    const err = worst(G);
+    assert.ok(err <= bound, `chunk ${chunk}: relative error ${err} > ${bound}`);
+    // and far better than one float32 sum over all the rows (the fp32 Gram that GramDouble's comment warns about)
+    assert.ok(err * 10 <= worst(fp32), `chunk ${chunk}: ${err} vs fp32 ${worst(fp32)}`);
+  }
+});

@@ -23,7 +23,7 @@ export interface NativeAddon {
     X: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, Hx: Float32Array, Hd: Float32Array | null,
     N: number, d: number, ffn: number, nsamples: number, options: object,
   ): Promise<unknown>;
-  sparsellmStep(name: string, arrays: Record<string, Float32Array>, sizes: Record<string, number>, params: object): Promise<void>;
+  sparsellmStep(name: string, arrays: Record<string, Float32Array | Float64Array>, sizes: Record<string, number>, params: object): Promise<void>;
   crossEntropyRows(logits: Float32Array, rows: number, vocab: number, targets: Int32Array, nll: Float64Array): Promise<void>;
   [name: string]: unknown;
 }
@@ -42,8 +42,18 @@ export function addonPath(build: AddonBuild): string | undefined {
   return undefined;
 }
 
+/**
+ * How long an idle OpenBLAS worker thread spins (sched_yield) before it sleeps, as log2 of CPU cycles; libopenblas
+ * reads $OPENBLAS_THREAD_TIMEOUT once, when it is loaded with the addon. Its default, 2^28 cycles (~70 ms), keeps the
+ * worker spinning through every gap between two solver BLAS calls (the elementwise steps in between last
+ * milliseconds): a core burnt for nothing on a machine whose 2 cores are shared. 2^18 cycles (~65 µs) still bridges
+ * back-to-back calls. A value set by the user wins.
+ */
+export const OPENBLAS_IDLE_SPIN_LOG2_CYCLES = '18';
+
 /** Loads a compiled addon (node caches each file's module). */
 export function loadAddon<T extends NativeAddon>(path: string): T {
+  process.env.OPENBLAS_THREAD_TIMEOUT ??= OPENBLAS_IDLE_SPIN_LOG2_CYCLES;
   return createRequire(import.meta.url)(path) as T;
 }
 

@@ -171,6 +171,11 @@ export const sparsellmSteps = {
     if (b) arrays.b = b;
     return native().sparsellmStep('p', arrays, { N, d, f, chunk }, { beta, gamma });
   },
+  /** G [n, n] ← AᵀA for A [rows, n], accumulated as the solver forms its Gram matrices: token blocks of `chunk`
+   * rows (0 = automatic), float SSYRKs of at most 1536 rows each, summed in double. */
+  gram(G: Float64Array, A: Float32Array, rows: number, n: number, chunk = 0): Promise<void> {
+    return native().sparsellmStep('gram', { A, G }, { rows, n, chunk }, {});
+  },
   /** Eqs. 4.7–4.8: Z ← argmin_v γ(p − relu(v))² + α(v − m)² elementwise. */
   zRelu(Z: Float32Array, P: Float32Array, M: Float32Array, alpha: number, gamma: number): Promise<void> {
     return native().sparsellmStep('zRelu', { Z, P, M }, { n: Z.length }, { alpha, gamma });

@@ -134,6 +134,7 @@ Napi::Value SparseLlmLlamaCall(const Napi::CallbackInfo& info, SparseGptPruneFn 
 //  'p':      P = (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act)   arrays {P, Y, W, b?, act}, sizes {N, d, f, chunk?}
 //  'zRelu':  arrays {Z, P, M}, sizes {n}             'zSilu': arrays {Z, P, M, S}, sizes {n}
 //  's':      arrays {S, G, P, Z}, sizes {n}, params {newton, steps, lr}
+//  'gram':   G = AᵀA as the solver accumulates it   arrays {A, G: Float64Array}, sizes {rows, n, chunk?}
 static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].ToString().Utf8Value();
@@ -153,6 +154,17 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
     if (arr.Has("b")) b = get("b", d);
     const size_t chunk = sz.Has("chunk") ? size_t(ReqNumber(sz, "chunk")) : 0;
     work = [=] { SparseLlmPUpdate(P.data, Y.data, W.data, b.data, act.data, N, d, f, beta, gamma, chunk); };
+  } else if (name == "gram") {
+    size_t rows = size_t(ReqNumber(sz, "rows")), n = size_t(ReqNumber(sz, "n"));
+    const size_t chunk = sz.Has("chunk") ? size_t(ReqNumber(sz, "chunk")) : 0;
+    auto A = get("A", rows * n);
+    Napi::Value g = arr.Get("G");
+    Require(env, g.IsTypedArray() && g.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
+            "G must be a Float64Array");
+    auto G64 = g.As<Napi::Float64Array>();
+    Require(env, G64.ElementLength() == n * n, "G has the wrong length");
+    double* G = G64.Data();
+    work = [=] { SparseLlmGram(A.data, rows, n, chunk, G); };
   } else if (name == "zRelu") {
     size_t n = size_t(ReqNumber(sz, "n"));
     const double alpha = ReqNumber(pr, "alpha"), gamma = ReqNumber(pr, "gamma");

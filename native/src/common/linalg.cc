@@ -218,12 +218,10 @@ bool UpperCholeskyOfInverse(const float* A, const float* diag, size_t n, bool in
   return true;
 }
 
-SpdFactor::~SpdFactor() { delete[] L; }
-
 bool SpdFactor::Factor(const double* G, size_t n_, double ridge) {
-  delete[] L;
   n = n_;
-  L = new double[n * n];
+  L_.Reset(n * n * sizeof(double));
+  double* L = L_.as<double>();
   for (size_t i = 0; i < n * n; ++i) L[i] = G[i];
   for (size_t i = 0; i < n; ++i) L[i * n + i] += ridge;
   int nn = int(n), info = 0;
@@ -233,7 +231,7 @@ bool SpdFactor::Factor(const double* G, size_t n_, double ridge) {
 
 void SpdFactor::Solve(double* B, size_t nrhs) const {
   int nn = int(n), nr = int(nrhs), info = 0;
-  dpotrs_("L", &nn, &nr, L, &nn, B, &nn, &info);
+  dpotrs_("L", &nn, &nr, L_.as<double>(), &nn, B, &nn, &info);
   if (info != 0) throw std::runtime_error("dpotrs failed, info=" + std::to_string(info));
 }
 

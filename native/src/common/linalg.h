@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/workspace.h"
+
 namespace sparsellm {
 
 // A sparsity spec. prunen > 0 selects N:M (prunen = number PRUNED per group of prunem inputs).
@@ -47,17 +49,19 @@ bool UpperCholeskyOfInverse(const float* A, const float* diag, size_t n, bool in
 
 // Solves (G + ridge*I) Xc = B in double, G symmetric n x n row-major double, B given column-major
 // n x nrhs in double (overwritten by the solution). Throws on failure.
+// The factor lives in a Scratch buffer (reused across calls: no fresh page faults for the same size).
 struct SpdFactor {
   size_t n = 0;
-  double* L = nullptr;  // owned, column-major lower Cholesky factor
   SpdFactor() = default;
   SpdFactor(const SpdFactor&) = delete;
   SpdFactor& operator=(const SpdFactor&) = delete;
-  ~SpdFactor();
   // Factor G + ridge*I (G row-major double symmetric). Returns false if not SPD.
   bool Factor(const double* G, size_t n, double ridge);
   // In-place solve on a column-major n x nrhs double matrix.
   void Solve(double* B, size_t nrhs) const;
+
+ private:
+  Scratch L_;  // column-major lower Cholesky factor, n x n doubles
 };
 
 // Ainv = (A)^{-1} for a symmetric positive definite row-major n x n A, in double (potrf + potri).

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <string>
 #include <functional>
 #include <limits>
 #include <stdexcept>
@@ -50,10 +54,15 @@ void GramDouble(const float* A, size_t k, size_t n, DBuf& G) {
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < i; ++j) G[i * n + j] = G[j * n + i];
 }
-// float(scale · G), e.g. SparseGPT's Hessian (2/nsamples) AᵀA from a double Gram.
-Buf ScaledToFloat(const DBuf& G, double scale) {
-  Buf H(G.size());
-  for (size_t i = 0; i < G.size(); ++i) H[i] = float(scale * G[i]);
+// float(scale · G), e.g. SparseGPT's Hessian (2/nsamples) AᵀA from a double Gram of `count` entries.
+void ScaledToFloat(const double* G, size_t count, double scale, float* H) {
+  ParallelFor(count, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) H[i] = float(scale * G[i]);
+  }, 1 << 16);
+}
+Buf ScaledToFloat(const double* G, size_t count, double scale) {
+  Buf H(count);
+  ScaledToFloat(G, count, scale, H.data());
   return H;
 }
 
@@ -78,6 +87,7 @@ double SumSq(const float* a, size_t n) {
   return s;
 }
 inline float Relu(float v) { return v > 0 ? v : 0.0f; }
+
 inline double Sigmoid(double s) { return 1.0 / (1.0 + std::exp(-s)); }
 inline float Silu(float s) { return float(s * Sigmoid(s)); }
 
@@ -86,13 +96,13 @@ inline float Silu(float s) { return float(s * Sigmoid(s)); }
 // to about tokens·ε₆₄·(GᵢᵢGⱼⱼ)^½ — directions of G below that level are noise, and λ at that level keeps the Cholesky
 // factor well defined without biasing anything the data determines. relRidge (lstsqRidge / refitRidge) is the
 // regularisation chosen on top, relative to the same scale trace(G)/n.
-void FactorGram(SpdFactor& F, const DBuf& G, size_t n, size_t tokens, double relRidge, const char* what) {
+void FactorGram(SpdFactor& F, const double* G, size_t n, size_t tokens, double relRidge, const char* what) {
   double mean = 0;
   for (size_t i = 0; i < n; ++i) mean += G[i * n + i];
   mean = std::max(mean / double(n), 1e-300);
   double ridge = std::max(relRidge, double(tokens) * std::numeric_limits<double>::epsilon()) * mean;
   for (int t = 0; t < 8; ++t, ridge = ridge > 0 ? ridge * 10 : 1e-12 * mean)
-    if (F.Factor(G.data(), n, ridge)) return;
+    if (F.Factor(G, n, ridge)) return;
   throw std::runtime_error(std::string("sparsellm: the normal equations of ") + what + " are not positive definite");
 }
 
@@ -101,10 +111,21 @@ void FactorGram(SpdFactor& F, const DBuf& G, size_t n, size_t tokens, double rel
 void LeastSquaresFromProducts(const float* C, const DBuf& colsum, const float* bias, size_t in, size_t out,
                               const SpdFactor& F, float* W) {
   // column-major [in, out] right-hand side == row-major [out, in] == W's layout
-  std::vector<double> Bc(in * out);
+  Scratch buf(in * out * sizeof(double));
+  double* Bc = buf.as<double>();
   for (size_t j = 0; j < in; ++j)
     for (size_t o = 0; o < out; ++o) Bc[o * in + j] = C[j * out + o] - (bias ? float(colsum[j] * bias[o]) : 0.0f);
-  F.Solve(Bc.data(), out);
+  F.Solve(Bc, out);
+  for (size_t i = 0; i < in * out; ++i) W[i] = float(Bc[i]);
+}
+// The same with C accumulated in double (the output refit's AᵀY), the bias term subtracted in double.
+void LeastSquaresFromProducts(const double* C, const DBuf& colsum, const float* bias, size_t in, size_t out,
+                              const SpdFactor& F, float* W) {
+  Scratch buf(in * out * sizeof(double));
+  double* Bc = buf.as<double>();
+  for (size_t j = 0; j < in; ++j)
+    for (size_t o = 0; o < out; ++o) Bc[o * in + j] = C[j * out + o] - (bias ? colsum[j] * bias[o] : 0.0);
+  F.Solve(Bc, out);
   for (size_t i = 0; i < in * out; ++i) W[i] = float(Bc[i]);
 }
 
@@ -123,30 +144,57 @@ size_t ChunkRows(size_t N, size_t f, size_t requested) {
   return std::max<size_t>(1, std::min(N, requested ? requested : automatic));
 }
 
-// G [n, n] = Σ over token blocks of AᵀA in double (each block converted, DSYRK on the upper triangle); see GramDouble.
+// G [n, n] = Σ over token blocks of AᵀA, a double sum of float partial Grams of at most kPartRows rows each (SSYRK on
+// the upper triangle; the automatic token block is one partial up to f = 2730). The precision argument of GramDouble
+// is about the long sum over ~1e5 tokens: a float partial over k <= 1536 rows is off by at most γ_k = kε₃₂/(1 − kε₃₂)
+// ≈ 9e-5 of √(GᵢᵢGⱼⱼ) (typically ~√k·ε₃₂ ≈ 2e-6), and the double sum of the partials adds ~ε₆₄ — at float-SYRK speed,
+// 2.3x DSYRK's here. Checked against a float64 AᵀA in test/solver-sparsellm.test.ts; on the d=768 bench block the
+// epoch-0 dense refit of fc2 moved by 3.9e-6 (relative Frobenius) against the all-double Gram.
 class GramAccumulator {
  public:
-  void Reset(size_t n, size_t maxRows) {
+  static constexpr size_t kPartRows = 1536;
+  void Reset(size_t n) {
     n_ = n;
-    G.assign(n * n, 0.0);
-    conv_.Reset(maxRows * n * sizeof(double));
+    g_.Reset(n * n * sizeof(double));
+    std::fill(G(), G() + n * n, 0.0);
+    part_.Reset(n * n * sizeof(float));
   }
   void Add(const float* A, size_t rows) {
-    double* c = conv_.as<double>();
-    for (size_t i = 0; i < rows * n_; ++i) c[i] = A[i];
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n_), int(rows), 1.0, c, int(n_), 1.0, G.data(), int(n_));
+    const size_t parts = (rows + kPartRows - 1) / kPartRows, step = (rows + parts - 1) / parts;
+    float* P = part_.as<float>();
+    double* G = this->G();
+    const size_t n = n_;
+    for (size_t r0 = 0; r0 < rows; r0 += step) {
+      const size_t k = std::min(step, rows - r0);
+      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(k), 1.0f, A + r0 * n, int(n), 0.0f, P, int(n));
+      // G's upper triangle += P's; rows i and n−1−i go together so that the threads get equal shares
+      ParallelFor((n + 1) / 2, [&](size_t b, size_t e) {
+        auto addRow = [&](size_t r) {
+          for (size_t j = r; j < n; ++j) G[r * n + j] += P[r * n + j];
+        };
+        for (size_t i = b; i < e; ++i) {
+          addRow(i);
+          if (n - 1 - i != i) addRow(n - 1 - i);
+        }
+      }, 16);
+    }
   }
   // both triangles, when every block is in
   void Finish() {
+    double* G = this->G();
     for (size_t i = 0; i < n_; ++i)
       for (size_t j = 0; j < i; ++j) G[i * n_ + j] = G[j * n_ + i];
-    conv_.Release();
+    part_.Release();
   }
-  DBuf G;
+  double* G() const { return g_.as<double>(); }
+  void Release() {
+    g_.Release();
+    part_.Release();
+  }
 
  private:
   size_t n_ = 0;
-  Scratch conv_;
+  Scratch g_, part_;
 };
 
 void AddColumnSums(const float* A, size_t rows, size_t cols, DBuf& sums) {
@@ -157,6 +205,54 @@ void AddColumnSums(const float* A, size_t rows, size_t cols, DBuf& sums) {
 void CheckFinite(const float* x, size_t n, const char* what) {
   if (!AllFinite(x, n)) throw std::runtime_error(std::string("sparsellm: ") + what + " became NaN/Inf");
 }
+
+// SPARSELLM_PROFILE: CPU seconds (all threads, user + system) and wall seconds per step of the solve, to stderr.
+class StepProfile {
+ public:
+  StepProfile() : on_(std::getenv("SPARSELLM_PROFILE") != nullptr) { Mark(); }
+  void Mark() {
+    if (!on_) return;
+    cpu_ = Cpu();
+    wall_ = std::chrono::steady_clock::now();
+  }
+  void Step(const char* name) {
+    if (!on_) return;
+    const double c = Cpu() - cpu_, w = Seconds(wall_);
+    for (auto& e : steps_)
+      if (e.name == name) {
+        e.cpu += c, e.wall += w;
+        Mark();
+        return;
+      }
+    steps_.push_back({name, c, w});
+    Mark();
+  }
+  ~StepProfile() {
+    if (!on_) return;
+    double tc = 0, tw = 0;
+    for (auto& e : steps_) tc += e.cpu, tw += e.wall;
+    for (auto& e : steps_) std::fprintf(stderr, "sparsellm step %-34s cpu %7.2f s  wall %7.2f s\n", e.name.c_str(), e.cpu, e.wall);
+    std::fprintf(stderr, "sparsellm step %-34s cpu %7.2f s  wall %7.2f s\n", "TOTAL", tc, tw);
+  }
+
+ private:
+  static double Cpu() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  static double Seconds(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  struct Entry {
+    std::string name;
+    double cpu, wall;
+  };
+  bool on_;
+  double cpu_ = 0;
+  std::chrono::steady_clock::time_point wall_;
+  std::vector<Entry> steps_;
+};
 
 double Seconds(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -199,12 +295,14 @@ class PUpdater {
   PUpdater(const float* W, size_t d, size_t f, double beta, double gamma, size_t maxRows)
       : W_(W), d_(d), f_(f), ratio_(gamma / beta), Kinv_(d * d) {
     // K = W Wᵀ + (γ/β) I in double (DSYRK over the f columns), inverted through Cholesky
-    DBuf Wd(W, W + d * f), K(d * d, 0.0);
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(d), int(f), 1.0, Wd.data(), int(f), 0.0, K.data(), int(d));
+    Scratch wBuf(d * f * sizeof(double)), kBuf(d * d * sizeof(double));
+    double *Wd = wBuf.as<double>(), *K = kBuf.as<double>();
+    std::copy(W, W + d * f, Wd);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(d), int(f), 1.0, Wd, int(f), 0.0, K, int(d));
     for (size_t i = 0; i < d; ++i) K[i * d + i] += ratio_;
     int n = int(d), info = 0;
-    dpotrf_("L", &n, K.data(), &n, &info);  // row-major upper == column-major lower
-    if (info == 0) dpotri_("L", &n, K.data(), &n, &info);
+    dpotrf_("L", &n, K, &n, &info);  // row-major upper == column-major lower
+    if (info == 0) dpotri_("L", &n, K, &n, &info);
     if (info != 0) throw std::runtime_error("sparsellm: p-update matrix is not SPD");
     for (size_t c = 0; c < d; ++c)
       for (size_t r = c; r < d; ++r) Kinv_[r * d + c] = Kinv_[c * d + r] = float(K[r + c * d]);
@@ -247,16 +345,31 @@ void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, 
   }
 }
 
+void SparseLlmGram(const float* A, size_t rows, size_t n, size_t blockRows, double* G) {
+  const size_t R = ChunkRows(rows, n, blockRows);
+  GramAccumulator acc;
+  acc.Reset(n);
+  for (size_t r0 = 0; r0 < rows; r0 += R) acc.Add(A + r0 * n, std::min(R, rows - r0));
+  acc.Finish();
+  std::copy(acc.G(), acc.G() + n * n, G);
+}
+
 void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, double alpha, double gamma) {
   const float a = float(alpha), g = float(gamma);
   ParallelFor(n, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) {
-      const float p = P[i], m = M[i];
-      const float z1 = std::max((g * p + a * m) / (g + a), 0.0f);  // case z >= 0
-      const float z2 = std::min(m, 0.0f);                          // case z <= 0
-      const float r1 = p - Relu(z1), d1 = z1 - m, r2 = p - Relu(z2), d2 = z2 - m;
-      const float f1 = g * r1 * r1 + a * d1 * d1, f2 = g * r2 * r2 + a * d2 * d2;
-      Z[i] = f1 <= f2 ? z1 : z2;
+    float* __restrict z = Z + b;
+    const float* __restrict pp = P + b;
+    const float* __restrict mm = M + b;
+    // Branch-free so that it vectorises (the data make every branch a coin flip): relu(z1) = z1 as z1 >= 0, and
+    // relu(z2) = 0 as z2 <= 0.
+    for (size_t i = 0; i < e - b; ++i) {
+      const float p = pp[i], m = mm[i];
+      const float q = (g * p + a * m) / (g + a);
+      const float z1 = q > 0.0f ? q : 0.0f;  // case z >= 0
+      const float z2 = m < 0.0f ? m : 0.0f;  // case z <= 0
+      const float r1 = p - z1, d1 = z1 - m, d2 = z2 - m;
+      const float f1 = g * r1 * r1 + a * d1 * d1, f2 = g * p * p + a * d2 * d2;
+      z[i] = f1 <= f2 ? z1 : z2;
     }
   }, 4096);
 }
@@ -319,8 +432,8 @@ void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, 
 
 // The output layer's (fc2 / down) Hessian for this epoch: the dense pass's when given (epoch 0), else the refresh
 // from the auxiliary activations p, H = (2/nsamples) pᵀp (Gp = pᵀp).
-Buf OutputLayerHessian(const float* dense, const DBuf& Gp, size_t f, double nsamples) {
-  return dense ? Buf(dense, dense + f * f) : ScaledToFloat(Gp, 2.0 / nsamples);
+Buf OutputLayerHessian(const float* dense, const double* Gp, size_t f, double nsamples) {
+  return dense ? Buf(dense, dense + f * f) : ScaledToFloat(Gp, f * f, 2.0 / nsamples);
 }
 
 // ---------------------------------------------------------------- the FFN solver, §1.4 (OPT) / §1.5 (LLaMA)
@@ -376,6 +489,29 @@ void ActivationStep(Family fam, const std::vector<InputLayer>& in, size_t at, si
   CheckFinite(S, n, "s");
 }
 
+// ‖Y − 1bᵀ − A Wᵀ‖² for W [d, f] from the Gram Ga = AᵀA [f, f] (double, both triangles), C = AᵀY [f, d] (double),
+// the column sums of A and yCentredSq = ‖Y − 1bᵀ‖²: yCentredSq − 2 Σ W ∘ (C − colA bᵀ)ᵀ + Σ (W Ga) ∘ W. The quadratic
+// term's product runs in float (W Ga with Ga rounded to float, into `work` [f, f] floats, half a DGEMM's time); the
+// sums are double. Checked against the direct ‖Y − b − A Wᵀ‖² over the tokens on the d=768 bench block: the output
+// error agreed to 1e-8 relative in every epoch.
+double ResidualFromGram(const double* Ga, const double* C, const DBuf& colA, const float* b, const float* W, size_t f,
+                        size_t d, double yCentredSq, float* work) {
+  ScaledToFloat(Ga, f * f, 1.0, work);
+  Scratch wgBuf(d * f * sizeof(float));
+  float* WG = wgBuf.as<float>();
+  GemmNN(d, f, f, 1.0f, W, work, 0.0f, WG);
+  double quad = 0, cross = 0;
+  for (size_t o = 0; o < d; ++o) {
+    const double bo = b ? b[o] : 0.0;
+    for (size_t j = 0; j < f; ++j) {
+      const double w = W[o * f + j];
+      quad += double(WG[o * f + j]) * w;
+      cross += w * (C[j * d + o] - colA[j] * bo);
+    }
+  }
+  return yCentredSq - 2 * cross + quad;
+}
+
 // What the reference's output-layer fit (output refit off) needs of the auxiliary p [N, f], accumulated over token
 // blocks where p is formed: its Gram pᵀp (double), pᵀY [f, d] and its column sums.
 struct PStatistics {
@@ -384,7 +520,7 @@ struct PStatistics {
   DBuf colsum;
   bool started = false;
   void Reset(size_t f, size_t d, size_t maxRows) {
-    gram.Reset(f, maxRows);
+    gram.Reset(f);
     PtY.assign(f * d, 0.0f);
     colsum.assign(f, 0.0);
     started = false;
@@ -405,13 +541,13 @@ void FitOutputToP(Family fam, const PStatistics& ps, const float* b, size_t N, s
   const bool gd = fam == Family::kOptRelu && o.fc2Gd;
   if (!gd) {
     SpdFactor Fp;
-    FactorGram(Fp, ps.gram.G, f, N, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
+    FactorGram(Fp, ps.gram.G(), f, N, o.lstsqRidge, fam == Family::kOptRelu ? "p (fc2 refit)" : "p (down refit)");
     LeastSquaresFromProducts(ps.PtY.data(), ps.colsum, b, f, d, Fp, W);
     if (o.referenceQuirks && fam == Family::kLlamaSilu) RoundToHalf(W, d * f);
     return;
   }
   // grad = 2/(dN) (W pᵀp + b 1ᵀp − Yᵀp)
-  const Buf Gpf = ScaledToFloat(ps.gram.G, 1.0);
+  const Buf Gpf = ScaledToFloat(ps.gram.G(), f * f, 1.0);
   Buf Gr(d * f);
   const float sc = float(2.0 / (double(d) * double(N)));
   for (int k = 0; k < o.gdSteps; ++k) {
@@ -429,19 +565,35 @@ void FitOutputToP(Family fam, const PStatistics& ps, const float* b, size_t N, s
 // over the token blocks): W = argmin ‖Y − A Wᵀ − b‖² + ridge‖W‖² (dense), then SparseGPT with H = (2/nsamples) AᵀA.
 // Since W is the least-squares solution, SparseGPT's ‖(W − Ŵ)A‖² equals ‖Y − b − ŴA‖² up to a constant, so the
 // pruned layer fits the dense targets directly.
-// Ga is released before the prune (the f x f peak is the refit's: Ga and its Cholesky copy, 16 f² bytes).
-SparseGptResult RefitOutputLayer(DBuf& Ga, const float* C, const DBuf& colA, const float* b, size_t N, size_t f,
-                                 size_t d, double nsamples, const SparseLlmOptions& o, SparseGptPruneFn prune,
-                                 float* W) {
+// The f x f peak is the refit's: Ga and its Cholesky factor (16 f² bytes); during the prune Ga (8 f²), H and
+// SparseGPT's Hinv (4 f² each). Ga stays for the output error below and is released at the end.
+//
+// The output error of the pruned layer comes from the same products, in double (Eq.: with C' = C − colA bᵀ,
+//   ‖Y − 1bᵀ − A Ŵᵀ‖² = ‖Y − 1bᵀ‖² − 2 Σ Ŵ ∘ C'ᵀ + Σ (Ŵ Ga) ∘ Ŵ),
+// one d x f x f product instead of an N x f x d one over the tokens. Written to *residual.
+SparseGptResult RefitOutputLayer(GramAccumulator& Ga, const double* C, const DBuf& colA, const float* b, size_t N,
+                                 size_t f, size_t d, double nsamples, double yCentredSq, const SparseLlmOptions& o,
+                                 SparseGptPruneFn prune, float* W, double* residual, StepProfile* prof) {
   {
     SpdFactor Fa;
-    FactorGram(Fa, Ga, f, N, o.refitRidge, "the sparse activations (output refit)");
+    FactorGram(Fa, Ga.G(), f, N, o.refitRidge, "the sparse activations (output refit)");
+    prof->Step("fc2 refit Cholesky (f x f double)");
     LeastSquaresFromProducts(C, colA, b, f, d, Fa, W);
+    prof->Step("fc2 refit solve");
   }
   CheckFinite(W, d * f, "output layer after the refit");
-  Buf H = ScaledToFloat(Ga, 2.0 / nsamples);
-  DBuf().swap(Ga);
-  return prune(W, d, f, H.data(), PruneOptions(o, false));
+  SparseGptResult r;
+  {
+    Scratch hBuf(f * f * sizeof(float));
+    ScaledToFloat(Ga.G(), f * f, 2.0 / nsamples, hBuf.as<float>());
+    prof->Step("fc2 Hessian to float");
+    r = prune(W, d, f, hBuf.as<float>(), PruneOptions(o, false));
+    prof->Step("fc2 prune (SparseGPT f x f)");
+    *residual = ResidualFromGram(Ga.G(), C, colA, b, W, f, d, yCentredSq, hBuf.as<float>());
+  }
+  Ga.Release();
+  prof->Step("output error from the Gram");
+  return r;
 }
 
 // The alternating epochs (Eq. 4.5), shared by both families: (1) refit the input layers to their auxiliary
@@ -458,6 +610,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
                              float* Wout, const float* bout, const float* HoutDense, double nsamples,
                              const SparseLlmOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
+  StepProfile prof;
   SparseLlmResult res;
   const bool llama = fam == Family::kLlamaSilu;
   const size_t nf = N * f, R = ChunkRows(N, f, o.tokenChunk);
@@ -477,7 +630,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   }
   PStatistics pstat;  // output refit off: the statistics of p for the next output-layer fit
   if (!o.outputRefit) pstat.Reset(f, d, R);
-  double yNorm = 0;
+  double yNorm = 0, yCentredSq = 0;  // ‖Y‖², ‖Y − 1bᵀ‖²
   blocks([&](size_t r0, size_t rows) {
     for (size_t k = 0; k < in.size(); ++k) {
       float* dense = (k == 0 ? Z.data() : S.data()) + r0 * f;
@@ -488,8 +641,14 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
     GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Y.data() + r0 * d);
     AddRowVector(Y.data() + r0 * d, rows, d, bout);
     yNorm += SumSq(Y.data() + r0 * d, rows * d);
+    for (size_t t = 0; t < rows; ++t)
+      for (size_t j = 0; j < d; ++j) {
+        const double v = double(Y[(r0 + t) * d + j]) - (bout ? bout[j] : 0.0f);
+        yCentredSq += v * v;
+      }
     if (!o.outputRefit) pstat.Add(act, Y.data() + r0 * d, rows, f, d);
   });
+  prof.Step("dense pass (targets)");
   yNorm = std::max(yNorm, 1e-300);
   if (!o.outputRefit) pstat.gram.Finish();
 
@@ -497,7 +656,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   DBuf G;
   GramDouble(X, N, d, G);
   SpdFactor Fx;
-  FactorGram(Fx, G, d, N, o.lstsqRidge, "X (input-layer refit)");
+  FactorGram(Fx, G.data(), d, N, o.lstsqRidge, "X (input-layer refit)");
   DBuf colSrc(d, 0.0);
   Buf Ginv;
   if (o.referenceQuirks) {
@@ -509,6 +668,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   } else {
     AddColumnSums(X, N, d, colSrc);
   }
+  prof.Step("X Gram + Cholesky");
   if (N < 4 * f)
     res.warnings.push_back(std::to_string(N) + " calibration tokens are fewer than 4 x the FFN width " +
                            std::to_string(f) + ": the least-squares fits of the FFN are poorly determined; use more " +
@@ -516,7 +676,8 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   std::vector<Buf> best(in.size() + 1);
   double bestErr = INFINITY;
   GramAccumulator Ga;
-  Buf C;
+  DBuf C;                 // AᵀY [f, d], accumulated in double over the token blocks
+  Scratch cBlock;         // one block's AᵀY in float
   DBuf colA;
 
   for (int ep = 0; ep < o.epochs; ++ep) {
@@ -532,50 +693,70 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
           LeastSquaresFromProducts(l.XtT.data(), colSrc, l.b, d, f, Fx, l.W);
         CheckFinite(l.W, f * d, "an input layer after the refit");
       }
+    prof.Step("fc1 refit (solve from XtZ)");
     // (2) prune them (mask from scratch)
     for (auto& l : in) st.prune.push_back(prune(l.W, f, d, l.H.data(), PruneOptions(o, o.referenceQuirks)));
+    prof.Step("fc1 prune (SparseGPT d x d)");
     // pass 1 over the tokens: M = WˢX + b; with the output refit, the Gram, AᵀY and column sums of A = act(M)
     if (o.outputRefit) {
-      Ga.Reset(f, R);
-      C.assign(f * d, 0.0f);
+      Ga.Reset(f);
+      C.assign(f * d, 0.0);
+      cBlock.Reset(f * d * sizeof(float));
       colA.assign(f, 0.0);
     }
+    prof.Step("pass1 setup");
     blocks([&](size_t r0, size_t rows) {
       for (auto& l : in) {
         GemmNT(rows, f, d, 1.0f, X + r0 * d, l.W, 0.0f, l.M.data() + r0 * f);
         AddRowVector(l.M.data() + r0 * f, rows, f, l.b);
       }
+      prof.Step("pass1 M = WX + b");
       if (!o.outputRefit) return;
       Activation(fam, in, r0 * f, rows * f, act);
+      prof.Step("pass1 act(M)");
       Ga.Add(act, rows);
-      GemmTN(f, d, rows, 1.0f, act, Y.data() + r0 * d, r0 == 0 ? 0.0f : 1.0f, C.data());
+      prof.Step("pass1 Gram of A");
+      float* Cb = cBlock.as<float>();
+      GemmTN(f, d, rows, 1.0f, act, Y.data() + r0 * d, 0.0f, Cb);
+      ParallelFor(f * d, [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) C[i] += Cb[i];
+      }, 1 << 16);
+      prof.Step("pass1 AtY");
       if (bout) AddColumnSums(act, rows, f, colA);
+      prof.Step("pass1 colsum A");
     });
     // (3) output layer
+    double errSum = 0;
     if (o.outputRefit) {  // least squares on the real sparse activations, then pruned with their Hessian
       Ga.Finish();
-      st.prune.push_back(RefitOutputLayer(Ga.G, C.data(), colA, bout, N, f, d, nsamples, o, prune, Wout));
+      cBlock.Release();
+      st.prune.push_back(RefitOutputLayer(Ga, C.data(), colA, bout, N, f, d, nsamples, yCentredSq, o, prune, Wout,
+                                          &errSum, &prof));
     } else {  // the reference: fitted to p, pruned with the Hessian from p (epoch 0: the dense pass's)
       if (ep > 0) FitOutputToP(fam, pstat, bout, N, f, d, o, Wout);
       CheckFinite(Wout, d * f, "the output layer after the refit");
-      Buf Hout = OutputLayerHessian(ep == 0 ? HoutDense : nullptr, pstat.gram.G, f, nsamples);
+      Buf Hout = OutputLayerHessian(ep == 0 ? HoutDense : nullptr, pstat.gram.G(), f, nsamples);
       st.prune.push_back(prune(Wout, d, f, Hout.data(), PruneOptions(o, false)));
       if (!last) pstat.Reset(f, d, R);
     }
     // pass 2 over the tokens: (4) p update, Eq. 4.6 / 4.10: p = (β WᵀW + γI)⁻¹ (β Wᵀ(Y − b) + γ φ(z, s)) in the
     // Woodbury form (PUpdater); (5) z (and s); (6) objective β‖Y − Wˢp − b‖² + γ‖p − φ(z, s)‖² + α‖z − M_up‖²
     // (+ α‖s − M_gate‖²) and the output error ‖Y − (Wˢ act(Mˢ) + b)‖² / ‖Y‖²; the products of the next refit
+    prof.Step("pass1 finish (mirror)");
     PUpdater pu(Wout, d, f, o.beta, o.gamma, R);
-    double errSum = 0;
+    prof.Step("p-update K inverse (d x d)");
     blocks([&](size_t r0, size_t rows) {
       const size_t at = r0 * f, n = rows * f;
       float* Zb = Z.data() + at;
       float* Sb = llama ? S.data() + at : nullptr;
       const float* Yb = Y.data() + r0 * d;
-      AuxActivation(fam, Zb, Sb, n, act);
-      const double outTerm = pu.Apply(act, Yb, bout, rows, Pb);
+      AuxActivation(fam, Zb, Sb, n, Pb);  // p is formed in place from φ(z, s): P = φ + F W
+      prof.Step("pass2 phi(z)");
+      const double outTerm = pu.Apply(Pb, Yb, bout, rows, Pb);
+      prof.Step("pass2 p update (E, F, P gemms)");
       if (o.referenceQuirks) RoundToHalf(Pb, n);
       CheckFinite(Pb, n, "p");
+      prof.Step("pass2 check p");
       if (o.referenceQuirks) {  // p was rounded: its residual is no longer (γ/β) F
         GemmNT(rows, d, f, 1.0f, Pb, Wout, 0.0f, Tb);
         AddRowVector(Tb, rows, d, bout);
@@ -585,14 +766,19 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
       }
       if (!o.outputRefit && !last) pstat.Add(Pb, Yb, rows, f, d);
       ActivationStep(fam, in, at, n, Pb, Zb, Sb, o);
+      prof.Step("pass2 z step");
       AuxActivation(fam, Zb, Sb, n, act);
       st.actTerm += SumSqDiff(Pb, act, n);
       st.preTerm += SumSqDiff(Zb, in[0].M.data() + at, n);
       if (llama) st.gateTerm += SumSqDiff(Sb, in[1].M.data() + at, n);
-      Activation(fam, in, at, n, act);
-      GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Tb);
-      AddRowVector(Tb, rows, d, bout);
-      errSum += SumSqDiff(Yb, Tb, rows * d);
+      prof.Step("pass2 objective terms");
+      if (!o.outputRefit) {  // with the refit, the output error came from its Gram (RefitOutputLayer)
+        Activation(fam, in, at, n, act);
+        GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Tb);
+        AddRowVector(Tb, rows, d, bout);
+        errSum += SumSqDiff(Yb, Tb, rows * d);
+        prof.Step("pass2 output error");
+      }
       if (last) return;
       // Srcᵀ target for the next epoch's input-layer refit (z for fc1/up, s for gate)
       const float* src = X + r0 * d;
@@ -606,6 +792,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
       }
       for (size_t k = 0; k < in.size(); ++k)
         GemmTN(d, f, rows, 1.0f, src, k == 0 ? Zb : Sb, r0 == 0 ? 0.0f : 1.0f, in[k].XtT.data());
+      prof.Step("pass2 XtZ");
     });
     if (!o.outputRefit && !last) pstat.gram.Finish();
     st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
@@ -621,12 +808,14 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
       }
     }
     res.epochs.push_back(std::move(st));
+    prof.Step("keep best");
   }
   if (o.keepBest) {
     for (size_t k = 0; k < in.size(); ++k) std::copy(best[k].begin(), best[k].end(), in[k].W);
     std::copy(best.back().begin(), best.back().end(), Wout);
   }
   res.outputError = res.epochs[res.chosenEpoch].outputError;
+  prof.Step("restore best");
   res.seconds = Seconds(t0);
   return res;
 }

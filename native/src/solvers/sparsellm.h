@@ -77,6 +77,9 @@ void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, do
 // Eq. 4.12 general form (SiLU gate): z = (α m + γ σ p) / (α + γ σ²), σ = silu(s).
 void SparseLlmZUpdateSilu(float* Z, const float* P, const float* M, const float* S, size_t n, double alpha,
                           double gamma);
+// G [n, n] = AᵀA for A [rows, n] as the solver forms its Gram matrices (output refit, p statistics): token blocks of
+// `blockRows` rows (0 = automatic), each summed in float SSYRKs of at most 1536 rows, accumulated in double.
+void SparseLlmGram(const float* A, size_t rows, size_t n, size_t blockRows, double* G);
 // Eq. 4.13: s ← argmin α(s − g)² + γ(p − silu(s) z)² elementwise: `steps` GD steps of size lr (reference),
 // or safeguarded Newton (never increases the elementwise objective).
 void SparseLlmSUpdate(float* S, const float* G, const float* P, const float* Z, size_t n, double alpha, double gamma,

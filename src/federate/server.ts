@@ -385,7 +385,11 @@ export class FederationServer {
   }
 
   private assignmentFor(id: string): Assignment {
-    if (this.done) return { state: 'done', rounds: this.current };
+    if (this.done) {
+      this.toldDone.add(id);
+      this.settleIfTold();
+      return { state: 'done', rounds: this.current };
+    }
     const r = this.rounds.get(this.current);
     if (!r || r.committed) return { state: 'waiting', reason: r ? `round ${r.round} committed; next round opening` : `waiting for ${this.o.clients} clients to join (${this.clients.size} so far)` };
     const blocks = r.assignments.get(id);
@@ -652,11 +656,27 @@ export class FederationServer {
     this.advance();
   }
 
+  /** clients that were answered 'done' (finish waits for the last round's live participants, at most 1.5 s) */
+  private readonly toldDone = new Set<string>();
+  private finishTimer?: NodeJS.Timeout;
+
   private finish(): void {
     if (this.done) return;
     this.record({ e: 'done' });
     // the clients poll every ~0.5 s: give them time to hear 'done' before the listener goes away
-    setTimeout(() => this.settle.resolve({ model: this.lastModel, rounds: this.current, rejections: this.rejections }), 1500);
+    this.finishTimer = setTimeout(() => this.settleDone(), 1500);
+    this.settleIfTold();
+  }
+
+  private settleIfTold(): void {
+    const r = this.rounds.get(this.current);
+    const live = r ? [...r.assignments.keys()].filter((id) => !r.dropped.has(id)) : [];
+    if (live.every((id) => this.toldDone.has(id))) setImmediate(() => this.settleDone());
+  }
+
+  private settleDone(): void {
+    clearTimeout(this.finishTimer);
+    this.settle.resolve({ model: this.lastModel, rounds: this.current, rejections: this.rejections });
   }
 
   private fatal(e: Error): void {

@@ -353,7 +353,11 @@ test('federation on loopback survives a killed client, malformed and unauthentic
   // dropped already; raw[0..3] were all dropped by their malformed uploads
   const codes = await Promise.all([server.exit, A.exit, B.exit]);
   assert.deepEqual(codes, [0, 0, 0], `server:\n${firstLog}\n--- restarted:\n${server.err}\nA:\n${A.err}\nB:\n${B.err}`);
-  const report = JSON.parse(readFileSync(join(out, 'model', 'sparsellm-report.json'), 'utf8')) as { completed: string[]; participants: Record<string, { name: string | null; dropped: string | null }>; sparsity: { overall: number } };
+  const report = JSON.parse(readFileSync(join(out, 'model', 'sparsellm-report.json'), 'utf8')) as { completed: string[]; participants: Record<string, { name: string | null; dropped: string | null }>; sparsity: { overall: number }; rejections: { reason: string }[] };
+  // the rejections before the kill were journaled: the restarted server's report has them (not the token-less ones)
+  const rejected = report.rejections.map((r) => r.reason).join('\n');
+  for (const why of [/stale round/, /not assigned/, /NaN/, /wrong shape/, /wrong dtype/, /sparsity off target/, /replayed request/, /disconnected mid-upload/]) assert.match(rejected, why);
+  assert.doesNotMatch(rejected, /token/);
   assert.deepEqual(report.completed.map((id) => report.participants[id]!.name).sort(), ['A', 'B']);
   assert.equal(Object.values(report.participants).filter((p) => p.dropped).length, 5, 'C and the 4 hand-driven clients are dropped');
   const faulty = readFileSync(join(out, 'model', 'onnx', 'model.onnx'));

@@ -5,21 +5,22 @@
 //   - standalone: each client's own pruned model, perplexity averaged over the clients (the paper's "Standalone" row);
 //   - FedSpaLLM: ℓ0-norm averaging + mask expansion (Eqs. 4.18–4.20);
 //   - plain mean (FedAvg-style): denser (union of the kept sets) and its kept weights shrunk by n_j / N.
-// Calibration: PTB train, cut into N contiguous, disjoint shares of its lines (PTB keeps the WSJ articles in order but
-// marks no document boundaries, so contiguous shares are the nearest to a split by documents: each article belongs to
-// one client, except the ≤ N − 1 cut at a share boundary, whose halves go to two clients). Each client draws
-// `--nsamples` windows of `--seqlen` tokens from its share (seed 0). Evaluation: the repository's protocol
+//   - pooled (not federated): one prune on N × nsamples windows of all of PTB train (what sharing the data would give).
+// Calibration: PTB train split by documents among the clients (see clientTexts; --split contiguous: the previous
+// table's consecutive shares). Each client draws `--nsamples` windows of `--seqlen` tokens from its share; `--seed`
+// lists repetitions (each deals the passages and draws the windows anew). Evaluation: the repository's protocol
 // (src/pipeline/evaluate.ts: PTB test and WikiText-2 test as one token stream each, 512-token windows), on the first
-// `--max-windows` windows (default 8 = 4096 tokens per dataset, the first third of what `npm run repro` scores: every
-// model of a row is scored on the same windows, and the script keeps to ~15 min on 2 idle cores).
+// `--max-windows` windows (default 8 = 4096 tokens per dataset): every model of a row is scored on the same windows.
 //
-//   npm run federate-table                                  # both models, 4 and 8 clients, 70 % and 80 %
-//   npm run federate-table -- --model stories260K --clients 4 --sparsity 0.7 --max-windows 8
+//   npm run federate-table -- --model tiny-wikitext-opt --out bench/federate/tiny-wikitext-opt
+//   npm run federate-table -- --model stories260K --seed 0,1,2 --nsamples 2,16 --out bench/federate/stories260K
+//   npm run federate-table -- --model stories260K --method wanda --seed 0,1,2 --nsamples 2,16 --out bench/federate/stories260K-wanda
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { aggregateMatrix, type AggregationRule } from '../src/federate/aggregate.js';
+import { DEFAULT_DOC_SEPARATOR, splitCalibration } from '../src/federate/split.js';
 import { writeGlobalModel } from '../src/federate/global-model.js';
 import { pruneAssignedBlocks, type UploadTensor } from '../src/federate/local-prune.js';
 import { evalTokens, resolveDataset, splitRows } from '../src/data/datasets.js';
@@ -39,6 +40,9 @@ const { values: args } = parseArgs({
     sparsity: { type: 'string', default: '0.7,0.8' },
     method: { type: 'string', default: 'sparsegpt' },
     nsamples: { type: 'string', default: '16' },
+    split: { type: 'string', default: 'documents' },
+    'passage-lines': { type: 'string', default: '20' },
+    pooled: { type: 'boolean', default: true },
     seqlen: { type: 'string', default: '256' },
     'eval-seqlen': { type: 'string', default: '512' },
     'max-windows': { type: 'string', default: '8' },
@@ -57,8 +61,14 @@ const clientCounts = args.clients.split(',').map(Number);
 const sparsities = args.sparsity.split(',').map(Number);
 const method = args.method as Method;
 if (!METHODS.includes(method)) throw new Error(`--method ${method}: use ${METHODS.join(', ')}`);
-const nsamples = Number(args.nsamples), seqlen = Number(args.seqlen), evalSeqlen = Number(args['eval-seqlen']);
-const maxWindows = Number(args['max-windows']), seed = Number(args.seed);
+const nsamplesList = args.nsamples.split(',').map(Number);
+const splitMode = args.split as 'documents' | 'contiguous';
+if (splitMode !== 'documents' && splitMode !== 'contiguous') throw new Error(`--split ${args.split}: use documents or contiguous`);
+const passageLines = Number(args['passage-lines']);
+const seqlen = Number(args.seqlen), evalSeqlen = Number(args['eval-seqlen']);
+const maxWindows = Number(args['max-windows']);
+/** repetitions: each seed deals the passages and draws the calibration windows anew */
+const seeds = args.seed.split(',').map(Number);
 const work = join(tmpdir(), `sparsellm-federate-${process.pid}`);
 mkdirSync(work, { recursive: true });
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
@@ -99,14 +109,30 @@ async function scoreWeights(dense: string, weights: Map<string, Float32Array>, s
   }
 }
 
-/** PTB train's rows (stripped lines, as the ptb dataset reads them) cut into `n` contiguous shares, one text per client. */
-async function clientTexts(n: number, dir: string): Promise<string[]> {
+/**
+ * PTB train cut into `n` disjoint client texts.
+ * - documents (default): PTB marks no article boundaries, so its lines are grouped into passages of `--passage-lines`
+ *   consecutive sentences (20 ≈ the mean WSJ article: the treebank's ~49k sentences are ~2.5k articles); the
+ *   passages are the documents, dealt to the clients by `federate simulate --split documents`'s own code
+ *   (src/federate/split.ts: shuffled with the seed, round-robin). Every client then holds passages from all over
+ *   the corpus, as in the paper, where each client draws its own random segments from the same C4 shard.
+ * - contiguous: N consecutive runs of lines (the previous table's split; non-IID by WSJ section).
+ * A passage's lines are joined by PTB's own join (a space); passages are separated by `<|endoftext|>` lines.
+ */
+async function clientTexts(n: number, dir: string, seed: number): Promise<string[]> {
   const rows = await splitRows(resolveDataset('ptb'), 'train');
   mkdirSync(dir, { recursive: true });
-  return Array.from({ length: n }, (_, i) => {
-    const share = rows.slice(Math.floor((i * rows.length) / n), Math.floor(((i + 1) * rows.length) / n));
+  let shares: string[];
+  if (splitMode === 'documents') {
+    const passages: string[] = [];
+    for (let k = 0; k < rows.length; k += passageLines) passages.push(rows.slice(k, k + passageLines).join(' '));
+    shares = splitCalibration(passages.join(`\n${DEFAULT_DOC_SEPARATOR}\n`), n, 'documents', seed);
+  } else {
+    shares = Array.from({ length: n }, (_, i) => rows.slice(Math.floor((i * rows.length) / n), Math.floor(((i + 1) * rows.length) / n)).join(' '));
+  }
+  return shares.map((text, i) => {
     const file = join(dir, `client-${i}.txt`);
-    writeFileSync(file, share.join(' ')); // the ptb split's own join: the share is a piece of the same stream
+    writeFileSync(file, text);
     return file;
   });
 }
@@ -116,15 +142,22 @@ interface MatrixStats {
   maxOffTarget: number;
   /** zeros / weights over all pruned linears */
   sparsity: number;
+  /** fraction of positions the clients disagree on (0 < C_j < N): what aggregation can change */
+  split?: number;
   /** plain mean only: mean over its kept positions of n_j / N (how far the kept weights are shrunk) */
   keptScale?: number;
 }
 
 function aggregate(uploads: UploadTensor[][], rule: AggregationRule, s: number): { weights: Map<string, Float32Array>; stats: MatrixStats } {
   const weights = new Map<string, Float32Array>();
-  let maxOffTarget = 0, zeros = 0, total = 0, keptScaleSum = 0, kept = 0;
+  let maxOffTarget = 0, zeros = 0, total = 0, keptScaleSum = 0, kept = 0, split = 0;
   for (let m = 0; m < uploads[0]!.length; m++) {
     const per = uploads.map((u) => u[m]!);
+    for (let j = 0; j < per[0]!.values.length; j++) {
+      let votes = 0;
+      for (const t of per) if (t.values[j] === 0) votes++;
+      if (votes > 0 && votes < per.length) split++;
+    }
     const r = aggregateMatrix(per.map((t) => t.values), rule, s);
     weights.set(per[0]!.name, r.weights);
     const d = r.weights.length;
@@ -141,7 +174,7 @@ function aggregate(uploads: UploadTensor[][], rule: AggregationRule, s: number):
       }
     }
   }
-  return { weights, stats: { maxOffTarget, sparsity: zeros / total, ...(rule === 'mean' ? { keptScale: keptScaleSum / kept } : {}) } };
+  return { weights, stats: { maxOffTarget, sparsity: zeros / total, split: split / total, ...(rule === 'mean' ? { keptScale: keptScaleSum / kept } : {}) } };
 }
 
 function zeroStats(tensors: UploadTensor[], s: number): MatrixStats {
@@ -159,9 +192,15 @@ function zeroStats(tensors: UploadTensor[], s: number): MatrixStats {
 interface Row {
   clients: number;
   sparsity: number;
+  /** calibration windows per client */
+  nsamples: number;
+  /** the repetition's seed (passage deal and calibration windows) */
+  seed: number;
   standalone: { mean: Perplexities; min: Perplexities; max: Perplexities; perClient: Perplexities[]; stats: MatrixStats[] };
   fedspallm: { perplexity: Perplexities; stats: MatrixStats };
   mean: { perplexity: Perplexities; stats: MatrixStats };
+  /** not federated: one prune on N × nsamples windows of all of PTB train (what pooling the clients' data would give) */
+  pooled?: Perplexities;
   pruneSeconds: number[];
 }
 
@@ -173,38 +212,46 @@ async function runModel(name: string): Promise<{ dense: Perplexities; rows: Row[
   const densePpl = await perplexity(onnx, streams);
   log(`${name}: dense ${JSON.stringify(densePpl)}`);
   const rows: Row[] = [];
-  for (const n of clientCounts) {
-    const texts = await clientTexts(n, join(work, `${name}-${n}-clients`));
-    // uploads[s][client] = that client's pruned linears; a client prunes all its sparsities in a row (its text stays tokenized)
-    const uploads = new Map<number, UploadTensor[][]>(sparsities.map((s) => [s, []]));
-    const seconds = new Map<number, number[]>(sparsities.map((s) => [s, []]));
-    for (const [i, calib] of texts.entries()) {
-      for (const s of sparsities) {
-        const r = await pruneAssignedBlocks({ model: dense, calib, blocks, method, sparsity: s, nsamples, seqlen, seed }, progress);
-        uploads.get(s)!.push(r.tensors);
-        seconds.get(s)!.push(r.seconds);
-        log(`${name}: ${n} clients, client ${i}, ${s * 100} %: pruned in ${r.seconds.toFixed(1)} s`);
+  for (const seed of seeds) for (const nsamples of nsamplesList) {
+    for (const n of clientCounts) {
+      const texts = await clientTexts(n, join(work, `${name}-${n}-clients`), seed);
+      // uploads[s][client] = that client's pruned linears; a client prunes all its sparsities in a row (its text stays tokenized)
+      const uploads = new Map<number, UploadTensor[][]>(sparsities.map((s) => [s, []]));
+      const seconds = new Map<number, number[]>(sparsities.map((s) => [s, []]));
+      for (const [i, calib] of texts.entries()) {
+        for (const s of sparsities) {
+          const r = await pruneAssignedBlocks({ model: dense, calib, blocks, method, sparsity: s, nsamples, seqlen, seed }, progress);
+          uploads.get(s)!.push(r.tensors);
+          seconds.get(s)!.push(r.seconds);
+          log(`${name}: ${n} clients × ${nsamples} windows, client ${i}, ${s * 100} %: pruned in ${r.seconds.toFixed(1)} s`);
+        }
       }
-    }
-    for (const s of sparsities) {
-      const ups = uploads.get(s)!;
-      const perClient: Perplexities[] = [];
-      for (const [i, tensors] of ups.entries()) perClient.push(await scoreWeights(dense, new Map(tensors.map((t) => [t.name, t.values])), streams, `standalone-${i}`));
-      const over = (f: (xs: number[]) => number) => Object.fromEntries(EVALS.map((e) => [e, f(perClient.map((p) => p[e]!))]));
-      const fed = aggregate(ups, 'fedspallm', s);
-      const mean = aggregate(ups, 'mean', s);
-      const row: Row = {
-        clients: n, sparsity: s,
-        standalone: {
-          mean: over((xs) => xs.reduce((a, b) => a + b, 0) / xs.length), min: over((xs) => Math.min(...xs)), max: over((xs) => Math.max(...xs)),
-          perClient, stats: ups.map((t) => zeroStats(t, s)),
-        },
-        fedspallm: { perplexity: await scoreWeights(dense, fed.weights, streams, 'fedspallm'), stats: fed.stats },
-        mean: { perplexity: await scoreWeights(dense, mean.weights, streams, 'mean'), stats: mean.stats },
-        pruneSeconds: seconds.get(s)!,
-      };
-      rows.push(row);
-      log(`${name}: ${n} clients, ${s * 100} %: standalone ${fmt(row.standalone.mean)}, FedSpaLLM ${fmt(row.fedspallm.perplexity)} (off target ≤ ${fed.stats.maxOffTarget}), mean ${fmt(row.mean.perplexity)} (sparsity ${pct(mean.stats.sparsity)})`);
+      for (const s of sparsities) {
+        const ups = uploads.get(s)!;
+        const perClient: Perplexities[] = [];
+        for (const [i, tensors] of ups.entries()) perClient.push(await scoreWeights(dense, new Map(tensors.map((t) => [t.name, t.values])), streams, `standalone-${i}`));
+        const over = (f: (xs: number[]) => number) => Object.fromEntries(EVALS.map((e) => [e, f(perClient.map((p) => p[e]!))]));
+        const fed = aggregate(ups, 'fedspallm', s);
+        const mean = aggregate(ups, 'mean', s);
+        let pooled: Perplexities | undefined;
+        if (args.pooled) {
+          const r = await pruneAssignedBlocks({ model: dense, calib: 'ptb', blocks, method, sparsity: s, nsamples: n * nsamples, seqlen, seed }, progress);
+          pooled = await scoreWeights(dense, new Map(r.tensors.map((t) => [t.name, t.values])), streams, 'pooled');
+        }
+        const row: Row = {
+          clients: n, sparsity: s, nsamples, seed,
+          standalone: {
+            mean: over((xs) => xs.reduce((a, b) => a + b, 0) / xs.length), min: over((xs) => Math.min(...xs)), max: over((xs) => Math.max(...xs)),
+            perClient, stats: ups.map((t) => zeroStats(t, s)),
+          },
+          fedspallm: { perplexity: await scoreWeights(dense, fed.weights, streams, 'fedspallm'), stats: fed.stats },
+          mean: { perplexity: await scoreWeights(dense, mean.weights, streams, 'mean'), stats: mean.stats },
+          pooled,
+          pruneSeconds: seconds.get(s)!,
+        };
+        rows.push(row);
+        log(`${name}: seed ${seed}, ${n} clients × ${nsamples}, ${s * 100} %: standalone ${fmt(row.standalone.mean)} (${fmt(row.standalone.min)} – ${fmt(row.standalone.max)}), FedSpaLLM ${fmt(row.fedspallm.perplexity)} (off target ≤ ${fed.stats.maxOffTarget}, split votes ${pct(fed.stats.split!)}), mean ${fmt(row.mean.perplexity)} (sparsity ${pct(mean.stats.sparsity)})${pooled ? `, pooled ${fmt(pooled)}` : ''}`);
+      }
     }
   }
   return { dense: densePpl, rows };
@@ -212,21 +259,37 @@ async function runModel(name: string): Promise<{ dense: Perplexities; rows: Row[
 
 const fmt = (p: Perplexities) => EVALS.map((e) => p[e]!.toFixed(1)).join(' / ');
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+const lower = (base: Perplexities, x: Perplexities) => EVALS.map((e) => `${(((base[e]! - x[e]!) / base[e]!) * 100).toFixed(1)} %`).join(' / ');
 
 function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string {
   const lines = [
     `**${name}** (dense PTB / WT2 ${fmt(r.dense)}):`,
     '',
-    '| clients | sparsity | standalone (mean of clients) | FedSpaLLM | plain mean | FedSpaLLM vs standalone | FedSpaLLM sparsity (max \\|zeros − ⌈s·d⌉\\|) | plain-mean sparsity, kept-weight scale |',
-    '|---|---|---|---|---|---|---|---|',
+    '| seed | windows/client | clients | sparsity | standalone: mean of clients (range) | FedSpaLLM | FedSpaLLM vs standalone mean | clients FedSpaLLM beats | pooled data (not federated) | plain mean | split votes | FedSpaLLM sparsity (max \\|zeros − ⌈s·d⌉\\|) | plain-mean sparsity, kept-weight scale |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const row of r.rows) {
-    const gain = EVALS.map((e) => `${(((row.standalone.mean[e]! - row.fedspallm.perplexity[e]!) / row.standalone.mean[e]!) * 100).toFixed(1)} %`).join(' / ');
+    const beats = EVALS.map((e) => `${row.standalone.perClient.filter((p) => row.fedspallm.perplexity[e]! < p[e]!).length}/${row.clients}`).join(' / ');
     lines.push(
-      `| ${row.clients} | ${row.sparsity * 100} % | ${fmt(row.standalone.mean)} (clients ${EVALS.map((e) => `${row.standalone.min[e]!.toFixed(0)}–${row.standalone.max[e]!.toFixed(0)}`).join(' / ')}) | ` +
-        `**${fmt(row.fedspallm.perplexity)}** | ${fmt(row.mean.perplexity)} | ${gain} lower | ${pct(row.fedspallm.stats.sparsity)} (${row.fedspallm.stats.maxOffTarget}) | ` +
-        `${pct(row.mean.stats.sparsity)}, ×${row.mean.stats.keptScale!.toFixed(2)} |`,
+      `| ${row.seed} | ${row.nsamples} | ${row.clients} | ${row.sparsity * 100} % | ${fmt(row.standalone.mean)} (${EVALS.map((e) => `${row.standalone.min[e]!.toFixed(0)}–${row.standalone.max[e]!.toFixed(0)}`).join(' / ')}) | ` +
+        `**${fmt(row.fedspallm.perplexity)}** | ${lower(row.standalone.mean, row.fedspallm.perplexity)} lower | ${beats} | ${row.pooled ? fmt(row.pooled) : '–'} | ${fmt(row.mean.perplexity)} | ${pct(row.fedspallm.stats.split!)} | ` +
+        `${pct(row.fedspallm.stats.sparsity)} (${row.fedspallm.stats.maxOffTarget}) | ${pct(row.mean.stats.sparsity)}, ×${row.mean.stats.keptScale!.toFixed(2)} |`,
     );
+  }
+  if (seeds.length > 1) {
+    lines.push('', `Over the ${seeds.length} seeds (mean perplexities; the gain of each seed, PTB / WT2):`, '',
+      '| windows/client | clients | sparsity | standalone mean | FedSpaLLM | FedSpaLLM vs standalone, per seed | seeds where FedSpaLLM is lower (PTB, WT2) |', '|---|---|---|---|---|---|---|');
+    const groups = new Map<string, Row[]>();
+    for (const row of r.rows) {
+      const key = `${row.nsamples}|${row.clients}|${row.sparsity}`;
+      groups.set(key, [...(groups.get(key) ?? []), row]);
+    }
+    for (const rows of groups.values()) {
+      const avg = (f: (row: Row) => Perplexities) => Object.fromEntries(EVALS.map((e) => [e, rows.reduce((a, row) => a + f(row)[e]!, 0) / rows.length]));
+      const wins = EVALS.map((e) => `${rows.filter((row) => row.fedspallm.perplexity[e]! < row.standalone.mean[e]!).length}/${rows.length}`).join(', ');
+      lines.push(`| ${rows[0]!.nsamples} | ${rows[0]!.clients} | ${rows[0]!.sparsity * 100} % | ${fmt(avg((row) => row.standalone.mean))} | ${fmt(avg((row) => row.fedspallm.perplexity))} | ` +
+        `${rows.map((row) => lower(row.standalone.mean, row.fedspallm.perplexity)).join('; ')} | ${wins} |`);
+    }
   }
   return lines.join('\n');
 }
@@ -234,7 +297,7 @@ function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string
 const t0 = performance.now();
 const results: Record<string, { dense: Perplexities; rows: Row[] }> = {};
 for (const name of models) results[name] = await runModel(name);
-const settings = { method, clients: clientCounts, sparsities, nsamples, seqlen, evalSeqlen, maxWindows, seed, calib: 'ptb train, contiguous disjoint shares' };
+const settings = { method, clients: clientCounts, sparsities, nsamples: nsamplesList, seqlen, evalSeqlen, maxWindows, seeds, calib: splitMode === 'documents' ? `ptb train, passages of ${passageLines} lines dealt as documents (src/federate/split.ts)` : 'ptb train, contiguous disjoint shares', pooled: args.pooled };
 mkdirSync(args.out, { recursive: true });
 writeFileSync(join(args.out, 'results.json'), `${JSON.stringify({ settings, results, seconds: (performance.now() - t0) / 1000 }, null, 2)}\n`);
 const md = Object.entries(results).map(([n, r]) => markdown(n, r)).join('\n\n');

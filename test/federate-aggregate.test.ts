@@ -94,3 +94,11 @@ test('layer sampling: k_i follows capacity, no duplicates, full coverage when Σ
   for (const h of hits) assert.ok(Math.abs(h - rounds / 2) < 6 * 32, `selection count ${h} vs ${rounds / 2}`);
   assert.deepEqual(assignBlocks(m, capacities, 42), assignBlocks(m, capacities, 42), 'replays from the seed');
 });
+
+test('standalone rule: the first upload unchanged (a copy), its zeros, positions every upload pruned, nothing expanded', () => {
+  const a = Float32Array.from([0, 1, 0, 2]), b = Float32Array.from([0, 0, 3, 4]);
+  const r = aggregateMatrix([a, b], 'standalone', 0.5);
+  assert.deepEqual(r.weights, a);
+  assert.notEqual(r.weights, a, 'a copy, not the upload itself');
+  assert.deepEqual({ zeros: r.zeros, unanimous: r.unanimous, expanded: r.expanded }, { zeros: 2, unanimous: 1, expanded: 0 });
+});

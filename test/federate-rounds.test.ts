@@ -1,9 +1,9 @@
 // The server's round logic in process (fast: magnitude pruning, bundled stories260K, 5 blocks): layer sampling over
 // two rounds (assignments, which round each block comes from, dense blocks no client sampled), a client dropped by
 // --round-timeout while the round commits with the quorum, a round that misses its quorum, and nothing written outside
-// --out.
+// --out; --aggregate standalone, journaled rejections, and a model.partial left by a crash mid-commit.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -109,3 +109,83 @@ test('--round-timeout drops a silent client and the round commits with the quoru
     await f.close();
   }
 });
+
+test('--aggregate standalone: the global model is the first-joined client\'s own; rejections with the token are journaled; a model.partial left by a crash mid-commit is rewritten on --resume', { timeout: 120_000 }, async () => {
+  // two clients with different private texts (wanda depends on the calibration, so their uploads differ)
+  const stories = readFileSync(calib, 'utf8').split('<|endoftext|>').map((d) => d.trim()).filter(Boolean);
+  const texts = [stories.slice(0, 2), stories.slice(2)].map((docs, i) => {
+    const f = join(work, `standalone-calib-${i}.txt`);
+    writeFileSync(f, docs.join('\n<|endoftext|>\n'));
+    return f;
+  });
+  const o: Partial<ServeOptions> = { method: 'wanda', clients: 2, quorum: 2, sample: 'all', aggregate: 'standalone' };
+  const s = server('standalone', o);
+  const url = await s.start();
+  let first: Buffer;
+  try {
+    // one refused request with the token (journaled) and one without it (only logged)
+    const bad = await request(`${url}${PATHS.join}`, {
+      method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', [HEADERS.nonce]: randomHex() },
+      body: JSON.stringify({ protocol: 999, capacity: 1 }),
+    });
+    assert.equal(bad.statusCode, 400);
+    await bad.body.dump();
+    const anon = await request(`${url}${PATHS.status}`);
+    assert.equal(anon.statusCode, 401);
+    await anon.body.dump();
+    // c1 joins first (the designated client), then c2
+    const c1 = runClientWith(url, texts[0]!);
+    await until(() => s.status() as { clients: number }, (st) => st.clients === 1);
+    await Promise.all([c1, runClientWith(url, texts[1]!)]);
+    const result = await s.finished;
+    first = readFileSync(result.model);
+  } finally {
+    await s.close();
+  }
+  const dir = join(work, 'standalone', 'fed');
+  const global = OnnxModel.load(join(dir, 'model', 'onnx', 'model.onnx'));
+  const { layout } = openDecoderModel(BUNDLED_STORIES);
+  let differs = 0;
+  for (const block of layout.blocks) {
+    const own = (id: string) => readFileSync(join(dir, 'state', 'uploads', 'round-1', `block-${block.index}-${id}.f32`));
+    const written = Buffer.concat(block.linears.map((l) => Buffer.from(global.readFloat32(l.weightName).buffer)));
+    assert.ok(written.equals(own('c1')), `block ${block.index} is c1's upload`);
+    if (!written.equals(own('c2'))) differs++;
+  }
+  assert.ok(differs > 0, 'the two clients uploaded the same weights: the test cannot tell whose model is global');
+  const reasons = (file: string) => (JSON.parse(readFileSync(file, 'utf8')) as { rejections: { status: number; reason: string }[] }).rejections;
+  assert.deepEqual(reasons(join(dir, 'model', 'sparsellm-report.json')).map((r) => r.status).sort(), [400, 401]);
+  assert.deepEqual(journal('standalone').filter((e) => e.e === 'reject').map((e) => (e as { status: number }).status), [400], 'only the request with the token is journaled');
+
+  // a crash during the final commit: the journal has every upload but no commit, and model.partial holds stale files
+  const events = readFileSync(join(dir, 'state', 'journal.jsonl'), 'utf8').trim().split('\n');
+  const cut = events.findIndex((l) => (JSON.parse(l) as JournalEvent).e === 'commit');
+  writeFileSync(join(dir, 'state', 'journal.jsonl'), `${events.slice(0, cut).join('\n')}\n`);
+  rmSync(join(dir, 'model'), { recursive: true });
+  mkdirSync(join(dir, 'model.partial', 'onnx'), { recursive: true });
+  writeFileSync(join(dir, 'model.partial', 'onnx', 'model.onnx'), 'half-written');
+  writeFileSync(join(dir, 'model.partial', 'stale.bin'), 'from another run');
+  const again = new FederationServer(options('standalone', { ...o, resume: true }), progress);
+  await again.start();
+  try {
+    const result = await again.finished; // every participant had uploaded: it commits without any client
+    assert.ok(readFileSync(result.model).equals(first), 'the rewritten model equals the one the interrupted commit was writing');
+  } finally {
+    await again.close();
+  }
+  assert.deepEqual(readdirSync(dir).sort(), ['model', 'state'], 'model.partial is gone');
+  assert.ok(!existsSync(join(dir, 'model', 'stale.bin')), 'a stale file of model.partial reached the model');
+  assert.deepEqual(reasons(join(dir, 'model', 'sparsellm-report.json')).map((r) => r.status), [400], 'the restarted server\'s report keeps the journaled rejection');
+  assert.ok(log.some((l) => /removed .*model\.partial/.test(l)));
+  assert.deepEqual(journal('standalone').slice(-2).map((e) => e.e), ['commit', 'done']);
+});
+
+const runClientWith = (url: string, text: string) => runClient({ server: url, token: TOKEN, calib: text, capacity: 1, model: BUNDLED_STORIES, cacheDir: join(work, 'cache'), seed: 0, retryTimeout: 5, pollMs: 100 }, progress);
+
+async function until<T>(get: () => T, ok: (v: T) => boolean, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok(get())) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,10 +1,13 @@
 // The pieces of `federate` that need no network: the split of one text among simulated clients, the journal's
 // torn-line recovery, the manifest's path check, and the CLI's refusals of bad options (one line, exit 2).
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import yargs from 'yargs';
+import { federateCommand } from '../src/cli/commands/federate.js';
+import { isUserError } from '../src/errors.js';
 import { Journal } from '../src/federate/journal.js';
 import { safeRelativePath, secretEquals } from '../src/federate/protocol.js';
 import { splitCalibration } from '../src/federate/split.js';
@@ -57,21 +60,32 @@ test('manifest paths and secrets', () => {
   assert.ok(!secretEquals(undefined, ''));
 });
 
+/** The `federate` command's option checks in this process (yargs + the handlers' checks, which throw before any work). */
+async function parseInProcess(args: string[]): Promise<never> {
+  await yargs(args).command(federateCommand).strict().fail((msg, err) => {
+    throw err ?? new Error(msg);
+  }).parseAsync();
+  throw new Error(`accepted: ${args.join(' ')}`);
+}
+
 test('federate: bad options are one line on stderr and exit 2', async () => {
-  const cases: [string[], RegExp][] = [
-    [['federate', 'serve', '--model', BUNDLED_STORIES, '--sparsity', '1.5', '--out', join(work, 'x')], /--sparsity must be in \(0, 1\)/],
-    [['federate', 'serve', '--model', BUNDLED_STORIES, '--cert', 'c.pem', '--out', join(work, 'x')], /--cert and --key go together/],
-    [['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt', '--capacity', '0'], /--capacity must be in \(0, 1\]/],
-  ];
-  const [noToken, ...results] = await Promise.all([
+  // two real processes for the exit code and the one-line message (each costs a CLI start-up) ...
+  const [noToken, badSparsity] = await Promise.all([
     runCli(['federate', 'join', '--server', 'http://127.0.0.1:1', '--calib', 'x.txt'], { SPARSELLM_FEDERATION_TOKEN: '' }),
-    ...cases.map(([args]) => runCli(args, { SPARSELLM_FEDERATION_TOKEN: '' })),
+    runCli(['federate', 'serve', '--model', BUNDLED_STORIES, '--sparsity', '1.5', '--out', join(work, 'x')], { SPARSELLM_FEDERATION_TOKEN: '' }),
   ]);
-  results.forEach((r, i) => {
-    assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, cases[i]![1]);
-    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-  });
   assert.equal(noToken.code, 2);
   assert.match(noToken.stderr, /^sparsellm: give the federation token with --token/);
+  assert.equal(badSparsity.code, 2, badSparsity.stderr);
+  assert.match(badSparsity.stderr, /--sparsity must be in \(0, 1\)/);
+  assert.equal(badSparsity.stderr.trim().split('\n').length, 1, badSparsity.stderr);
+  // ... the other refusals in process: a UserError (which main() prints as one line, exit 2), thrown before any work
+  const cases: [string[], RegExp][] = [
+    [['federate', 'serve', '--model', BUNDLED_STORIES, '--cert', 'c.pem', '--out', join(work, 'x')], /--cert and --key go together/],
+    [['federate', 'join', '--server', 'http://127.0.0.1:1', '--token', 'long-enough-token', '--calib', 'x.txt', '--capacity', '0'], /--capacity must be in \(0, 1\]/],
+  ];
+  for (const [args, pattern] of cases) {
+    await assert.rejects(parseInProcess(args), (e: Error) => isUserError(e) && e.exitCode === 2 && pattern.test(e.message) && !e.message.includes('\n'));
+  }
+  assert.ok(!existsSync(join(work, 'x')), 'a refused serve wrote its --out');
 });

@@ -13,9 +13,13 @@
 // - if the clients already agree on more than ceil(s·d) pruned positions (k < 0) nothing is restored: the matrix
 //   stays at its intersection's sparsity, which is above the target.
 
-export type AggregationRule = 'fedspallm' | 'mean';
+// - 'standalone' (the paper's baseline, no aggregation): the global matrix is the first upload's, unchanged; the
+//   server orders a block's uploads by join order for it, so the global model is the earliest-joined client's own
+//   model ("client 0"; with layer sampling, per block: the earliest-joined client that pruned that block).
 
-export const AGGREGATION_RULES: readonly AggregationRule[] = ['fedspallm', 'mean'];
+export type AggregationRule = 'fedspallm' | 'mean' | 'standalone';
+
+export const AGGREGATION_RULES: readonly AggregationRule[] = ['fedspallm', 'mean', 'standalone'];
 
 export interface AggregateResult {
   /** the global matrix, same layout as the uploads */
@@ -24,7 +28,7 @@ export interface AggregateResult {
   zeros: number;
   /** entries pruned by every client (C_j = N) */
   unanimous: number;
-  /** entries pruned by mask expansion (Eq. 4.20's k, clamped at 0); 0 for 'mean' */
+  /** entries pruned by mask expansion (Eq. 4.20's k, clamped at 0); 0 for 'mean' and 'standalone' */
   expanded: number;
 }
 
@@ -99,14 +103,25 @@ function countZeros(w: Float32Array): number {
   return z;
 }
 
+/** Positions every upload pruned (C_j = N). */
+function countUnanimous(uploads: readonly Float32Array[]): number {
+  let unanimous = 0;
+  for (let j = 0; j < uploads[0]!.length; j++) if (uploads.every((u) => u[j] === 0)) unanimous++;
+  return unanimous;
+}
+
 /** One matrix's global value from its uploads under a rule; `sparsity` is the matrix's target (for mask expansion). */
 export function aggregateMatrix(uploads: readonly Float32Array[], rule: AggregationRule, sparsity: number): AggregateResult {
   if (!(sparsity >= 0 && sparsity < 1)) throw new RangeError(`aggregate: sparsity ${sparsity} outside [0, 1)`);
+  if (rule === 'standalone') {
+    checkUploads(uploads);
+    const weights = uploads[0]!.slice();
+    const zeros = countZeros(weights);
+    return { weights, zeros, unanimous: uploads.length === 1 ? zeros : countUnanimous(uploads), expanded: 0 };
+  }
   if (rule === 'mean') {
     const weights = plainMean(uploads);
-    let unanimous = 0;
-    for (let j = 0; j < weights.length; j++) if (uploads.every((u) => u[j] === 0)) unanimous++;
-    return { weights, zeros: countZeros(weights), unanimous, expanded: 0 };
+    return { weights, zeros: countZeros(weights), unanimous: countUnanimous(uploads), expanded: 0 };
   }
   const { weights, votes } = l0Average(uploads);
   const { unanimous, expanded } = expandMask(weights, votes, uploads.length, sparsity);

@@ -17,7 +17,7 @@ import { assertFinite } from '../pipeline/prune.js';
 const FLOAT_DTYPES = ['float32', 'float16', 'bfloat16', 'float64'];
 
 export interface GlobalModelOptions {
-  /** replace an existing `out` (and a leftover `<out>.partial`) */
+  /** replace an existing `out`; a leftover `<out>.partial` is removed and rewritten, never reused */
   force?: boolean;
 }
 
@@ -43,6 +43,9 @@ export async function writeGlobalModel(
     assertFinite(values, `global weight ${name}`);
   }
 
+  // a leftover `<out>.partial` is a write that died before its rename (a crash mid-commit): never built upon, since
+  // its files may be half-written or from other weights; it is removed and the model written from scratch
+  if (opts.force) rmSync(plan.partial, { recursive: true, force: true });
   createPartial(plan);
   const outOnnx = join(plan.partial, plan.onnxRelative);
   const inline = model.externalDataFiles.length === 0;

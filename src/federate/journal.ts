@@ -1,6 +1,7 @@
 // The server's append-only journal (state/journal.jsonl): one JSON event per line, each appended and fsync'ed before
 // the server answers the request that caused it. Replaying it after a kill rebuilds the federation: joined clients,
-// rounds and their assignments, accepted uploads, drops, aggregated blocks, committed rounds. A line torn by a kill
+// rounds and their assignments, accepted uploads, rejected requests (those with the federation token), drops,
+// aggregated blocks, committed rounds. A line torn by a kill
 // mid-write can only be the last one; it is dropped (its request was never answered, so the client retries).
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync, writeSync } from 'node:fs';
 
@@ -9,6 +10,7 @@ export type JournalEvent =
   | { e: 'round'; round: number; seed: number; assignments: Record<string, number[]> }
   | { e: 'upload'; round: number; block: number; client: string; file: string; sha256: string; nonce: string }
   | { e: 'drop'; round: number; client: string; reason: string }
+  | { e: 'reject'; round: number; client?: string; block?: number; status: number; reason: string }
   | { e: 'aggregate'; round: number; block: number; file: string; uploads: number; stats?: Record<string, { zeros: number; unanimous: number; expanded: number; size: number }> }
   | { e: 'commit'; round: number; model: string }
   | { e: 'failed'; round: number; reason: string }

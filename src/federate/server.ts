@@ -7,7 +7,8 @@
 // model/ (the global model, built in model.partial and renamed). A killed server restarted with --resume replays the
 // journal and loses no accepted upload. Choices (README "Federated pruning"):
 // - a block is aggregated when every participant assigned to it has uploaded it or was dropped; uploads are
-//   aggregated in the order of their sha256, so the result depends only on which uploads were accepted;
+//   aggregated in the order of their sha256, so the result depends only on which uploads were accepted
+//   (--aggregate standalone: in join order, and the block is the earliest-joined uploader's own);
 // - a block's global value is its aggregate from the latest round in which it received an upload; a block no
 //   client uploaded stays dense (logged);
 // - a round commits when every participant has uploaded all its blocks or was dropped, if at least --quorum
@@ -119,6 +120,8 @@ interface Rejection {
 }
 
 class Refused extends Error {
+  /** already in the rejection log (the handler recorded it with its round, client and block) */
+  recorded = false;
   constructor(readonly status: number, message: string, readonly drop = false) {
     super(message);
   }
@@ -206,6 +209,12 @@ export class FederationServer {
       mkdirSync(join(this.stateDir, 'incoming'), { recursive: true });
       writeFileSync(fedFile, `${JSON.stringify(mine, null, 2)}\n`, { mode: 0o600 });
     }
+    // a model.partial left by a crash during a commit is not reused: removed now, the model is rewritten from the journal
+    const leftover = join(out, 'model.partial');
+    if (existsSync(leftover)) {
+      rmSync(leftover, { recursive: true, force: true });
+      this.log(`removed ${leftover}, left by a commit that was interrupted; the global model is rewritten from the accepted uploads`);
+    }
     rmSync(join(this.stateDir, 'incoming'), { recursive: true, force: true });
     mkdirSync(join(this.stateDir, 'incoming'), { recursive: true });
     const events = this.journal.read();
@@ -268,6 +277,9 @@ export class FederationServer {
         this.rounds.get(ev.round)!.dropped.set(ev.client, ev.reason);
         this.banned.add(ev.client);
         break;
+      case 'reject':
+        this.rejections.push({ round: ev.round, client: ev.client, block: ev.block, status: ev.status, reason: ev.reason });
+        break;
       case 'aggregate':
         this.rounds.get(ev.round)!.aggregated.set(ev.block, ev.file);
         this.rounds.get(ev.round)!.stats.set(ev.block, { uploads: ev.uploads, linears: ev.stats });
@@ -301,7 +313,8 @@ export class FederationServer {
       const auth = req.headers.authorization;
       const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
       if (!secretEquals(token, this.o.token)) {
-        this.reject({ round: this.current, status: 401, reason: `${token === undefined ? 'missing' : 'invalid'} token on ${req.method} ${req.url} from ${req.ip}` });
+        // logged, not journaled: a request without the token changes nothing on disk (nor can a stranger grow the journal)
+        this.reject({ round: this.current, status: 401, reason: `${token === undefined ? 'missing' : 'invalid'} token on ${req.method} ${req.url} from ${req.ip}` }, false);
         reply.header('connection', 'close');
         return reply.code(401).send({ error: 'missing or invalid federation token' });
       }
@@ -338,12 +351,20 @@ export class FederationServer {
   }
 
   private fail(reply: FastifyReply, e: unknown): FastifyReply {
-    if (e instanceof Refused) return reply.code(e.status).send({ error: e.message });
+    if (e instanceof Refused) {
+      if (!e.recorded) this.reject({ round: this.current, status: e.status, reason: `${reply.request.method} ${reply.request.url}: ${e.message}` });
+      return reply.code(e.status).send({ error: e.message });
+    }
     throw e;
   }
 
-  private reject(r: Rejection): void {
-    this.rejections.push(r);
+  /**
+   * Logs a refused request; journaled too (so a restarted server's log and report keep it), except the requests
+   * without a valid federation token.
+   */
+  private reject(r: Rejection, journal = true): void {
+    if (journal) this.record({ e: 'reject', ...r });
+    else this.rejections.push(r);
     this.log(`rejected${r.client ? ` ${r.client}` : ''}${r.block !== undefined ? ` block ${r.block}` : ''} (round ${r.round}, HTTP ${r.status}): ${r.reason}`);
   }
 
@@ -379,13 +400,20 @@ export class FederationServer {
       setImmediate(() => this.advance());
       return { clientId: id, clientKey: key, model: this.manifest, settings: this.settings };
     } catch (e) {
-      if (e instanceof Refused) this.reject({ round: this.current, status: e.status, reason: `join: ${e.message}` });
+      if (e instanceof Refused) {
+        this.reject({ round: this.current, status: e.status, reason: `join: ${e.message}` });
+        e.recorded = true;
+      }
       throw e;
     }
   }
 
   private assignmentFor(id: string): Assignment {
-    if (this.done) return { state: 'done', rounds: this.current };
+    if (this.done) {
+      this.toldDone.add(id);
+      this.settleIfTold();
+      return { state: 'done', rounds: this.current };
+    }
     const r = this.rounds.get(this.current);
     if (!r || r.committed) return { state: 'waiting', reason: r ? `round ${r.round} committed; next round opening` : `waiting for ${this.o.clients} clients to join (${this.clients.size} so far)` };
     const blocks = r.assignments.get(id);
@@ -448,6 +476,7 @@ export class FederationServer {
     } catch (e) {
       if (!(e instanceof Refused)) throw e;
       this.reject({ round: Number.isFinite(round) ? round : this.current, client: client?.id, block: Number.isFinite(block) ? block : undefined, status: e.status, reason: e.message });
+      e.recorded = true;
       const r = this.rounds.get(this.current);
       if (e.drop && client && r && r.round === round) this.drop(r, client.id, e.message);
       // a body we will not use is discarded (at most the route's bodyLimit), and the connection closed after the answer
@@ -561,7 +590,11 @@ export class FederationServer {
     }
     if (!uploads || uploads.size === 0) return; // nobody left for it: it keeps its previous value (see commit)
     const specs = this.blockTensors[block]!;
-    const sorted = [...uploads.values()].sort((a, b) => (a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0));
+    // fedspallm / mean: by sha256 (the result depends only on the set of uploads); standalone: by join order (c1 first)
+    const joinOrder = (id: string) => Number(id.slice(1));
+    const sorted = [...uploads.values()].sort((a, b) => this.o.aggregate === 'standalone'
+      ? joinOrder(a.client) - joinOrder(b.client)
+      : (a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0));
     const perClient = sorted.map((u) => readTensors(join(this.stateDir, u.file), specs));
     const results = specs.map((_, t) => aggregateMatrix(perClient.map((ts) => ts[t]!), this.o.aggregate, this.o.sparsity));
     const parts = results.map((a) => a.weights);
@@ -652,11 +685,27 @@ export class FederationServer {
     this.advance();
   }
 
+  /** clients that were answered 'done' (finish waits for the last round's live participants, at most 1.5 s) */
+  private readonly toldDone = new Set<string>();
+  private finishTimer?: NodeJS.Timeout;
+
   private finish(): void {
     if (this.done) return;
     this.record({ e: 'done' });
     // the clients poll every ~0.5 s: give them time to hear 'done' before the listener goes away
-    setTimeout(() => this.settle.resolve({ model: this.lastModel, rounds: this.current, rejections: this.rejections }), 1500);
+    this.finishTimer = setTimeout(() => this.settleDone(), 1500);
+    this.settleIfTold();
+  }
+
+  private settleIfTold(): void {
+    const r = this.rounds.get(this.current);
+    const live = r ? [...r.assignments.keys()].filter((id) => !r.dropped.has(id)) : [];
+    if (live.every((id) => this.toldDone.has(id))) setImmediate(() => this.settleDone());
+  }
+
+  private settleDone(): void {
+    clearTimeout(this.finishTimer);
+    this.settle.resolve({ model: this.lastModel, rounds: this.current, rejections: this.rejections });
   }
 
   private fatal(e: Error): void {

@@ -108,7 +108,7 @@ const serveOptions = (y: Argv) =>
     .option('method', { choices: METHODS, default: FEDERATE_DEFAULTS.method, describe: 'what each client prunes with (the paper: sparsegpt)' })
     .option('rounds', { type: 'number', default: FEDERATE_DEFAULTS.rounds, describe: 'communication rounds' })
     .option('sample', { choices: ['capacity', 'all'] as const, default: FEDERATE_DEFAULTS.sample, describe: 'layer sampling: each client prunes round(capacity × blocks) blocks per round (capacity), or every block (all)' })
-    .option('aggregate', { choices: AGGREGATION_RULES, default: FEDERATE_DEFAULTS.aggregate, describe: 'fedspallm: ℓ0 average + mask expansion (Eqs. 4.18-4.20); mean: plain FedAvg-style mean, for comparison' })
+    .option('aggregate', { choices: AGGREGATION_RULES, default: FEDERATE_DEFAULTS.aggregate, describe: 'fedspallm: ℓ0 average + mask expansion (Eqs. 4.18-4.20); for comparison, mean: plain FedAvg-style mean; standalone: no aggregation, the global model is the first-joined client\'s own' })
     .option('nsamples', { type: 'number', describe: `calibration sequences per client (default ${defaultNsamples('sparsegpt')}; ${defaultNsamples('sparsellm')} for sparsellm)` })
     .option('seqlen', { type: 'number', describe: `calibration sequence length (default: the model's positions, at most ${PRUNE_DEFAULTS.maxSeqlen})` })
     .option('seed', { type: 'number', default: 0, describe: 'seed of the layer sampling (round r uses seed + r)' })

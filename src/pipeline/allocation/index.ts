@@ -1,0 +1,143 @@
+// Spreads a run's sparsity budget over its pruned linears (issue 17): uniform (the default), owl (outlier-weighted
+// layerwise sparsity), search (measured held-out loss around the uniformly pruned model), or an explicit profile.
+// The allocators other than uniform/profile run their own passes over the calibration windows before the prune, on
+// their own copy of the model (OnnxModel loaded again, weights read lazily); their cost is reported.
+import type { BlockState, DecoderLayout } from '../../model/index.js';
+import { BlockRunner } from '../../model/index.js';
+import { microBatchSize } from '../memory.js';
+import { SPARSITY_BOUNDS, resolveAllocation, type ResolvedAllocation, type ResolvedPruneOptions } from '../options.js';
+import type { Progress } from '../progress.js';
+import type { StateStore } from '../state-store.js';
+import { totalSparsity, type BudgetLinear, type LinearTargets } from './budget.js';
+import { profileOf, profileTargets, readProfile, type SparsityProfile } from './profile.js';
+import { uniformAllocation } from './uniform.js';
+import { UserError } from '../../errors.js';
+
+export { targetOf, type LinearTargets } from './budget.js';
+
+/** What an allocator's own passes cost, beside the prune's timings. */
+export interface AllocationCost {
+  seconds: number;
+  /** block forward runs × sequences (the prune itself does 2 per pruned block and calibration sequence) */
+  blockForwards: number;
+  /** blockForwards in units of one pass of the calibration set through every block */
+  passes: number;
+  /** solver calls (one per linear, or per SparseLLM FFN) */
+  solves: number;
+  /** held-out loss probes (search) */
+  probes: number;
+}
+
+export interface AllocationReport {
+  method: ResolvedAllocation['allocation'];
+  /** the run's target (the profile's own total for --sparsity-profile) */
+  target: number;
+  /** Σ n_l s_l / Σ n_l over the per-linear targets, before the solvers round to whole weights */
+  planned: number;
+  bounds: { min: number; max: number };
+  profile: SparsityProfile;
+  cost: AllocationCost;
+  owl?: unknown;
+  search?: unknown;
+}
+
+export interface AllocationContext {
+  onnxFile: string;
+  layout: DecoderLayout;
+  selected: Set<number>;
+  o: ResolvedPruneOptions & { seqlen: number };
+  /** the prune's calibration windows */
+  windows: BigInt64Array[];
+  /** extra windows drawn after them (search's held-out probe set) */
+  heldOut: BigInt64Array[];
+  newStore: () => StateStore;
+  progress: Progress;
+}
+
+/** Counts an allocator's work for its cost line. */
+export class Meter {
+  blockForwards = 0;
+  solves = 0;
+  probes = 0;
+  private readonly t0 = performance.now();
+  cost(numBlocks: number, nsamples: number): AllocationCost {
+    return {
+      seconds: (performance.now() - this.t0) / 1000,
+      blockForwards: this.blockForwards,
+      passes: this.blockForwards / (numBlocks * nsamples),
+      solves: this.solves,
+      probes: this.probes,
+    };
+  }
+}
+
+/** The pruned linears of a run (selected blocks), with their weight counts. */
+export function budgetLinears(layout: DecoderLayout, selected: Set<number>): BudgetLinear[] {
+  return layout.blocks.filter((b) => selected.has(b.index)).flatMap((b) => b.linears.map((l) => ({ block: b.index, role: l.role, params: l.inFeatures * l.outFeatures })));
+}
+
+/** Extra calibration windows an allocation draws after the prune's own (the search's held-out set). */
+export function extraWindows(o: ResolvedPruneOptions): number {
+  return resolveAllocation(o.allocation).allocation === 'search' ? resolveAllocation(o.allocation).search.heldOut : 0;
+}
+
+/** Whether the allocation reads calibration text even for magnitude pruning. */
+export function allocationNeedsCalibration(o: ResolvedPruneOptions): boolean {
+  const a = resolveAllocation(o.allocation).allocation;
+  return a === 'owl' || a === 'search';
+}
+
+/** Embeds windows into states, micro-batched as the prune does. */
+export async function prologueInto(runner: BlockRunner, windows: BigInt64Array[], seqlen: number, states: StateStore, batchSize = microBatchSize(windows.length, seqlen)): Promise<void> {
+  for (let k = 0; k < windows.length; k += batchSize) {
+    const chunk = windows.slice(k, k + batchSize);
+    const ids = new BigInt64Array(chunk.length * seqlen);
+    chunk.forEach((w, j) => ids.set(w, j * seqlen));
+    await states.push(await runner.prologue(ids, chunk.length, seqlen));
+  }
+}
+
+/** SparseLLM prunes each FFN jointly (one solve, one target): a profile must give its roles one value. */
+export function assertJointFfn(targets: LinearTargets, ffnRoles: readonly string[], source: string): void {
+  for (const [block, roles] of targets) {
+    const values = ffnRoles.map((r) => roles.get(r)).filter((v) => v !== undefined);
+    if (values.some((v) => v !== values[0])) {
+      throw new UserError(`${source} gives block ${block}'s ${ffnRoles.join('/')} different targets, but SparseLLM prunes them jointly with one target: give them the same value (or use --method sparsegpt)`);
+    }
+  }
+}
+
+/** The run's per-linear targets and the allocation's report. `target`: the spec's sparsity (unstructured). */
+export async function allocate(ctx: AllocationContext, target: number): Promise<{ targets: LinearTargets; report: AllocationReport }> {
+  const a = resolveAllocation(ctx.o.allocation);
+  const linears = budgetLinears(ctx.layout, ctx.selected);
+  const meter = new Meter();
+  let targets: LinearTargets;
+  let details: Pick<AllocationReport, 'owl' | 'search'> = {};
+  switch (a.allocation) {
+    case 'uniform':
+      targets = uniformAllocation(linears, target);
+      break;
+    case 'profile': {
+      const source = `--sparsity-profile ${a.sparsityProfile}`;
+      targets = profileTargets(readProfile(a.sparsityProfile!, SPARSITY_BOUNDS), linears, source);
+      if (ctx.o.method === 'sparsellm') assertJointFfn(targets, ctx.layout.family.ffnRoles.global, source);
+      target = totalSparsity(linears, targets);
+      break;
+    }
+    default:
+      throw new Error(`allocation ${a.allocation} is not implemented`);
+  }
+  const planned = totalSparsity(linears, targets);
+  return {
+    targets,
+    report: {
+      method: a.allocation, target, planned, bounds: { ...SPARSITY_BOUNDS },
+      profile: profileOf(targets, a.allocation, planned),
+      cost: meter.cost(ctx.layout.blocks.length, Math.max(1, ctx.windows.length)),
+      ...details,
+    },
+  };
+}
+
+export type { BlockState };

@@ -158,3 +158,37 @@ test('refused with one line: N:M with --allocation, SparseLLM FFN roles with dif
   assert.notEqual(h.code, 0);
   assert.match(h.stderr, /block 3 sparsity = 0\.999 is outside the per-layer bounds \[0, 0\.99\]/);
 });
+
+// --- OWL ---
+
+test('OWL outlier ratio and levels: hand-computed example (llm-compressor\'s formula)', async () => {
+  const { outlierRatio, owlLevels } = await import('../src/pipeline/allocation/owl.js');
+  // scores |W|·sqrt(scaler): W row [1, 1, 1, 10] with scaler [1, 1, 1, 1] and W [1, 2] with scaler [4, 0]:
+  // scores [1, 1, 1, 10] and [2, 0]; mean 15/6 = 2.5; m = 2 → threshold 5: one outlier (10) of 6
+  const r = outlierRatio([
+    { W: Float32Array.of(1, 1, 1, -10), rows: 1, cols: 4, scaler: Float32Array.of(1, 1, 1, 1) },
+    { W: Float32Array.of(1, 2), rows: 1, cols: 2, scaler: Float32Array.of(4, 0) },
+  ], 2);
+  assert.equal(r, 1 / 6);
+  // D = [0.1, 0.3, 0.2], λ = 0.05: D' = [0, 0.1, 0.05], mean 0.05 → s = t − (D' − 0.05) = [0.75, 0.65, 0.7]
+  const s = owlLevels([0.1, 0.3, 0.2], 0.7, 0.05);
+  [0.75, 0.65, 0.7].forEach((v, k) => assert.ok(Math.abs(s[k]! - v) < 1e-12, `${s}`));
+  assert.deepEqual(owlLevels([0.2, 0.2], 0.6, 0.08), [0.6, 0.6]);
+});
+
+test('--allocation owl on stories260K: fewer zeros where more outliers, spread within ±λ, total the target', async () => {
+  const { report } = await prune('owl', ['--method', 'sparsegpt', '--sparsity', '0.7', '--allocation', 'owl', '--owl-lambda', '0.1']);
+  const a = report.allocation;
+  assert.equal(a.method, 'owl');
+  assert.equal(a.owl.lambda, 0.1);
+  const blocks = a.owl.blocks as { outlierRatio: number; sparsity: number }[];
+  assert.equal(blocks.length, 5);
+  for (const x of blocks) for (const y of blocks) if (x.outlierRatio > y.outlierRatio) assert.ok(x.sparsity < y.sparsity);
+  const spread = Math.max(...blocks.map((b) => b.sparsity)) - Math.min(...blocks.map((b) => b.sparsity));
+  assert.ok(Math.abs(spread - 0.2) < 1e-9, `spread ${spread}`); // max − min = 2λ
+  assert.ok(Math.abs(a.planned - 0.7) < 1e-12);
+  assert.ok(Math.abs(report.sparsity.overall - 0.7) < 0.005, `overall ${report.sparsity.overall}`);
+  // one dense pass over the 8 calibration windows, 5 blocks
+  assert.equal(a.cost.blockForwards, 40);
+  for (const l of report.layers) assert.ok(Math.abs(l.sparsity - blocks[l.block]!.sparsity) < 0.02, `block ${l.block} ${l.role}`);
+});

@@ -2,31 +2,17 @@
 // layerwise sparsity), search (measured held-out loss around the uniformly pruned model), or an explicit profile.
 // The allocators other than uniform/profile run their own passes over the calibration windows before the prune, on
 // their own copy of the model (OnnxModel loaded again, weights read lazily); their cost is reported.
-import type { BlockState, DecoderLayout } from '../../model/index.js';
-import { BlockRunner } from '../../model/index.js';
-import { microBatchSize } from '../memory.js';
+import type { DecoderLayout } from '../../model/index.js';
 import { SPARSITY_BOUNDS, resolveAllocation, type ResolvedAllocation, type ResolvedPruneOptions } from '../options.js';
-import type { Progress } from '../progress.js';
-import type { StateStore } from '../state-store.js';
+import { Meter, type AllocationContext, type AllocationCost } from './passes.js';
 import { totalSparsity, type BudgetLinear, type LinearTargets } from './budget.js';
 import { profileOf, profileTargets, readProfile, type SparsityProfile } from './profile.js';
 import { uniformAllocation } from './uniform.js';
+import { owlAllocation } from './owl.js';
 import { UserError } from '../../errors.js';
 
 export { targetOf, type LinearTargets } from './budget.js';
-
-/** What an allocator's own passes cost, beside the prune's timings. */
-export interface AllocationCost {
-  seconds: number;
-  /** block forward runs × sequences (the prune itself does 2 per pruned block and calibration sequence) */
-  blockForwards: number;
-  /** blockForwards in units of one pass of the calibration set through every block */
-  passes: number;
-  /** solver calls (one per linear, or per SparseLLM FFN) */
-  solves: number;
-  /** held-out loss probes (search) */
-  probes: number;
-}
+export type { AllocationContext, AllocationCost } from './passes.js';
 
 export interface AllocationReport {
   method: ResolvedAllocation['allocation'];
@@ -39,36 +25,6 @@ export interface AllocationReport {
   cost: AllocationCost;
   owl?: unknown;
   search?: unknown;
-}
-
-export interface AllocationContext {
-  onnxFile: string;
-  layout: DecoderLayout;
-  selected: Set<number>;
-  o: ResolvedPruneOptions & { seqlen: number };
-  /** the prune's calibration windows */
-  windows: BigInt64Array[];
-  /** extra windows drawn after them (search's held-out probe set) */
-  heldOut: BigInt64Array[];
-  newStore: () => StateStore;
-  progress: Progress;
-}
-
-/** Counts an allocator's work for its cost line. */
-export class Meter {
-  blockForwards = 0;
-  solves = 0;
-  probes = 0;
-  private readonly t0 = performance.now();
-  cost(numBlocks: number, nsamples: number): AllocationCost {
-    return {
-      seconds: (performance.now() - this.t0) / 1000,
-      blockForwards: this.blockForwards,
-      passes: this.blockForwards / (numBlocks * nsamples),
-      solves: this.solves,
-      probes: this.probes,
-    };
-  }
 }
 
 /** The pruned linears of a run (selected blocks), with their weight counts. */
@@ -85,16 +41,6 @@ export function extraWindows(o: ResolvedPruneOptions): number {
 export function allocationNeedsCalibration(o: ResolvedPruneOptions): boolean {
   const a = resolveAllocation(o.allocation).allocation;
   return a === 'owl' || a === 'search';
-}
-
-/** Embeds windows into states, micro-batched as the prune does. */
-export async function prologueInto(runner: BlockRunner, windows: BigInt64Array[], seqlen: number, states: StateStore, batchSize = microBatchSize(windows.length, seqlen)): Promise<void> {
-  for (let k = 0; k < windows.length; k += batchSize) {
-    const chunk = windows.slice(k, k + batchSize);
-    const ids = new BigInt64Array(chunk.length * seqlen);
-    chunk.forEach((w, j) => ids.set(w, j * seqlen));
-    await states.push(await runner.prologue(ids, chunk.length, seqlen));
-  }
 }
 
 /** SparseLLM prunes each FFN jointly (one solve, one target): a profile must give its roles one value. */
@@ -125,6 +71,12 @@ export async function allocate(ctx: AllocationContext, target: number): Promise<
       target = totalSparsity(linears, targets);
       break;
     }
+    case 'owl': {
+      const r = await owlAllocation(ctx, linears, target, a.owl, meter);
+      targets = r.targets;
+      details = { owl: r.details };
+      break;
+    }
     default:
       throw new Error(`allocation ${a.allocation} is not implemented`);
   }
@@ -139,5 +91,3 @@ export async function allocate(ctx: AllocationContext, target: number): Promise<
     },
   };
 }
-
-export type { BlockState };

@@ -192,3 +192,42 @@ test('--allocation owl on stories260K: fewer zeros where more outliers, spread w
   assert.equal(a.cost.blockForwards, 40);
   for (const l of report.layers) assert.ok(Math.abs(l.sparsity - blocks[l.block]!.sparsity) < 0.02, `block ${l.block} ${l.role}`);
 });
+
+// --- search ---
+
+test('search fit: the quadratic through the probed points, convex by its floor', async () => {
+  const { fitQuadratic } = await import('../src/pipeline/allocation/search.js');
+  // f(x) = 2x² + 0.5x at x = ±0.1: y₋ = 0.02 − 0.05 = −0.03, y₊ = 0.07
+  const f = fitQuadratic(-0.1, -0.03, 0.1, 0.07, 0.1);
+  assert.ok(Math.abs(f.a - 2) < 1e-12 && Math.abs(f.b - 0.5) < 1e-12, JSON.stringify(f));
+  // concave points (y₋ = y₊ = −0.01): the curvature floor 1e-3·0.01/0.01 and the secant slope 0
+  const g = fitQuadratic(-0.1, -0.01, 0.1, -0.01, 0.1);
+  assert.ok(Math.abs(g.a - 1e-3) < 1e-15 && g.b === 0, JSON.stringify(g));
+  // one side only (the other at a bound): the one-sided slope
+  const h = fitQuadratic(-0.1, -0.05, null, null, 0.1);
+  assert.ok(Math.abs(h.b - 0.5) < 1e-12 && h.a > 0);
+});
+
+for (const method of ['sparsegpt', 'sparsellm']) {
+  test(`--allocation search with ${method} on stories260K: exact budget, bounded levels, FFN kept joint, cost reported`, async () => {
+    const { report } = await prune(`search-${method}`, ['--method', method, '--sparsity', '0.7', '--allocation', 'search', '--search-deviation', '0.1', '--search-held-out', '2']);
+    const a = report.allocation;
+    assert.equal(a.method, 'search');
+    assert.equal(a.search.probeMethod, 'sparsegpt');
+    assert.equal(a.search.heldOutWindows, 2);
+    assert.ok(Math.abs(a.planned - 0.7) < 1e-9, `planned ${a.planned}`);
+    assert.ok(Math.abs(report.sparsity.overall - 0.7) < 0.005, `overall ${report.sparsity.overall}`);
+    // 5 blocks × (attention, ffn), each within t ± δ
+    assert.equal(a.search.units.length, 10);
+    for (const u of a.search.units) assert.ok(u.sparsity >= 0.6 - 1e-12 && u.sparsity <= 0.8 + 1e-12, `${u.block} ${u.unit}: ${u.sparsity}`);
+    // per block: the FFN roles share one level (SparseLLM's joint solve), and the measured sparsities follow the levels
+    for (const l of report.layers) {
+      const u = a.search.units.find((x: any) => x.block === l.block && x.roles.includes(l.role));
+      assert.ok(Math.abs(l.sparsity - u.sparsity) < 0.02, `block ${l.block} ${l.role}: ${l.sparsity} vs ${u.sparsity}`);
+    }
+    // 1 + 2 × 2 probes per block; the probe pass's own forwards and solves
+    assert.equal(a.cost.probes, 25);
+    assert.equal(a.cost.solves, 5 * (7 + 2 * 7));
+    assert.ok(a.cost.blockForwards > 0 && a.cost.seconds > 0);
+  });
+}

@@ -9,6 +9,7 @@ import { totalSparsity, type BudgetLinear, type LinearTargets } from './budget.j
 import { profileOf, profileTargets, readProfile, type SparsityProfile } from './profile.js';
 import { uniformAllocation } from './uniform.js';
 import { owlAllocation } from './owl.js';
+import { searchAllocation } from './search.js';
 import { UserError } from '../../errors.js';
 
 export { targetOf, type LinearTargets } from './budget.js';
@@ -75,6 +76,12 @@ export async function allocate(ctx: AllocationContext, target: number): Promise<
       const r = await owlAllocation(ctx, linears, target, a.owl, meter);
       targets = r.targets;
       details = { owl: r.details };
+      break;
+    }
+    case 'search': {
+      const r = await searchAllocation(ctx, linears, target, a.search, meter);
+      targets = r.targets;
+      details = { search: r.details };
       break;
     }
     default:

@@ -4,7 +4,7 @@
  * set of this process, everything included: Node, onnxruntime, OpenBLAS buffers). Nothing is added to the CLI.
  *   node --import tsx bench/child-prune.ts '<json of ChildPruneArgs>'
  */
-import { sparsitySpec, type Method, type PruneOptions } from '../src/pipeline/options.js';
+import { sparsitySpec, type AllocationSettings, type Method, type PruneOptions } from '../src/pipeline/options.js';
 import { createProgress, type Progress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
 
@@ -19,6 +19,10 @@ export interface ChildPruneArgs {
   out: string;
   eval?: string[];
   calib?: string;
+  /** --allocation and its settings (bench/allocation.ts) */
+  allocation?: AllocationSettings;
+  /** score only the first N evaluation windows per dataset */
+  evalMaxWindows?: number;
 }
 
 export interface ChildPruneResult {
@@ -28,6 +32,8 @@ export interface ChildPruneResult {
   estimateBytes: number;
   /** per phase (calibration, statistics, solve, rerun, export): the largest resident set sampled during it, MB */
   phaseRssMb: Record<string, number>;
+  /** user + system CPU seconds of the whole child process */
+  cpuSeconds: number;
 }
 
 const a = JSON.parse(process.argv[2] ?? '{}') as ChildPruneArgs;
@@ -45,6 +51,8 @@ const options: PruneOptions = {
   force: true,
   resume: false,
   eval: a.eval ?? [],
+  evalMaxWindows: a.evalMaxWindows,
+  allocation: a.allocation,
   quiet: true,
 };
 // Resident set sampled at every progress call (and every 200 ms), the largest per phase. The phase is set by the
@@ -77,5 +85,6 @@ clearInterval(timer);
 sample();
 const maxRssKb = process.resourceUsage().maxRSS;
 const estimateBytes = report.memoryEstimate?.bytes ?? 0;
-const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes, phaseRssMb };
+const cpu = process.cpuUsage();
+const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes, phaseRssMb, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 process.stdout.write(`${JSON.stringify(result)}\n`);

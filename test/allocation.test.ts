@@ -196,7 +196,10 @@ test('--allocation owl on stories260K: fewer zeros where more outliers, spread w
 // --- search ---
 
 test('search fit: the quadratic through the probed points, convex by its floor', async () => {
-  const { fitQuadratic } = await import('../src/pipeline/allocation/search.js');
+  const { fitQuadratic, searchDeviation } = await import('../src/pipeline/allocation/search.js');
+  // δ is at most half the density left: ±0.1 at 70 % and 80 %, ±0.05 at 90 %
+  assert.equal(searchDeviation(0.7, 0.1), 0.1);
+  assert.ok(Math.abs(searchDeviation(0.9, 0.1) - 0.05) < 1e-15);
   // f(x) = 2x² + 0.5x at x = ±0.1: y₋ = 0.02 − 0.05 = −0.03, y₊ = 0.07
   const f = fitQuadratic(-0.1, -0.03, 0.1, 0.07, 0.1);
   assert.ok(Math.abs(f.a - 2) < 1e-12 && Math.abs(f.b - 0.5) < 1e-12, JSON.stringify(f));

@@ -6,7 +6,7 @@
 //   1. statistics of block i on the calibration windows (the prune's own), and a uniform solve of the block at the
 //      target t (the base);
 //   2. for each unit u of the block (its attention projections; its FFN, which SparseLLM solves jointly), re-solve only
-//      u at t − δ and at t + δ (δ = --search-deviation, clipped to the per-layer bounds) and measure the language-model
+//      u at t − δ and at t + δ (δ = --search-deviation, at most (1 − t)/2, clipped to the bounds) and measure the language-model
 //      loss L (mean next-token NLL) of the model on held-out windows (drawn after the calibration windows, never used
 //      for statistics), with block i's other units at t, the blocks before pruned, the blocks after dense;
 //   3. keep the base, run block i forward on both window sets, give block i its dense weights back (levels are
@@ -41,11 +41,21 @@ export interface SearchUnit {
 
 export interface SearchDetails {
   maxDeviation: number;
+  /** the deviation used: min(maxDeviation, (1 − t) / 2) */
+  deviation: number;
   heldOutWindows: number;
   probeMethod: Method;
   units: SearchUnit[];
   /** Σ_u f_u(s_u): the loss change the fits predict for the chosen levels (additive model) */
   predictedLossChange: number;
+}
+
+/**
+ * The probed (and allowed) deviation from the target t: --search-deviation, but at most half the density 1 − t left,
+ * so that at 90 % no unit goes beyond 95 %, where the loss explodes and the quadratic fit no longer holds.
+ */
+export function searchDeviation(target: number, maxDeviation: number): number {
+  return Math.min(maxDeviation, (1 - target) / 2);
 }
 
 /** Curvature floor of a fit, relative to the measured changes over the deviation (keeps every f_u convex). */
@@ -74,8 +84,9 @@ export async function searchAllocation(
   const family = layout.family;
   const probeMethod: Method = o.method === 'sparsellm' ? 'sparsegpt' : o.method;
   const probeOptions = { ...o, method: probeMethod };
-  const lo = Math.max(SPARSITY_BOUNDS.min, target - search.maxDeviation);
-  const hi = Math.min(SPARSITY_BOUNDS.max, target + search.maxDeviation);
+  const deviation = searchDeviation(target, search.maxDeviation);
+  const lo = Math.max(SPARSITY_BOUNDS.min, target - deviation);
+  const hi = Math.min(SPARSITY_BOUNDS.max, target + deviation);
   const runner = await BlockRunner.open(OnnxModel.load(ctx.onnxFile));
   const calib = ctx.newStore();
   const units: SearchUnit[] = [];
@@ -149,7 +160,7 @@ export async function searchAllocation(
             return L;
           };
           const Lm = await lossAt(lo), Lp = await lossAt(hi);
-          const fit = fitQuadratic(Lm === null ? null : lo - target, Lm === null ? null : Lm - L0, Lp === null ? null : hi - target, Lp === null ? null : Lp - L0, search.maxDeviation);
+          const fit = fitQuadratic(Lm === null ? null : lo - target, Lm === null ? null : Lm - L0, Lp === null ? null : hi - target, Lp === null ? null : Lp - L0, deviation);
           const params = linears.filter((l) => l.block === i && roles.includes(l.role)).reduce((a, l) => a + l.params, 0);
           units.push({ block: i, unit, roles, params, levels: [lo, target, hi], losses: [Lm ?? L0, L0, Lp ?? L0], ...fit, sparsity: target });
         }
@@ -178,7 +189,7 @@ export async function searchAllocation(
     for (const r of u.roles) targets.get(u.block)!.set(r, u.sparsity);
   }
   const predictedLossChange = units.reduce((acc, u) => acc + u.a * (u.sparsity - target) ** 2 + u.b * (u.sparsity - target), 0);
-  return { targets, details: { maxDeviation: search.maxDeviation, heldOutWindows: ctx.heldOut.length, probeMethod, units, predictedLossChange } };
+  return { targets, details: { maxDeviation: search.maxDeviation, deviation, heldOutWindows: ctx.heldOut.length, probeMethod, units, predictedLossChange } };
 }
 
 const fmt = (v: number) => `${(v * 100).toFixed(1)}%`;

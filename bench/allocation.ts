@@ -58,6 +58,8 @@ interface Row {
   probes: number;
   cpuSeconds: number;
   load: number;
+  /** the search's probe score (kl / nll) */
+  searchMetric?: string;
   /** per-block mean target (the profile, averaged over each block's linears by weight count) */
   blockSparsity: number[];
 }
@@ -96,6 +98,7 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
     allocationPasses: rep.allocation!.cost.passes,
     probes: rep.allocation!.cost.probes,
     cpuSeconds: r.cpuSeconds,
+    ...(rep.allocation!.search ? { searchMetric: (rep.allocation!.search as { metric: string }).metric } : {}),
     load: loadavg()[0]!,
     blockSparsity: blocks.map((b) => {
       const ls = rep.layers.filter((l) => l.block === b);
@@ -112,7 +115,7 @@ function markdown(rows: Row[]): string {
     '',
     `Written by \`npm run allocation-table\` (bench/allocation.ts). Calibration: PTB train, ${nsamples} × ${seqlen} tokens, seed 0`,
     `(search: + its held-out probe windows, drawn after them from PTB train). Perplexity: WikiText-2 test and PTB test, ${seqlen}-token windows,`,
-    `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = 0.1, 8 held-out windows.`,
+    `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = min(0.1, (1 − t)/2), 8 held-out windows, KL to the dense model.`,
     'Best of each row in bold. "sparsity" = measured zeros over all pruned linears (uniform / owl / search).',
     '',
     '| model | method | target | WikiText-2 uniform | owl | search | PTB uniform | owl | search | sparsity (u / o / s) | prune s (u / o / s) | search: own s, passes, probes |',

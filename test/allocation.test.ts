@@ -211,12 +211,28 @@ test('search fit: the quadratic through the probed points, convex by its floor',
   assert.ok(Math.abs(h.b - 0.5) < 1e-12 && h.a > 0);
 });
 
+test('search score: KL(dense ‖ probe) of two rows against the direct formula', async () => {
+  const { klRows } = await import('../src/pipeline/allocation/search.js');
+  const p = Float32Array.of(0, 1, 2, 5, 5, 5), q = Float32Array.of(1, 0, 2, 0, 1, 3);
+  const softmax = (x: number[]) => x.map((v) => Math.exp(v) / x.reduce((s, w) => s + Math.exp(w), 0));
+  let want = 0;
+  for (const r of [0, 1]) {
+    const P = softmax([...p.slice(3 * r, 3 * r + 3)]), Q = softmax([...q.slice(3 * r, 3 * r + 3)]);
+    want += P.reduce((s, pv, v) => s + pv * Math.log(pv / Q[v]!), 0);
+  }
+  assert.ok(Math.abs(klRows(p, q, 2, 3) - want) < 1e-6, `${klRows(p, q, 2, 3)} vs ${want}`);
+  assert.equal(klRows(p, p, 2, 3), 0);
+});
+
 for (const method of ['sparsegpt', 'sparsellm']) {
   test(`--allocation search with ${method} on stories260K: exact budget, bounded levels, FFN kept joint, cost reported`, async () => {
     const { report } = await prune(`search-${method}`, ['--method', method, '--sparsity', '0.7', '--allocation', 'search', '--search-deviation', '0.1', '--search-held-out', '2']);
     const a = report.allocation;
     assert.equal(a.method, 'search');
     assert.equal(a.search.probeMethod, 'sparsegpt');
+    assert.equal(a.search.metric, 'kl');
+    // a KL is never negative
+    for (const u of a.search.units) assert.ok(u.losses.every((l: number) => l >= 0));
     assert.equal(a.search.heldOutWindows, 2);
     assert.ok(Math.abs(a.planned - 0.7) < 1e-9, `planned ${a.planned}`);
     assert.ok(Math.abs(report.sparsity.overall - 0.7) < 0.005, `overall ${report.sparsity.overall}`);

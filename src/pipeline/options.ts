@@ -70,7 +70,7 @@ export const OWL_DEFAULTS = { m: 5, lambda: 0.08 } as const;
  * --allocation search (src/pipeline/allocation/search.ts): per-unit deviations from the target are bounded by
  * maxDeviation; the loss probes run on heldOut extra calibration windows (drawn after the nsamples of the prune).
  */
-export const SEARCH_DEFAULTS = { maxDeviation: 0.1, heldOut: 8 } as const;
+export const SEARCH_DEFAULTS = { maxDeviation: 0.1, heldOut: 8, metric: 'kl' as 'kl' | 'nll' } as const;
 
 export interface AllocationSettings {
   allocation?: Allocation;
@@ -78,6 +78,8 @@ export interface AllocationSettings {
   owlLambda?: number;
   searchDeviation?: number;
   searchHeldOut?: number;
+  /** the probes' score: KL to the dense model's next-token distributions (kl) or the held-out text's NLL (nll) */
+  searchMetric?: 'kl' | 'nll';
   /** explicit per-block / per-matrix targets (a profile JSON or a sparsellm-report.json) */
   sparsityProfile?: string;
 }
@@ -196,7 +198,7 @@ export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
 export interface ResolvedAllocation {
   allocation: Allocation | 'profile';
   owl: { m: number; lambda: number };
-  search: { maxDeviation: number; heldOut: number };
+  search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll' };
   sparsityProfile?: string;
 }
 
@@ -209,7 +211,8 @@ export function resolveAllocation(a: AllocationSettings): ResolvedAllocation {
   const owl = { m: a.owlM ?? OWL_DEFAULTS.m, lambda: a.owlLambda ?? OWL_DEFAULTS.lambda };
   if (!(Number.isFinite(owl.m) && owl.m > 0)) throw new UserError(`--owl-m must be a positive number, got ${a.owlM}`);
   if (!(Number.isFinite(owl.lambda) && owl.lambda >= 0 && owl.lambda < 0.5)) throw new UserError(`--owl-lambda must be in [0, 0.5), got ${a.owlLambda}`);
-  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut };
+  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut, metric: a.searchMetric ?? SEARCH_DEFAULTS.metric };
+  if (search.metric !== 'kl' && search.metric !== 'nll') throw new UserError(`--search-metric ${a.searchMetric} is not kl or nll`);
   if (!(Number.isFinite(search.maxDeviation) && search.maxDeviation > 0 && search.maxDeviation < 0.5)) throw new UserError(`--search-deviation must be in (0, 0.5), got ${a.searchDeviation}`);
   if (!(Number.isInteger(search.heldOut) && search.heldOut >= 1)) throw new UserError(`--search-held-out must be a positive integer, got ${a.searchHeldOut}`);
   const allocation = a.sparsityProfile !== undefined ? 'profile' : a.allocation ?? 'uniform';

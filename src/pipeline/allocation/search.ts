@@ -6,9 +6,11 @@
 //   1. statistics of block i on the calibration windows (the prune's own), and a uniform solve of the block at the
 //      target t (the base);
 //   2. for each unit u of the block (its attention projections; its FFN, which SparseLLM solves jointly), re-solve only
-//      u at t − δ and at t + δ (δ = --search-deviation, at most (1 − t)/2, clipped to the bounds) and measure the language-model
-//      loss L (mean next-token NLL) of the model on held-out windows (drawn after the calibration windows, never used
-//      for statistics), with block i's other units at t, the blocks before pruned, the blocks after dense;
+//      u at t − δ and at t + δ (δ = --search-deviation, at most (1 − t)/2, clipped to the bounds) and score the model
+//      on held-out windows (drawn after the calibration windows, never used for statistics), with block i's other units
+//      at t, the blocks before pruned, the blocks after dense: L = the mean KL(dense ‖ probe) of the next-token
+//      distributions (--search-metric kl, the default: fidelity to the dense model, not to the calibration text's
+//      domain), or the mean next-token NLL of the held-out text (nll);
 //   3. keep the base, run block i forward on both window sets, give block i its dense weights back (levels are
 //      recomputed, nothing is stored per level).
 // Each unit's loss change is fitted by a quadratic f_u(s) = a_u (s − t)² + b_u (s − t) through its three points
@@ -29,7 +31,7 @@ export interface SearchUnit {
   unit: 'attention' | 'ffn';
   roles: string[];
   params: number;
-  /** the probed levels [t − δ, t, t + δ] (clipped to the bounds) and the held-out loss at each */
+  /** the probed levels [t − δ, t, t + δ] (clipped to the bounds) and the held-out score (KL or NLL) at each */
   levels: number[];
   losses: number[];
   /** f(s) = a (s − t)² + b (s − t) */
@@ -40,6 +42,7 @@ export interface SearchUnit {
 }
 
 export interface SearchDetails {
+  metric: 'kl' | 'nll';
   maxDeviation: number;
   /** the deviation used: min(maxDeviation, (1 − t) / 2) */
   deviation: number;
@@ -78,7 +81,7 @@ export function fitQuadratic(xm: number | null, ym: number | null, xp: number | 
 }
 
 export async function searchAllocation(
-  ctx: AllocationContext, linears: BudgetLinear[], target: number, search: { maxDeviation: number; heldOut: number }, meter: Meter,
+  ctx: AllocationContext, linears: BudgetLinear[], target: number, search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll' }, meter: Meter,
 ): Promise<{ targets: LinearTargets; details: SearchDetails }> {
   const { layout, selected, o, progress } = ctx;
   const family = layout.family;
@@ -96,9 +99,8 @@ export async function searchAllocation(
     for (const w of ctx.heldOut) held.push(await runner.prologue(w, 1, o.seqlen));
     const heldIds = ctx.heldOut;
 
-    /** Mean next-token NLL of the held-out windows from block `from` on (the current weights). */
-    const heldOutLoss = async (from: number): Promise<number> => {
-      meter.probes++;
+    /** The held-out states run from block `from` to the end (the current weights). */
+    const runToEnd = async (from: number): Promise<BlockState[]> => {
       let states = held;
       for (let j = from; j < runner.numBlocks; j++) {
         const next: BlockState[] = [];
@@ -106,17 +108,35 @@ export async function searchAllocation(
         meter.blockForwards += states.length;
         states = next;
       }
-      let nll = 0, count = 0;
+      return states;
+    };
+    // the dense model's final states of the held-out windows: its next-token distributions are the probes' reference
+    const denseFinal = search.metric === 'kl' ? await runToEnd(0) : [];
+
+    /**
+     * The probe's score on the held-out windows from block `from` on: the mean KL(dense ‖ probe) of the next-token
+     * distributions (metric kl), or the mean next-token NLL of the text (metric nll).
+     */
+    const heldOutLoss = async (from: number): Promise<number> => {
+      meter.probes++;
+      const states = await runToEnd(from);
+      let total = 0, count = 0;
       for (const [k, s] of states.entries()) {
         const logits = await runner.epilogue(s);
-        const ids = heldIds[k]!;
-        const targets = new Int32Array(o.seqlen).fill(-1);
-        for (let t = 0; t + 1 < o.seqlen; t++) targets[t] = Number(ids[t + 1]!);
-        const rows = await rowsNll(logits, logits.length / o.seqlen, targets);
-        for (let t = 0; t + 1 < o.seqlen; t++) nll += rows[t]!;
-        count += o.seqlen - 1;
+        const vocab = logits.length / o.seqlen;
+        if (search.metric === 'kl') {
+          total += klRows(await runner.epilogue(denseFinal[k]!), logits, o.seqlen, vocab);
+          count += o.seqlen;
+        } else {
+          const ids = heldIds[k]!;
+          const targets = new Int32Array(o.seqlen).fill(-1);
+          for (let t = 0; t + 1 < o.seqlen; t++) targets[t] = Number(ids[t + 1]!);
+          const rows = await rowsNll(logits, vocab, targets);
+          for (let t = 0; t + 1 < o.seqlen; t++) total += rows[t]!;
+          count += o.seqlen - 1;
+        }
       }
-      return nll / count;
+      return total / count;
     };
 
     const last = Math.max(...selected);
@@ -189,7 +209,33 @@ export async function searchAllocation(
     for (const r of u.roles) targets.get(u.block)!.set(r, u.sparsity);
   }
   const predictedLossChange = units.reduce((acc, u) => acc + u.a * (u.sparsity - target) ** 2 + u.b * (u.sparsity - target), 0);
-  return { targets, details: { maxDeviation: search.maxDeviation, deviation, heldOutWindows: ctx.heldOut.length, probeMethod, units, predictedLossChange } };
+  return { targets, details: { metric: search.metric, maxDeviation: search.maxDeviation, deviation, heldOutWindows: ctx.heldOut.length, probeMethod, units, predictedLossChange } };
 }
 
 const fmt = (v: number) => `${(v * 100).toFixed(1)}%`;
+
+/** Σ over rows of KL(softmax(p_row) ‖ softmax(q_row)) = Σ_v P_v (log P_v − log Q_v), in float64. */
+export function klRows(p: Float32Array, q: Float32Array, rows: number, vocab: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const base = r * vocab;
+    let mp = -Infinity, mq = -Infinity;
+    for (let v = 0; v < vocab; v++) {
+      if (p[base + v]! > mp) mp = p[base + v]!;
+      if (q[base + v]! > mq) mq = q[base + v]!;
+    }
+    let sp = 0, sq = 0;
+    for (let v = 0; v < vocab; v++) {
+      sp += Math.exp(p[base + v]! - mp);
+      sq += Math.exp(q[base + v]! - mq);
+    }
+    const lp = mp + Math.log(sp), lq = mq + Math.log(sq);
+    let kl = 0;
+    for (let v = 0; v < vocab; v++) {
+      const a = p[base + v]! - lp;
+      kl += Math.exp(a) * (a - (q[base + v]! - lq));
+    }
+    total += kl;
+  }
+  return total;
+}

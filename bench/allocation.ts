@@ -2,7 +2,8 @@
 // stories260K, at 70 / 80 / 90 % total sparsity, with SparseGPT and SparseLLM. Every prune calibrates on PTB *train*
 // (--nsamples windows of --seqlen tokens, seed 0; the search's held-out probe windows are drawn after them from the
 // same train text) and is scored with the repository's protocol (src/pipeline/evaluate.ts) on the *test* splits of
-// WikiText-2 and PTB, which neither the prune nor the search sees: 512-token windows, the first --max-windows of each
+// WikiText-2 and PTB, which neither the prune nor the search sees: windows of the model's positions (512 for both
+// models), the first --max-windows of each
 // (every cell of a row is scored on the same windows).
 // Each prune runs in its own process (bench/child-prune.ts), so its CPU seconds are its own. Results are cached in
 // bench/allocation/results.json (one entry per model/method/sparsity/allocation; a rerun skips what is there unless
@@ -10,6 +11,7 @@
 //
 //   npm run allocation-table
 //   npm run allocation-table -- --model stories260K --method sparsegpt --sparsity 0.8 --max-windows 8
+//   npm run allocation-table -- --table-only        # results.md from the cached results.json
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -30,10 +32,12 @@ const { values: args } = parseArgs({
     method: { type: 'string', default: 'sparsegpt,sparsellm' },
     sparsity: { type: 'string', default: '0.7,0.8,0.9' },
     allocation: { type: 'string', default: 'uniform,owl,search' },
-    nsamples: { type: 'string', default: '64' },
-    seqlen: { type: 'string', default: '512' },
-    'max-windows': { type: 'string', default: '16' },
+    nsamples: { type: 'string', default: '32' },
+    seqlen: { type: 'string', default: '256' },
+    'max-windows': { type: 'string', default: '8' },
     fresh: { type: 'boolean', default: false },
+    /** rewrite results.md from results.json without pruning */
+    'table-only': { type: 'boolean', default: false },
   },
 });
 const models = args.model ?? Object.keys(MODELS);
@@ -114,7 +118,7 @@ function markdown(rows: Row[]): string {
     '# Non-uniform sparsity: uniform vs OWL vs search',
     '',
     `Written by \`npm run allocation-table\` (bench/allocation.ts). Calibration: PTB train, ${nsamples} × ${seqlen} tokens, seed 0`,
-    `(search: + its held-out probe windows, drawn after them from PTB train). Perplexity: WikiText-2 test and PTB test, ${seqlen}-token windows,`,
+    `(search: + its held-out probe windows, drawn after them from PTB train). Perplexity: WikiText-2 test and PTB test, windows of the model's 512 positions,`,
     `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = min(0.1, (1 − t)/2), 8 held-out windows, KL to the dense model.`,
     'Best of each row in bold. "sparsity" = measured zeros over all pruned linears (uniform / owl / search).',
     '',
@@ -150,6 +154,7 @@ const write = () => {
   writeFileSync(join(outDir, 'results.md'), markdown(rows));
 };
 for (const model of models) for (const method of methods) for (const s of sparsities) for (const allocation of allocations) {
+  if (args['table-only']) break;
   const k = key({ model, method, sparsity: s, allocation });
   if (done.has(k)) continue;
   const t0 = performance.now();

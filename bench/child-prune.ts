@@ -4,7 +4,7 @@
  * set of this process, everything included: Node, onnxruntime, OpenBLAS buffers). Nothing is added to the CLI.
  *   node --import tsx bench/child-prune.ts '<json of ChildPruneArgs>'
  */
-import { sparsitySpec, type Method, type PruneOptions, type SparseLlmSettings } from '../src/pipeline/options.js';
+import { sparsitySpec, type AllocationSettings, type Method, type PruneOptions, type SparseLlmSettings } from '../src/pipeline/options.js';
 import { createProgress, type Progress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
 
@@ -23,6 +23,10 @@ export interface ChildPruneArgs {
   layers?: string;
   /** SparseLLM settings (e.g. { epochs: 2 }); defaults otherwise */
   sparsellm?: SparseLlmSettings;
+  /** --allocation and its settings (bench/allocation.ts) */
+  allocation?: AllocationSettings;
+  /** score only the first N evaluation windows per dataset */
+  evalMaxWindows?: number;
 }
 
 export interface ChildPruneResult {
@@ -32,6 +36,8 @@ export interface ChildPruneResult {
   estimateBytes: number;
   /** per phase (calibration, statistics, solve, rerun, export): the largest resident set sampled during it, MB */
   phaseRssMb: Record<string, number>;
+  /** user + system CPU seconds of the whole child process */
+  cpuSeconds: number;
 }
 
 const a = JSON.parse(process.argv[2] ?? '{}') as ChildPruneArgs;
@@ -49,6 +55,8 @@ const options: PruneOptions = {
   force: true,
   resume: false,
   eval: a.eval ?? [],
+  evalMaxWindows: a.evalMaxWindows,
+  allocation: a.allocation,
   quiet: true,
 };
 // Resident set sampled at every progress call (and every 200 ms), the largest per phase. The phase is set by the
@@ -81,5 +89,6 @@ clearInterval(timer);
 sample();
 const maxRssKb = process.resourceUsage().maxRSS;
 const estimateBytes = report.memoryEstimate?.bytes ?? 0;
-const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes, phaseRssMb };
+const cpu = process.cpuUsage();
+const result: ChildPruneResult = { report: { ...report, layers: report.layers.map((l) => ({ ...l })) }, maxRssKb, estimateBytes, phaseRssMb, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 process.stdout.write(`${JSON.stringify(result)}\n`);

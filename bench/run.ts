@@ -29,7 +29,7 @@ import { benchKernels, type KernelResults } from './kernels.js';
 import { DEPTH_BEGIN, DEPTH_END, FLOOR_BEGIN, FLOOR_END, SCALE_BEGIN, SCALE_END } from './depth-section.js';
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
-import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from './svg.js';
+import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from '../src/report/svg.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { SCALE_BEGIN, SCALE_END } from './depth-section.js';
 import { generateOptModel, type OptShape } from './opt-model.js';
-import { layout, linePanel, PALETTE } from './svg.js';
+import { layout, linePanel, PALETTE } from '../src/report/svg.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);

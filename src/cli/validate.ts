@@ -67,10 +67,17 @@ interface MethodOnly {
   family: string;
 }
 
+/** Options of one --allocation (ignored by the others). */
+interface AllocationOnly {
+  options: string[];
+  allocation: string;
+}
+
 export interface Rules {
   exclusive?: Exclusive[];
   needs?: Needs[];
   methodOnly?: MethodOnly[];
+  allocationOnly?: AllocationOnly[];
 }
 
 /** A boolean counts when true (`--no-force` is no request to force); any other option counts when typed. */
@@ -104,6 +111,12 @@ export function assertConsistent(argv: Argv, given: Set<string>, rules: Rules): 
       throw new UserError(`${show(argv, stray)} is ${r.family} option, but --method is ${method}: drop ${flag(argv, stray)} or use --method ${r.methods.join(' or ')}`);
     }
   }
+  const allocation = String(value(argv, 'allocation') ?? 'uniform');
+  for (const r of rules.allocationOnly ?? []) {
+    if (r.allocation === allocation) continue;
+    const stray = r.options.find((o) => given.has(o));
+    if (stray) throw new UserError(`${show(argv, stray)} only applies to --allocation ${r.allocation}, but the allocation is ${allocation}: drop ${flag(argv, stray)} or add --allocation ${r.allocation}`);
+  }
 }
 
 export const PRUNE_RULES: Rules = {
@@ -111,6 +124,11 @@ export const PRUNE_RULES: Rules = {
     { a: 'sparsity', b: 'prunen', why: 'give either --sparsity (unstructured) or --prunen with --prunem (N:M)' },
     { a: 'sparsity', b: 'prunem', why: 'give either --sparsity (unstructured) or --prunen with --prunem (N:M)' },
     { a: 'force', b: 'resume', why: '--force starts over, --resume continues the interrupted run; give one of them' },
+    ...['prunen', 'prunem'].flatMap((nm) => ['allocation', 'sparsity-profile'].map((a) => ({
+      a: nm, b: a, why: 'the N:M pattern is fixed by the hardware, so every layer keeps the same N:M; non-uniform sparsity needs --sparsity',
+    }))),
+    { a: 'sparsity-profile', b: 'sparsity', why: 'the profile gives every target itself (its weighted total is the run\'s sparsity); give one of them' },
+    { a: 'sparsity-profile', b: 'allocation', why: 'the profile gives every target itself; give one of them' },
   ],
   needs: [
     { option: 'prunen', needs: 'prunem', why: 'N:M sparsity takes both (--prunen 2 --prunem 4 = 2:4)' },
@@ -128,6 +146,10 @@ export const PRUNE_RULES: Rules = {
     { options: ['percdamp', 'blocksize'], methods: ['sparsegpt', 'sparsellm'], family: 'a SparseGPT' },
     // magnitude reads no calibration text, so it has no activations to offload
     { options: ['offload'], methods: ['wanda', 'sparsegpt', 'sparsellm'], family: 'a calibration' },
+  ],
+  allocationOnly: [
+    { options: ['owl-m', 'owl-lambda'], allocation: 'owl' },
+    { options: ['search-deviation', 'search-held-out', 'search-metric'], allocation: 'search' },
   ],
 };
 
@@ -148,6 +170,7 @@ export const PRUNE_TEXT_OPTIONS: TextOption[] = [
   { name: 'layers', what: 'all, first-half, last-half or block indices like 0-11' },
   { name: 'max-shard-size', what: 'a size like 5GB or 500MB' },
   { name: 'offload', what: 'a folder for the calibration activations' },
+  { name: 'sparsity-profile', what: 'a sparsity profile JSON (or a sparsellm-report.json)' },
 ];
 
 export const EVAL_RULES: Rules = {

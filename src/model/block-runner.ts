@@ -131,6 +131,12 @@ export class BlockRunner {
     if (this.active?.order === i) await this.releaseSession();
   }
 
+  /** Back to the model's original weights of block i (drops their in-memory replacements). */
+  async restoreBlockWeights(i: number): Promise<void> {
+    for (const l of this.block(i).linears) this.model.discardReplacement(l.weightName);
+    if (this.active?.order === i) await this.releaseSession();
+  }
+
   /** Write the model with all weight changes (see OnnxModel.save). */
   saveModel(outPath: string, options?: SaveOptions): void {
     this.model.save(outPath, options);

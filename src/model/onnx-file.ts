@@ -239,6 +239,12 @@ export class OnnxModel {
     }
   }
 
+  /** Forgets an in-memory replacement: the tensor reads its original bytes again (a streamed tensor cannot be undone). */
+  discardReplacement(name: string): void {
+    if (this.streamed.has(name)) throw new Error(`discardReplacement(${name}): it was streamed to the output already`);
+    this.replaced.delete(name);
+  }
+
   /** A self-contained copy of one initializer with its (current) bytes inline as raw_data. */
   inlineInitializer(name: string): TensorProto {
     const t = this.initializer(name);

@@ -29,6 +29,8 @@ interface Manifest {
   dataFile: string;
   /** Solver (OpenBLAS) threads of the run: SparseGPT's blocked sums depend on it, so a resume uses the same count. */
   threads?: number;
+  /** the run's allocation report (its profile): a resume prunes the remaining blocks with the same targets */
+  allocation?: unknown;
   blocks: CheckpointBlock[];
 }
 
@@ -70,6 +72,15 @@ export class Checkpoint {
 
   get finished(): CheckpointBlock[] {
     return this.manifest.blocks;
+  }
+
+  get allocation(): unknown {
+    return this.manifest.allocation;
+  }
+
+  saveAllocation(allocation: unknown): void {
+    this.manifest.allocation = allocation;
+    writeAtomic(join(this.dir, 'manifest.json'), JSON.stringify(this.manifest));
   }
 
   /** The finished block's weights are in the data file: flush it, then name the block in the index. */

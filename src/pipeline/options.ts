@@ -53,6 +53,37 @@ export const SPARSELLM_DEFAULTS = {
   tokenChunk: 0,
 } as const satisfies Omit<SparseLlmOptions, 'alpha' | 'beta' | 'gamma' | 'percdamp' | 'blocksize' | 'sparsity' | 'prunen' | 'prunem'>;
 
+/** How the sparsity budget is spread over the pruned linears (src/pipeline/allocation). */
+export const ALLOCATIONS = ['uniform', 'owl', 'search'] as const;
+export type Allocation = (typeof ALLOCATIONS)[number];
+
+/** Per-layer bounds of any allocated target (a profile's values must lie inside them too). */
+export const SPARSITY_BOUNDS = { min: 0, max: 0.99 } as const;
+
+/**
+ * OWL (Yin et al., ICML 2024; llm-compressor's owl_m / owl_lmbda): a weight is an outlier when its Wanda score
+ * |W_ij|·‖X_j‖ exceeds m × its block's mean score; block sparsities spread over target ± lambda.
+ */
+export const OWL_DEFAULTS = { m: 5, lambda: 0.08 } as const;
+
+/**
+ * --allocation search (src/pipeline/allocation/search.ts): per-unit deviations from the target are bounded by
+ * maxDeviation; the loss probes run on heldOut extra calibration windows (drawn after the nsamples of the prune).
+ */
+export const SEARCH_DEFAULTS = { maxDeviation: 0.1, heldOut: 8, metric: 'kl' as 'kl' | 'nll' } as const;
+
+export interface AllocationSettings {
+  allocation?: Allocation;
+  owlM?: number;
+  owlLambda?: number;
+  searchDeviation?: number;
+  searchHeldOut?: number;
+  /** the probes' score: KL to the dense model's next-token distributions (kl) or the held-out text's NLL (nll) */
+  searchMetric?: 'kl' | 'nll';
+  /** explicit per-block / per-matrix targets (a profile JSON or a sparsellm-report.json) */
+  sparsityProfile?: string;
+}
+
 /** The rest of a prune run's defaults (CLI flags and runPrune callers both take them from here). */
 export type OutputFormat = 'onnx' | 'safetensors' | 'both';
 
@@ -133,6 +164,8 @@ export interface PruneOptions {
   format?: OutputFormat;
   /** Largest safetensors shard in bytes (DEFAULT_MAX_SHARD_BYTES in src/convert/safetensors.ts when unset, as hub checkpoints). */
   maxShardBytes?: number;
+  /** Non-uniform sparsity: --allocation, OWL's m/λ, the search's bounds, --sparsity-profile (default: uniform). */
+  allocation?: AllocationSettings;
 }
 
 /** Every option of a run decided, except what depends on the model (seqlen, the family's α/β/γ). */
@@ -158,7 +191,32 @@ export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
     quiet: o.quiet ?? false,
     device: o.device ?? PRUNE_DEFAULTS.device,
     format: o.format ?? PRUNE_DEFAULTS.format,
+    allocation: o.allocation ?? {},
   };
+}
+
+export interface ResolvedAllocation {
+  allocation: Allocation | 'profile';
+  owl: { m: number; lambda: number };
+  search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll' };
+  sparsityProfile?: string;
+}
+
+/** The allocation settings with their defaults, checked (N:M is refused by checkRun, which knows the spec). */
+export function resolveAllocation(a: AllocationSettings): ResolvedAllocation {
+  if (a.sparsityProfile !== undefined && a.allocation !== undefined && a.allocation !== 'uniform') {
+    throw new UserError(`--allocation ${a.allocation} and --sparsity-profile contradict each other: the profile gives the targets itself; give one of them`);
+  }
+  if (a.allocation !== undefined && !(ALLOCATIONS as readonly string[]).includes(a.allocation)) throw new UserError(`--allocation ${a.allocation} is not one of ${ALLOCATIONS.join(', ')}`);
+  const owl = { m: a.owlM ?? OWL_DEFAULTS.m, lambda: a.owlLambda ?? OWL_DEFAULTS.lambda };
+  if (!(Number.isFinite(owl.m) && owl.m > 0)) throw new UserError(`--owl-m must be a positive number, got ${a.owlM}`);
+  if (!(Number.isFinite(owl.lambda) && owl.lambda >= 0 && owl.lambda < 0.5)) throw new UserError(`--owl-lambda must be in [0, 0.5), got ${a.owlLambda}`);
+  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut, metric: a.searchMetric ?? SEARCH_DEFAULTS.metric };
+  if (search.metric !== 'kl' && search.metric !== 'nll') throw new UserError(`--search-metric ${a.searchMetric} is not kl or nll`);
+  if (!(Number.isFinite(search.maxDeviation) && search.maxDeviation > 0 && search.maxDeviation < 0.5)) throw new UserError(`--search-deviation must be in (0, 0.5), got ${a.searchDeviation}`);
+  if (!(Number.isInteger(search.heldOut) && search.heldOut >= 1)) throw new UserError(`--search-held-out must be a positive integer, got ${a.searchHeldOut}`);
+  const allocation = a.sparsityProfile !== undefined ? 'profile' : a.allocation ?? 'uniform';
+  return { allocation, owl, search, ...(a.sparsityProfile !== undefined ? { sparsityProfile: a.sparsityProfile } : {}) };
 }
 
 type SparseGptSettings = Partial<Omit<SparseGptOptions, keyof SparsitySpec>>;

@@ -1,7 +1,8 @@
 // Prunes the linear layers of one decoder block with the chosen method, from the block's statistics.
 // The method table says, per method, how one linear is pruned locally; SparseLLM additionally prunes the
 // FFN globally (fc1+fc2 for OPT, gate+up+down for LLaMA) and the attention projections locally with SparseGPT,
-// as the reference does (ALGORITHMS.md §1.3, §1.6).
+// as the reference does (ALGORITHMS.md §1.3, §1.6). Each linear gets its own target (specOf, from the allocation);
+// SparseLLM's joint FFN solve takes one target for the whole FFN, so its roles must share it.
 import type { DecoderBlock, FamilySpec, LinearLayer } from '../model/index.js';
 import { magnitudePrune } from '../native/magnitude.js';
 import { sparsegptPrune } from '../native/sparsegpt.js';
@@ -66,7 +67,8 @@ export async function pruneBlock(
   biases: Map<string, Float32Array>,
   stats: BlockStatistics | null,
   options: ResolvedPruneOptions,
-  spec: SparsitySpec,
+  /** the sparsity target of each linear (by role) */
+  specOf: (role: string) => SparsitySpec,
   layerOutputError: LayerOutputError,
 ): Promise<BlockPruneResult> {
   const pruned = new Map<string, Float32Array>();
@@ -78,7 +80,7 @@ export async function pruneBlock(
     if (global.has(l.role)) continue;
     const W = weights.get(l.role)!.slice();
     const t0 = performance.now();
-    const r = await LOCAL_SOLVERS[options.method](W, l, stats, options, spec);
+    const r = await LOCAL_SOLVERS[options.method](W, l, stats, options, specOf(l.role));
     const seconds = (performance.now() - t0) / 1000;
     pruned.set(l.role, W);
     reports.push(await linearReport(l, W, weights.get(l.role)!, seconds, options.method === 'sparsellm' ? 'sparsegpt' : options.method, r.retries, layerOutputError, r.obs));
@@ -87,6 +89,7 @@ export async function pruneBlock(
   let sparsellm: BlockPruneResult['sparsellm'];
   if (global.size > 0) {
     const { X, tokens } = stats!.ffnInput();
+    const spec = ffnSpec(block.index, [...global], specOf);
     const solverOptions = sparseLlmOptions(family, { ...options.sparsellm, ...spec, percdamp: options.percdamp, blocksize: options.blocksize });
     const t0 = performance.now();
     // --device cuda: SparseLLM's inner SparseGPT prunes run on the GPU too
@@ -138,6 +141,15 @@ export async function pruneBlock(
   const order = new Map(block.linears.map((l, k) => [l.role, k]));
   reports.sort((a, b) => order.get(a.role)! - order.get(b.role)!);
   return { weights: pruned, linears: reports, sparsellm };
+}
+
+/** The one target of SparseLLM's joint FFN solve: its roles must agree (the allocations and profiles keep them equal). */
+export function ffnSpec(block: number, roles: string[], specOf: (role: string) => SparsitySpec): SparsitySpec {
+  const specs = roles.map(specOf);
+  const key = (s: SparsitySpec) => JSON.stringify(s);
+  const odd = specs.findIndex((s) => key(s) !== key(specs[0]!));
+  if (odd >= 0) throw new Error(`block ${block}: SparseLLM prunes ${roles.join('/')} jointly, but ${roles[odd]} has another target than ${roles[0]}`);
+  return specs[0]!;
 }
 
 async function linearReport(

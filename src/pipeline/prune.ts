@@ -16,7 +16,10 @@ import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
 import { checkMemory, estimatePeakMemory, measureStateBytes, microBatchSize, modelShape, stateBytes, type MemoryEstimate } from './memory.js';
-import { defaultSeqlen, parseLayers, resolvePruneOptions, targetSparsity, type PruneOptions, type ResolvedPruneOptions } from './options.js';
+import { defaultSeqlen, parseLayers, resolveAllocation, resolvePruneOptions, targetSparsity, SPARSITY_BOUNDS, type PruneOptions, type ResolvedPruneOptions, type SparsitySpec } from './options.js';
+import { allocate, allocationNeedsCalibration, assertJointFfn, budgetLinears, extraWindows, targetOf, type AllocationReport, type LinearTargets } from './allocation/index.js';
+import { profileTargets, readProfile } from './allocation/profile.js';
+import { writeSparsityChart } from './allocation/chart.js';
 import { copyCompanionFiles, commitOutput, createPartial, planOutput, type OutputPlan } from './output.js';
 import { layerOutputError, type ObsLoss } from './layer-error.js';
 import { pruneBlock, type LinearReport } from './prune-block.js';
@@ -40,6 +43,8 @@ export interface PruneReport {
   memoryEstimate?: { bytes: number; parts: Record<string, number> };
   perplexity?: EvalResults;
   resumedBlocks: number;
+  /** how the budget was spread (unstructured runs): the profile (replayable with --sparsity-profile) and its cost */
+  allocation?: AllocationReport;
 }
 
 /** Set by SIGINT: the run stops at the next safe point, keeping its checkpoint. */
@@ -121,6 +126,7 @@ function checkRun(run: ModelRun): void {
       throw new UserError(`sparsellm does not support LLaMA FFN biases (mlp_bias${biased ? `: block ${biased.block} ${biased.role} has one` : ' in config.json'}): use --method sparsegpt`);
     }
   }
+  checkAllocation(run);
   // Input weights must be finite: pruning cannot repair NaN/Inf.
   for (const l of pruned) assertFinite(model.readFloat32(l.weightName), `input weight ${l.weightName} (block ${l.block} ${l.role})`);
   // Evaluation datasets and window, checked now rather than after the prune.
@@ -128,6 +134,20 @@ function checkRun(run: ModelRun): void {
   if (o.evalSeqlen !== undefined) {
     if (!Number.isInteger(o.evalSeqlen) || o.evalSeqlen < 2) throw new UserError(`--eval-seqlen must be an integer ≥ 2, got ${o.evalSeqlen}`);
     if (maxPos !== undefined && o.evalSeqlen > maxPos) throw new UserError(`--eval-seqlen ${o.evalSeqlen} is longer than the model's ${maxPos} positions`);
+  }
+}
+
+/** --allocation / --sparsity-profile: N:M is refused (its pattern is fixed); a profile is read and checked now. */
+function checkAllocation(run: ModelRun): void {
+  const { o, layout, selected } = run;
+  const a = resolveAllocation(o.allocation);
+  if (a.allocation === 'uniform') return;
+  const what = a.allocation === 'profile' ? '--sparsity-profile' : `--allocation ${a.allocation}`;
+  if ('prunen' in o.spec) throw new UserError(`${what} does not go with N:M sparsity: the N:M pattern is fixed by the hardware, so every layer keeps ${o.spec.prunen}:${o.spec.prunem}; drop ${what} or use --sparsity`);
+  if (a.allocation === 'profile') {
+    const source = `--sparsity-profile ${a.sparsityProfile}`;
+    const targets = profileTargets(readProfile(a.sparsityProfile!, SPARSITY_BOUNDS), budgetLinears(layout, selected), source);
+    if (o.method === 'sparsellm') assertJointFfn(targets, layout.family.ffnRoles.global, source);
   }
 }
 
@@ -171,9 +191,12 @@ async function planModelRun(
   const layout = analyzeDecoder(model);
   const selected = new Set(parseLayers(resolved.layers, layout.blocks.length));
   const o = { ...resolved, seqlen: resolved.seqlen ?? defaultSeqlen(layout.config) };
+  const allocation = resolveAllocation(o.allocation);
   const settings = {
     method: o.method, spec: o.spec, calib: o.calib, nsamples: o.nsamples, seqlen: o.seqlen, seed: o.seed, layers: [...selected],
     percdamp: o.percdamp, blocksize: o.blocksize, sparsellm: o.sparsellm,
+    // recorded only when not uniform, so uniform runs keep their arguments and checkpoint keys
+    ...(allocation.allocation !== 'uniform' ? { allocation } : {}),
   };
   const run: ModelRun = { o, onnxFile, model, layout, selected, plan, settings };
   checkRun(run);
@@ -183,7 +206,7 @@ async function planModelRun(
 /** Tokenizer and calibration text (missing, corrupt, too short), opened before `<out>.partial` exists. */
 async function openCalibration(run: ModelRun, timings: Timings): Promise<CalibrationSource | undefined> {
   const { o } = run;
-  if (o.method === 'magnitude') return undefined;
+  if (o.method === 'magnitude' && !allocationNeedsCalibration(o)) return undefined;
   const t = clock();
   const tok = loadTokenizer(o.tokenizer ?? run.onnxFile);
   const source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
@@ -195,32 +218,62 @@ async function openCalibration(run: ModelRun, timings: Timings): Promise<Calibra
   return source;
 }
 
-/** 1. Calibration windows -> prologue states, in micro-batches of whole sequences. */
-async function calibrate(run: ModelRun, runner: BlockRunner, source: CalibrationSource, states: StateStore, progress: Progress, timings: Timings): Promise<void> {
+/**
+ * 1a. The calibration windows (token ids): the prune's nsamples, then the allocation's extra ones (drawn after them
+ * with the same generator, so the first nsamples are the same as without).
+ */
+async function drawWindows(run: ModelRun, source: CalibrationSource, timings: Timings): Promise<BigInt64Array[]> {
+  const { o } = run;
+  const t = clock();
+  const windows: BigInt64Array[] = [];
+  try {
+    for await (const w of source.windows(o.nsamples + extraWindows(o), o.seqlen, o.seed)) {
+      windows.push(w);
+      checkInterrupted(run.plan?.partial);
+    }
+  } finally {
+    source.close();
+  }
+  timings.calibration += clock() - t;
+  return windows;
+}
+
+/** 1b. Calibration windows -> prologue states, in micro-batches of whole sequences. */
+async function calibrate(run: ModelRun, runner: BlockRunner, windows: BigInt64Array[], states: StateStore, progress: Progress, timings: Timings): Promise<void> {
   const { o } = run;
   const t = clock();
   const batch = microBatchSize(o.nsamples, o.seqlen);
   progress.start('calibration', o.nsamples);
-  let pending: BigInt64Array[] = [];
-  const flush = async () => {
-    const ids = new BigInt64Array(pending.length * o.seqlen);
-    pending.forEach((w, k) => ids.set(w, k * o.seqlen));
-    states.push(await runner.prologue(ids, pending.length, o.seqlen));
-    progress.tick(pending.length);
-    pending = [];
-  };
-  try {
-    for await (const w of source.windows(o.nsamples, o.seqlen, o.seed)) {
-      pending.push(w);
-      if (pending.length === batch) await flush();
-      checkInterrupted(run.plan?.partial);
-    }
-    if (pending.length) await flush();
-  } finally {
-    source.close();
+  for (let k = 0; k < o.nsamples; k += batch) {
+    const chunk = windows.slice(k, Math.min(k + batch, o.nsamples));
+    const ids = new BigInt64Array(chunk.length * o.seqlen);
+    chunk.forEach((w, j) => ids.set(w, j * o.seqlen));
+    await states.push(await runner.prologue(ids, chunk.length, o.seqlen));
+    progress.tick(chunk.length);
+    checkInterrupted(run.plan?.partial);
   }
   progress.stop();
   timings.calibration += clock() - t;
+}
+
+/** 1c. The per-linear targets (src/pipeline/allocation), or on --resume the ones the interrupted run chose. */
+async function allocateTargets(
+  run: ModelRun, windows: BigInt64Array[] | undefined, newStore: () => StateStore, progress: Progress, checkpoint: Checkpoint | null,
+): Promise<{ targets: LinearTargets; report?: AllocationReport }> {
+  const { o, layout, selected } = run;
+  const linears = budgetLinears(layout, selected);
+  if ('prunen' in o.spec) return { targets: new Map() };
+  const saved = checkpoint?.allocation as AllocationReport | undefined;
+  if (saved) return { targets: profileTargets(saved.profile, linears, 'the checkpoint\'s allocation'), report: saved };
+  const ctx = { onnxFile: run.onnxFile, layout, selected, o, windows: (windows ?? []).slice(0, o.nsamples), heldOut: (windows ?? []).slice(o.nsamples), newStore, progress };
+  const a = await allocate(ctx, o.spec.sparsity);
+  checkpoint?.saveAllocation(a.report);
+  return a;
+}
+
+/** The solvers' spec of one linear: N:M as given, else its allocated target. */
+function specFor(o: ResolvedPruneOptions, targets: LinearTargets, block: number): (role: string) => SparsitySpec {
+  return (role) => ('prunen' in o.spec ? o.spec : { sparsity: targetOf(targets, block, role) });
 }
 
 interface PrunedBlocks {
@@ -231,7 +284,7 @@ interface PrunedBlocks {
 
 /** 2. Blocks in order. Finished blocks from a checkpoint are restored and only re-run (no checkpoint: in memory). */
 async function pruneBlocks(
-  run: ModelRun, runner: BlockRunner, checkpoint: Checkpoint | null, states: StateStore, progress: Progress, timings: Timings,
+  run: ModelRun, runner: BlockRunner, checkpoint: Checkpoint | null, states: StateStore, progress: Progress, timings: Timings, targets: LinearTargets,
 ): Promise<PrunedBlocks> {
   const { o, layout, selected } = run;
   const linears: LinearReport[] = [];
@@ -255,7 +308,7 @@ async function pruneBlocks(
       const eta = prunedHere > 0 ? ` — about ${formatSeconds(((t0 - tFirstBlock) / prunedHere) * remaining)} left` : '';
       if (prunedHere === 0) tFirstBlock = t0;
       progress.log(`block ${i} (${i + 1} of ${layout.blocks.length}): pruning with ${o.method}${eta}`);
-      const result = await pruneOneBlock(run, runner, block, states, progress);
+      const result = await pruneOneBlock(run, runner, block, states, progress, targets);
       prunedHere++;
       timings.statistics += result.statisticsSeconds;
       timings.solve += result.solveSeconds;
@@ -282,7 +335,7 @@ async function pruneBlocks(
   return { linears, sparsellm, resumedBlocks: restored.size };
 }
 
-async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress) {
+async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress, targets: LinearTargets) {
   const { o, layout } = run;
   const family = layout.family;
   let statisticsSeconds = 0;
@@ -307,7 +360,7 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
   for (const l of block.linears) if (l.biasName) biases.set(l.role, runner.model.readFloat32(l.biasName));
   const outputError = async (W: Float32Array, Wp: Float32Array, l: LinearLayer, obs?: ObsLoss) =>
     o.method === 'magnitude' || o.method === 'wanda' ? null : layerOutputError(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures, stats!.weightQuadratic(l.role), obs);
-  const result = await pruneBlock(block, family, weights, biases, stats, o, o.spec, outputError);
+  const result = await pruneBlock(block, family, weights, biases, stats, o, specFor(o, targets, block.index), outputError);
   return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
 }
 
@@ -354,7 +407,9 @@ function exportModel(run: PruneRun, runner: BlockRunner, target: OnnxTarget, tim
 }
 
 /** 4. The report: settings, per-layer results, overall sparsity, timings, perplexity. */
-function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined, memory: MemoryEstimate | undefined): PruneReport {
+function buildReport(
+  run: PruneRun, pruned: PrunedBlocks, timings: Timings, perplexity: EvalResults | undefined, memory: MemoryEstimate | undefined, allocation: AllocationReport | undefined,
+): PruneReport {
   const { o } = run;
   let zeros = 0, total = 0;
   for (const r of pruned.linears) {
@@ -368,13 +423,14 @@ function buildReport(run: PruneRun, pruned: PrunedBlocks, timings: Timings, perp
     architecture: run.layout.architecture,
     method: o.method,
     arguments: { ...run.settings, layers: o.layers, prunedBlocks: [...run.selected], eval: o.eval },
-    sparsity: { target: targetSparsity(o.spec), prunedLayers: pruned.linears.length, overall: total ? zeros / total : 0 },
+    sparsity: { target: allocation?.target ?? targetSparsity(o.spec), prunedLayers: pruned.linears.length, overall: total ? zeros / total : 0 },
     layers: pruned.linears,
     sparsellm: pruned.sparsellm,
     timings,
     ...(memory ? { memoryEstimate: { bytes: memory.bytes, parts: memory.parts } } : {}),
     ...(perplexity ? { perplexity } : {}),
     resumedBlocks: pruned.resumedBlocks,
+    ...(allocation ? { allocation } : {}),
   };
 }
 
@@ -403,8 +459,11 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
     const checkpoint = new Checkpoint(plan.partial, checkpointKey(run.onnxFile, run.settings), o.resume, relative(plan.partial, target.streamFile), () => run.model.syncStream());
     mkdirSync(dirname(target.streamFile), { recursive: true });
     run.model.streamReplacedTo(target.streamFile, { keep: checkpoint.finished.length > 0 });
-    if (source) await calibrate(run, runner, source, states, progress, timings);
-    const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings);
+    const windows = source ? await drawWindows(run, source, timings) : undefined;
+    const newStore = () => (o.offload ? new FileStateStore(o.offload) : new MemoryStateStore());
+    const allocation = await allocateTargets(run, windows, newStore, progress, checkpoint);
+    if (windows && o.method !== 'magnitude') await calibrate(run, runner, windows, states, progress, timings);
+    const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings, allocation.targets);
     const outOnnx = exportModel(run, runner, target, timings);
     let perplexity: EvalResults | undefined;
     if (o.eval.length && outOnnx) {
@@ -413,8 +472,10 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
       timings.eval += clock() - t;
     }
     timings.total = clock() - tStart;
-    const report = buildReport(run, pruned, timings, perplexity, memory);
+    const report = buildReport(run, pruned, timings, perplexity, memory, allocation.report);
     writeFileSync(join(plan.partial, 'sparsellm-report.json'), `${JSON.stringify(report, null, 2)}\n`);
+    if (allocation.report) writeFileSync(join(plan.partial, 'sparsity-profile.json'), `${JSON.stringify(allocation.report.profile, null, 2)}\n`);
+    writeSparsityChart(join(plan.partial, 'sparsity-profile.svg'), report);
     commitOutput(plan, (name) => name !== '.checkpoint' && name !== EVAL_ONLY_ONNX);
     // the solvers' warnings (e.g. too few calibration tokens for the FFN width), once each, after a finished run:
     // a failing run keeps to its one error line
@@ -470,8 +531,10 @@ export async function pruneToMemory(options: MemoryPruneOptions, progress: Progr
   const runner = await BlockRunner.open(run.model);
   try {
     const states = new MemoryStateStore();
-    if (source) await calibrate(run, runner, source, states, progress, timings);
-    const pruned = await pruneBlocks(run, runner, null, states, progress, timings);
+    const windows = source ? await drawWindows(run, source, timings) : undefined;
+    const allocation = await allocateTargets(run, windows, () => new MemoryStateStore(), progress, null);
+    if (windows && run.o.method !== 'magnitude') await calibrate(run, runner, windows, states, progress, timings);
+    const pruned = await pruneBlocks(run, runner, null, states, progress, timings, allocation.targets);
     const tensors: PrunedTensor[] = [];
     for (const block of run.layout.blocks) {
       if (!run.selected.has(block.index)) continue;

@@ -4,7 +4,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { parseByteSize } from '../../convert/export-safetensors.js';
 import { UserError } from '../../errors.js';
 import {
-  DEFAULT_SPARSITY, METHODS, PRUNE_DEFAULTS, SPARSEGPT_DEFAULTS, SPARSELLM_DEFAULTS, defaultNsamples, describeSpec, sparsitySpec,
+  ALLOCATIONS, DEFAULT_SPARSITY, METHODS, OWL_DEFAULTS, SEARCH_DEFAULTS, SPARSITY_BOUNDS, type Allocation, PRUNE_DEFAULTS, SPARSEGPT_DEFAULTS, SPARSELLM_DEFAULTS, defaultNsamples, describeSpec, sparsitySpec,
   type Method, type PruneOptions,
 } from '../../pipeline/options.js';
 import { llamaFamily } from '../../model/families/llama.js';
@@ -52,6 +52,13 @@ interface PruneArgs {
   maxShardSize?: string;
   json: boolean;
   quiet: boolean;
+  allocation?: Allocation;
+  owlM?: number;
+  owlLambda?: number;
+  searchDeviation?: number;
+  searchHeldOut?: number;
+  searchMetric?: 'kl' | 'nll';
+  sparsityProfile?: string;
 }
 
 function positive(name: string, v: number | undefined, integer = true): void {
@@ -96,10 +103,11 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     device: argv.device,
     format: argv.format,
     maxShardBytes: argv.maxShardSize === undefined ? undefined : parseByteSize(String(argv.maxShardSize)),
+    allocation: { allocation: argv.allocation, owlM: argv.owlM, owlLambda: argv.owlLambda, searchDeviation: argv.searchDeviation, searchHeldOut: argv.searchHeldOut, searchMetric: argv.searchMetric, sparsityProfile: argv.sparsityProfile },
   };
   // The header goes out with the first progress output, i.e. after runPrune's checks: a bad input prints one line.
   const bars = createProgress(!options.quiet);
-  let header: string | undefined = `sparsellm prune: ${options.method}, ${describeSpec(spec)}, ${options.nsamples} × ${options.seqlen ?? 'default'} tokens of ${options.calib}`;
+  let header: string | undefined = `sparsellm prune: ${options.method}, ${argv.sparsityProfile !== undefined ? `sparsity profile ${argv.sparsityProfile}` : describeSpec(spec)}${argv.allocation && argv.allocation !== 'uniform' ? `, allocation ${argv.allocation}` : ''}, ${options.nsamples} × ${options.seqlen ?? 'default'} tokens of ${options.calib}`;
   const flushHeader = () => {
     if (header !== undefined) bars.log(header);
     header = undefined;
@@ -154,6 +162,13 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .options(modelSourceOptions)
       .option('method', { choices: METHODS, default: PRUNE_DEFAULTS.method, describe: 'pruning method' })
       .option('sparsity', { type: 'number', describe: `fraction of weights to prune in each pruned layer, in [0, 1) (default ${DEFAULT_SPARSITY})` })
+      .option('allocation', { choices: ALLOCATIONS, describe: `how the sparsity is spread over the layers: uniform (default), owl (outlier-weighted, per block) or search (measured held-out loss); total stays --sparsity` })
+      .option('owl-m', { type: 'number', describe: `OWL: outlier threshold, × the block's mean Wanda score (default ${OWL_DEFAULTS.m})` })
+      .option('owl-lambda', { type: 'number', describe: `OWL: block sparsities spread over target ± λ (default ${OWL_DEFAULTS.lambda})` })
+      .option('search-deviation', { type: 'number', describe: `search: largest deviation of a unit's sparsity from the target (default ${SEARCH_DEFAULTS.maxDeviation})` })
+      .option('search-held-out', { type: 'number', describe: `search: held-out calibration windows for its loss probes (default ${SEARCH_DEFAULTS.heldOut})` })
+      .option('search-metric', { choices: ['kl', 'nll'] as const, describe: `search: probe score, KL to the dense model's next-token distributions or the held-out text's NLL (default ${SEARCH_DEFAULTS.metric})` })
+      .option('sparsity-profile', { type: 'string', describe: `explicit per-block / per-matrix targets in [${SPARSITY_BOUNDS.min}, ${SPARSITY_BOUNDS.max}]: a profile JSON, or a sparsellm-report.json to replay its allocation` })
       .option('prunen', { type: 'number', describe: 'N:M sparsity: weights PRUNED in each group of --prunem (2 with --prunem 4 = 2:4)' })
       .option('prunem', { type: 'number', describe: 'N:M sparsity: group size M' })
       .option('calib', { type: 'string', default: PRUNE_DEFAULTS.calib, describe: 'calibration data: c4, wikitext2, ptb, tinystories or a .txt/.jsonl file' })

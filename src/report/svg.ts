@@ -1,5 +1,5 @@
 /**
- * A few hand-written SVG plots for bench/results.svg: log/linear line panels, 100%-stacked bars and plain bars,
+ * A few hand-written SVG plots (bench/results.svg, the prune output's sparsity-profile.svg): log/linear line panels, 100%-stacked bars and plain bars,
  * laid out in a grid. No dependencies; every panel is a <g> translated into its cell.
  */
 

@@ -1,0 +1,252 @@
+// Non-uniform sparsity (issue 17): the budget arithmetic, profiles (bounds, replay), and the allocations end to end
+// on the bundled stories260K (5 LLaMA blocks × 7 linears; a prune takes about a second).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { allocateQuadratic, shiftToBudget, totalSparsity, uniformTargets, type BudgetLinear } from '../src/pipeline/allocation/budget.js';
+import { profileOf, profileTargets, readProfile } from '../src/pipeline/allocation/profile.js';
+import { SPARSITY_BOUNDS } from '../src/pipeline/options.js';
+import { BUNDLED_STORIES } from './helpers.js';
+import { runCli } from './cli-helpers.js';
+
+const work = mkdtempSync(join(tmpdir(), 'sparsellm-alloc-'));
+const calib = ['--calib', 'tinystories', '--nsamples', '8', '--seqlen', '64', '--quiet'];
+
+/** The model's weight bytes: the .onnx and any external data files beside it. */
+function modelBytes(out: string): Map<string, Buffer> {
+  const dir = join(out, 'onnx');
+  return new Map(readdirSync(dir).filter((f) => f.endsWith('.onnx') || f.includes('.data') || f.endsWith('_data')).map((f) => [f, readFileSync(join(dir, f))]));
+}
+
+function assertSameBytes(a: string, b: string): void {
+  const A = modelBytes(a), B = modelBytes(b);
+  assert.deepEqual([...A.keys()].sort(), [...B.keys()].sort());
+  for (const [f, bytes] of A) assert.ok(bytes.equals(B.get(f)!), `${f} differs`);
+}
+
+async function prune(name: string, args: string[]): Promise<{ out: string; report: any }> {
+  const out = join(work, name);
+  const r = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', out, ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  return { out, report: JSON.parse(readFileSync(join(out, 'sparsellm-report.json'), 'utf8')) };
+}
+
+// --- budget arithmetic, against hand computations ---
+
+const linears: BudgetLinear[] = [
+  { block: 0, role: 'a', params: 100 },
+  { block: 0, role: 'b', params: 300 },
+  { block: 1, role: 'a', params: 100 },
+];
+
+test('totalSparsity weights each target by its parameter count', () => {
+  const t = uniformTargets(linears, 0.5);
+  t.get(0)!.set('b', 0.9);
+  t.get(1)!.set('a', 0.1);
+  // (100·0.5 + 300·0.9 + 100·0.1) / 500 = 330 / 500
+  assert.equal(totalSparsity(linears, t), 0.66);
+});
+
+test('shiftToBudget: weighted mean exactly the target, bounds kept, order kept', () => {
+  const values = [0.7, 0.95, 0.85, 0.6];
+  const weights = [1, 1, 4, 2];
+  const s = shiftToBudget(values, weights, 0.9, SPARSITY_BOUNDS);
+  const mean = s.reduce((a, v, k) => a + v * weights[k]!, 0) / 8;
+  assert.ok(Math.abs(mean - 0.9) < 1e-12, `mean ${mean}`);
+  assert.ok(s.every((v) => v >= 0 && v <= 0.99));
+  // the 0.95 entry hits the 0.99 bound; the others move by one common shift c
+  assert.equal(s[1], 0.99);
+  const c = s[0]! - 0.7;
+  assert.ok(Math.abs(s[2]! - (0.85 + c)) < 1e-12 && Math.abs(s[3]! - (0.6 + c)) < 1e-12);
+  // by hand: 0.7+c + 0.99 + 4(0.85+c) + 2(0.6+c) = 7.2  ⇒  7c = 7.2 − 6.29 = 0.91
+  assert.ok(Math.abs(c - 0.13) < 1e-12, `c ${c}`);
+});
+
+test('allocateQuadratic: the Lagrange solution of two quadratics, and the budget with bounds', () => {
+  // f1 = 1·x², f2 = 3·x² (x = s − t), n1 = n2 = 1: λ n = 2 a x ⇒ x1 = λ/2, x2 = λ/6; x1 + x2 = 0 when unconstrained.
+  // With linear terms b1 = 0.4, b2 = −0.4: x1 = (λ − 0.4)/2, x2 = (λ + 0.4)/6, x1 + x2 = 0 ⇒ λ = 0.2, x1 = −0.1, x2 = 0.1.
+  const s = allocateQuadratic([{ params: 1, a: 1, b: 0.4, lo: 0.3, hi: 0.7 }, { params: 1, a: 3, b: -0.4, lo: 0.3, hi: 0.7 }], 0.5);
+  assert.ok(Math.abs(s[0]! - 0.4) < 1e-9 && Math.abs(s[1]! - 0.6) < 1e-9, `${s}`);
+  // a steep unit against the bound: weighted total still exact
+  const units = [
+    { params: 10, a: 1e-3, b: -5, lo: 0.7, hi: 0.9 },
+    { params: 30, a: 2, b: 0.1, lo: 0.7, hi: 0.9 },
+    { params: 5, a: 0.5, b: 0, lo: 0.7, hi: 0.9 },
+  ];
+  const r = allocateQuadratic(units, 0.8);
+  assert.equal(r[0], 0.9);
+  assert.ok(r.every((v) => v >= 0.7 && v <= 0.9));
+  const total = r.reduce((a, v, k) => a + v * units[k]!.params, 0) / 45;
+  assert.ok(Math.abs(total - 0.8) < 1e-12, `total ${total}`);
+});
+
+// --- profiles ---
+
+test('profiles: roles override the block value; bounds, unknown blocks/roles and gaps are refused', () => {
+  const file = (name: string, p: unknown) => {
+    const path = join(work, name);
+    writeFileSync(path, JSON.stringify(p));
+    return path;
+  };
+  const ok = readProfile(file('ok.json', { format: 'sparsellm-sparsity-profile', version: 1, blocks: [{ block: 0, sparsity: 0.5, roles: { b: 0.7 } }, { block: 1, sparsity: 0.2 }] }), SPARSITY_BOUNDS);
+  const t = profileTargets(ok, linears);
+  assert.deepEqual([t.get(0)!.get('a'), t.get(0)!.get('b'), t.get(1)!.get('a')], [0.5, 0.7, 0.2]);
+  // written back per block when uniform inside the block, per role otherwise; the values round-trip exactly
+  const again = profileTargets(JSON.parse(JSON.stringify(profileOf(t, 'profile', totalSparsity(linears, t)))), linears);
+  assert.deepEqual([...again.entries()].map(([b, m]) => [b, [...m]]), [...t.entries()].map(([b, m]) => [b, [...m]]));
+  const bad = (name: string, p: unknown, re: RegExp) => assert.throws(() => profileTargets(readProfile(file(name, p), SPARSITY_BOUNDS), linears), re);
+  const head = { format: 'sparsellm-sparsity-profile', version: 1 };
+  bad('high.json', { ...head, blocks: [{ block: 0, sparsity: 0.995 }, { block: 1, sparsity: 0.5 }] }, /0\.995 is outside the per-layer bounds \[0, 0\.99\]/);
+  bad('neg.json', { ...head, blocks: [{ block: 0, roles: { a: -0.1, b: 0.5 } }, { block: 1, sparsity: 0.5 }] }, /-0\.1 is outside the per-layer bounds/);
+  bad('gap.json', { ...head, blocks: [{ block: 0, sparsity: 0.5 }] }, /no target for block 1/);
+  bad('role.json', { ...head, blocks: [{ block: 0, roles: { a: 0.5 } }, { block: 1, sparsity: 0.5 }] }, /no target for block 0 b/);
+  bad('extra.json', { ...head, blocks: [{ block: 0, sparsity: 0.5 }, { block: 1, sparsity: 0.5 }, { block: 7, sparsity: 0.5 }] }, /block 7, which this run does not prune/);
+  bad('unknown-role.json', { ...head, blocks: [{ block: 0, sparsity: 0.5, roles: { q: 0.5 } }, { block: 1, sparsity: 0.5 }] }, /role q, which the block does not have/);
+  bad('notjson.json', 'x', /not a sparsity profile/);
+});
+
+// --- end to end on stories260K ---
+
+test('--allocation uniform gives the same bytes as no flag, and replaying its saved profile too', async () => {
+  const plain = await prune('plain', ['--method', 'sparsegpt', '--sparsity', '0.7']);
+  const uniform = await prune('uniform', ['--method', 'sparsegpt', '--sparsity', '0.7', '--allocation', 'uniform']);
+  assertSameBytes(plain.out, uniform.out);
+  assert.equal(uniform.report.allocation.method, 'uniform');
+  const replay = await prune('replay-uniform', ['--method', 'sparsegpt', '--sparsity-profile', join(uniform.out, 'sparsellm-report.json')]);
+  assertSameBytes(plain.out, replay.out);
+  assert.ok(readFileSync(join(uniform.out, 'sparsity-profile.svg'), 'utf8').startsWith('<svg'));
+});
+
+test('a per-block / per-matrix profile: each linear gets its target, the total is the profile\'s weighted mean, and it replays to the same bytes', async () => {
+  const profile = {
+    format: 'sparsellm-sparsity-profile', version: 1,
+    blocks: [0, 1, 2, 3, 4].map((b) => (b === 2 ? { block: b, sparsity: 0.5, roles: { q_proj: 0.9, o_proj: 0.3 } } : { block: b, sparsity: 0.4 + 0.1 * b })),
+  };
+  const path = join(work, 'stories-profile.json');
+  writeFileSync(path, JSON.stringify(profile));
+  const first = await prune('profile', ['--method', 'sparsegpt', '--sparsity-profile', path]);
+  for (const l of first.report.layers) {
+    const want = l.block === 2 ? ({ q_proj: 0.9, o_proj: 0.3 } as Record<string, number>)[l.role] ?? 0.5 : 0.4 + 0.1 * l.block;
+    // SparseGPT prunes int(s · 128·rows) per column block: within a few weights of the target (dead inputs aside)
+    assert.ok(Math.abs(l.sparsity - want) < 0.02, `block ${l.block} ${l.role}: ${l.sparsity} vs ${want}`);
+  }
+  const params = (l: { in: number; out: number }) => l.in * l.out;
+  const planned = first.report.layers.reduce((a: number, l: any) => a + params(l) * (l.block === 2 ? ({ q_proj: 0.9, o_proj: 0.3 } as Record<string, number>)[l.role] ?? 0.5 : 0.4 + 0.1 * l.block), 0)
+    / first.report.layers.reduce((a: number, l: any) => a + params(l), 0);
+  assert.ok(Math.abs(first.report.sparsity.target - planned) < 1e-12);
+  assert.ok(Math.abs(first.report.sparsity.overall - planned) < 0.01, `overall ${first.report.sparsity.overall} vs ${planned}`);
+  const replay = await prune('profile-replay', ['--method', 'sparsegpt', '--sparsity-profile', join(first.out, 'sparsity-profile.json')]);
+  assertSameBytes(first.out, replay.out);
+});
+
+test('refused with one line: N:M with --allocation, SparseLLM FFN roles with different targets, a target above the bounds', async () => {
+  const nm = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', join(work, 'nm'), '--prunen', '2', '--prunem', '4', '--allocation', 'owl']);
+  assert.notEqual(nm.code, 0);
+  assert.match(nm.stderr, /--prunen 2 and --allocation owl contradict each other: the N:M pattern is fixed/);
+  assert.equal(nm.stderr.trim().split('\n').length, 1);
+  const split = join(work, 'split-ffn.json');
+  writeFileSync(split, JSON.stringify({ format: 'sparsellm-sparsity-profile', version: 1, blocks: [0, 1, 2, 3, 4].map((b) => ({ block: b, sparsity: 0.5, roles: { down_proj: 0.6 } })) }));
+  const r = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', join(work, 'split'), '--method', 'sparsellm', '--sparsity-profile', split]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /SparseLLM prunes them jointly with one target/);
+  assert.equal(r.stderr.trim().split('\n').length, 1);
+  const high = join(work, 'high-stories.json');
+  writeFileSync(high, JSON.stringify({ format: 'sparsellm-sparsity-profile', version: 1, blocks: [0, 1, 2, 3, 4].map((b) => ({ block: b, sparsity: b === 3 ? 0.999 : 0.5 })) }));
+  const h = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', join(work, 'high'), '--method', 'sparsegpt', '--sparsity-profile', high]);
+  assert.notEqual(h.code, 0);
+  assert.match(h.stderr, /block 3 sparsity = 0\.999 is outside the per-layer bounds \[0, 0\.99\]/);
+});
+
+// --- OWL ---
+
+test('OWL outlier ratio and levels: hand-computed example (llm-compressor\'s formula)', async () => {
+  const { outlierRatio, owlLevels } = await import('../src/pipeline/allocation/owl.js');
+  // scores |W|·sqrt(scaler): W row [1, 1, 1, 10] with scaler [1, 1, 1, 1] and W [1, 2] with scaler [4, 0]:
+  // scores [1, 1, 1, 10] and [2, 0]; mean 15/6 = 2.5; m = 2 → threshold 5: one outlier (10) of 6
+  const r = outlierRatio([
+    { W: Float32Array.of(1, 1, 1, -10), rows: 1, cols: 4, scaler: Float32Array.of(1, 1, 1, 1) },
+    { W: Float32Array.of(1, 2), rows: 1, cols: 2, scaler: Float32Array.of(4, 0) },
+  ], 2);
+  assert.equal(r, 1 / 6);
+  // D = [0.1, 0.3, 0.2], λ = 0.05: D' = [0, 0.1, 0.05], mean 0.05 → s = t − (D' − 0.05) = [0.75, 0.65, 0.7]
+  const s = owlLevels([0.1, 0.3, 0.2], 0.7, 0.05);
+  [0.75, 0.65, 0.7].forEach((v, k) => assert.ok(Math.abs(s[k]! - v) < 1e-12, `${s}`));
+  assert.deepEqual(owlLevels([0.2, 0.2], 0.6, 0.08), [0.6, 0.6]);
+});
+
+test('--allocation owl on stories260K: fewer zeros where more outliers, spread within ±λ, total the target', async () => {
+  const { report } = await prune('owl', ['--method', 'sparsegpt', '--sparsity', '0.7', '--allocation', 'owl', '--owl-lambda', '0.1']);
+  const a = report.allocation;
+  assert.equal(a.method, 'owl');
+  assert.equal(a.owl.lambda, 0.1);
+  const blocks = a.owl.blocks as { outlierRatio: number; sparsity: number }[];
+  assert.equal(blocks.length, 5);
+  for (const x of blocks) for (const y of blocks) if (x.outlierRatio > y.outlierRatio) assert.ok(x.sparsity < y.sparsity);
+  const spread = Math.max(...blocks.map((b) => b.sparsity)) - Math.min(...blocks.map((b) => b.sparsity));
+  assert.ok(Math.abs(spread - 0.2) < 1e-9, `spread ${spread}`); // max − min = 2λ
+  assert.ok(Math.abs(a.planned - 0.7) < 1e-12);
+  assert.ok(Math.abs(report.sparsity.overall - 0.7) < 0.005, `overall ${report.sparsity.overall}`);
+  // one dense pass over the 8 calibration windows, 5 blocks
+  assert.equal(a.cost.blockForwards, 40);
+  for (const l of report.layers) assert.ok(Math.abs(l.sparsity - blocks[l.block]!.sparsity) < 0.02, `block ${l.block} ${l.role}`);
+});
+
+// --- search ---
+
+test('search fit: the quadratic through the probed points, convex by its floor', async () => {
+  const { fitQuadratic, searchDeviation } = await import('../src/pipeline/allocation/search.js');
+  // δ is at most half the density left: ±0.1 at 70 % and 80 %, ±0.05 at 90 %
+  assert.equal(searchDeviation(0.7, 0.1), 0.1);
+  assert.ok(Math.abs(searchDeviation(0.9, 0.1) - 0.05) < 1e-15);
+  // f(x) = 2x² + 0.5x at x = ±0.1: y₋ = 0.02 − 0.05 = −0.03, y₊ = 0.07
+  const f = fitQuadratic(-0.1, -0.03, 0.1, 0.07, 0.1);
+  assert.ok(Math.abs(f.a - 2) < 1e-12 && Math.abs(f.b - 0.5) < 1e-12, JSON.stringify(f));
+  // concave points (y₋ = y₊ = −0.01): the curvature floor 1e-3·0.01/0.01 and the secant slope 0
+  const g = fitQuadratic(-0.1, -0.01, 0.1, -0.01, 0.1);
+  assert.ok(Math.abs(g.a - 1e-3) < 1e-15 && g.b === 0, JSON.stringify(g));
+  // one side only (the other at a bound): the one-sided slope
+  const h = fitQuadratic(-0.1, -0.05, null, null, 0.1);
+  assert.ok(Math.abs(h.b - 0.5) < 1e-12 && h.a > 0);
+});
+
+test('search score: KL(dense ‖ probe) of two rows against the direct formula', async () => {
+  const { klRows } = await import('../src/pipeline/allocation/search.js');
+  const p = Float32Array.of(0, 1, 2, 5, 5, 5), q = Float32Array.of(1, 0, 2, 0, 1, 3);
+  const softmax = (x: number[]) => x.map((v) => Math.exp(v) / x.reduce((s, w) => s + Math.exp(w), 0));
+  let want = 0;
+  for (const r of [0, 1]) {
+    const P = softmax([...p.slice(3 * r, 3 * r + 3)]), Q = softmax([...q.slice(3 * r, 3 * r + 3)]);
+    want += P.reduce((s, pv, v) => s + pv * Math.log(pv / Q[v]!), 0);
+  }
+  assert.ok(Math.abs(klRows(p, q, 2, 3) - want) < 1e-6, `${klRows(p, q, 2, 3)} vs ${want}`);
+  assert.equal(klRows(p, p, 2, 3), 0);
+});
+
+for (const method of ['sparsegpt', 'sparsellm']) {
+  test(`--allocation search with ${method} on stories260K: exact budget, bounded levels, FFN kept joint, cost reported`, async () => {
+    const { report } = await prune(`search-${method}`, ['--method', method, '--sparsity', '0.7', '--allocation', 'search', '--search-deviation', '0.1', '--search-held-out', '2']);
+    const a = report.allocation;
+    assert.equal(a.method, 'search');
+    assert.equal(a.search.probeMethod, 'sparsegpt');
+    assert.equal(a.search.metric, 'kl');
+    // a KL is never negative
+    for (const u of a.search.units) assert.ok(u.losses.every((l: number) => l >= 0));
+    assert.equal(a.search.heldOutWindows, 2);
+    assert.ok(Math.abs(a.planned - 0.7) < 1e-9, `planned ${a.planned}`);
+    assert.ok(Math.abs(report.sparsity.overall - 0.7) < 0.005, `overall ${report.sparsity.overall}`);
+    // 5 blocks × (attention, ffn), each within t ± δ
+    assert.equal(a.search.units.length, 10);
+    for (const u of a.search.units) assert.ok(u.sparsity >= 0.6 - 1e-12 && u.sparsity <= 0.8 + 1e-12, `${u.block} ${u.unit}: ${u.sparsity}`);
+    // per block: the FFN roles share one level (SparseLLM's joint solve), and the measured sparsities follow the levels
+    for (const l of report.layers) {
+      const u = a.search.units.find((x: any) => x.block === l.block && x.roles.includes(l.role));
+      assert.ok(Math.abs(l.sparsity - u.sparsity) < 0.02, `block ${l.block} ${l.role}: ${l.sparsity} vs ${u.sparsity}`);
+    }
+    // 1 + 2 × 2 probes per block; the probe pass's own forwards and solves
+    assert.equal(a.cost.probes, 25);
+    assert.equal(a.cost.solves, 5 * (7 + 2 * 7));
+    assert.ok(a.cost.blockForwards > 0 && a.cost.seconds > 0);
+  });
+}

@@ -4,7 +4,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { parseByteSize } from '../../convert/export-safetensors.js';
 import { UserError } from '../../errors.js';
 import {
-  ALLOCATIONS, DEFAULT_SPARSITY, METHODS, OWL_DEFAULTS, SEARCH_DEFAULTS, SPARSITY_BOUNDS, type Allocation, PRUNE_DEFAULTS, SPARSEGPT_DEFAULTS, SPARSELLM_DEFAULTS, defaultNsamples, describeSpec, sparsitySpec,
+  ALLOCATIONS, DEFAULT_SPARSITY, METHODS, OWL_DEFAULTS, SEARCH_DEFAULTS, SPARSITY_BOUNDS, type AllocationSettings, PRUNE_DEFAULTS, SPARSEGPT_DEFAULTS, SPARSELLM_DEFAULTS, defaultNsamples, describeSpec, sparsitySpec,
   type Method, type PruneOptions,
 } from '../../pipeline/options.js';
 import { llamaFamily } from '../../model/families/llama.js';
@@ -14,7 +14,8 @@ import { createProgress, type Progress } from '../../pipeline/progress.js';
 import { validatePruneArgs } from '../validate.js';
 import { modelSource, modelSourceOptions } from '../hub-options.js';
 
-interface PruneArgs {
+/** The prune command's parsed arguments; the allocation options are the pipeline's own AllocationSettings. */
+interface PruneArgs extends AllocationSettings {
   model: string;
   revision?: string;
   modelFile?: string;
@@ -52,13 +53,6 @@ interface PruneArgs {
   maxShardSize?: string;
   json: boolean;
   quiet: boolean;
-  allocation?: Allocation;
-  owlM?: number;
-  owlLambda?: number;
-  searchDeviation?: number;
-  searchHeldOut?: number;
-  searchMetric?: 'kl' | 'nll';
-  sparsityProfile?: string;
 }
 
 function positive(name: string, v: number | undefined, integer = true): void {

@@ -170,7 +170,9 @@ const lines = [
     `Pre-run estimate ${f0(r.estimateMb)} MB (peak / estimate ${(r.maxRssMb / r.estimateMb).toFixed(2)}): ${Object.entries(r.estimateParts).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${f0(v)}`).join(', ')} MB.`,
     '',
     `One block's weights + activations + solver workspace + runtime = ${f0(r.estimateParts.blockWeights)} + ${f0(r.estimateParts.activations)} + ${f0((r.estimateParts.hessians ?? 0) + (r.estimateParts.solver ?? 0) + (r.estimateParts.sparsellm ?? 0))} + ${f0(r.estimateParts.runtime)} = ${f0(r.boundMb)} MB; ` +
-      `peak RSS is ${(r.maxRssMb / r.boundMb).toFixed(2)}× that sum (target ≤ 1.5×). The model's linear weights are ${f0(r.linearBytes / MB)} MB.`,
+      `peak RSS is ${(r.maxRssMb / r.boundMb).toFixed(2)}× that sum (target ≤ 1.5×). The model's linear weights are ${f0(r.linearBytes / MB)} MB. ` +
+      `Counting onnxruntime's working memory for one micro-batch's block forward (attention scores and FFN intermediates, the estimate's forward part, ${f0(r.estimateParts.forward)} MB) as runtime too: ` +
+      `${f0(r.boundMb + (r.estimateParts.forward ?? 0))} MB, peak RSS ${(r.maxRssMb / (r.boundMb + (r.estimateParts.forward ?? 0))).toFixed(2)}× that sum.`,
     '',
   ]),
   SCALE_END,

@@ -26,7 +26,7 @@ import { pruneBlock, type LinearReport } from './prune-block.js';
 import { assertOutputOutsideInput, assertScratchOutsideInputs, modelInputs, optionInputs } from './output-placement.js';
 import type { Progress } from './progress.js';
 import { BlockStatisticsCollector } from './statistics.js';
-import { FileStateStore, MemoryStateStore, type StateStore } from './state-store.js';
+import { FileStateStore, MemoryStateStore, prologueInto, type StateStore } from './state-store.js';
 
 export interface PruneReport {
   tool: string;
@@ -242,16 +242,11 @@ async function drawWindows(run: ModelRun, source: CalibrationSource, timings: Ti
 async function calibrate(run: ModelRun, runner: BlockRunner, windows: BigInt64Array[], states: StateStore, progress: Progress, timings: Timings): Promise<void> {
   const { o } = run;
   const t = clock();
-  const batch = microBatchSize(o.nsamples, o.seqlen);
   progress.start('calibration', o.nsamples);
-  for (let k = 0; k < o.nsamples; k += batch) {
-    const chunk = windows.slice(k, Math.min(k + batch, o.nsamples));
-    const ids = new BigInt64Array(chunk.length * o.seqlen);
-    chunk.forEach((w, j) => ids.set(w, j * o.seqlen));
-    await states.push(await runner.prologue(ids, chunk.length, o.seqlen));
-    progress.tick(chunk.length);
+  await prologueInto(runner, windows.slice(0, o.nsamples), o.seqlen, states, microBatchSize(o.nsamples, o.seqlen), (sequences) => {
+    progress.tick(sequences);
     checkInterrupted(run.plan?.partial);
-  }
+  });
   progress.stop();
   timings.calibration += clock() - t;
 }
@@ -269,6 +264,17 @@ async function allocateTargets(
   const a = await allocate(ctx, o.spec.sparsity);
   checkpoint?.saveAllocation(a.report);
   return a;
+}
+
+/** 1a–1c: the windows, the per-linear targets, and (except for magnitude) the calibration states of block 0. */
+async function prepareBlocks(
+  run: ModelRun, runner: BlockRunner, source: CalibrationSource | undefined, states: StateStore, newStore: () => StateStore,
+  progress: Progress, timings: Timings, checkpoint: Checkpoint | null,
+): Promise<{ targets: LinearTargets; report?: AllocationReport }> {
+  const windows = source ? await drawWindows(run, source, timings) : undefined;
+  const allocation = await allocateTargets(run, windows, newStore, progress, checkpoint);
+  if (windows && run.o.method !== 'magnitude') await calibrate(run, runner, windows, states, progress, timings);
+  return allocation;
 }
 
 /** The solvers' spec of one linear: N:M as given, else its allocated target. */
@@ -453,16 +459,14 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   const resumed = o.resume && existsSync(plan.partial);
   if (!o.resume && existsSync(plan.partial)) rmSync(plan.partial, { recursive: true, force: true });
   createPartial(plan);
-  const states: StateStore = o.offload ? new FileStateStore(o.offload) : new MemoryStateStore();
+  const newStore = (): StateStore => (o.offload ? new FileStateStore(o.offload) : new MemoryStateStore());
+  const states = newStore();
   try {
     const target = onnxTarget(run);
     const checkpoint = new Checkpoint(plan.partial, checkpointKey(run.onnxFile, run.settings), o.resume, relative(plan.partial, target.streamFile), () => run.model.syncStream());
     mkdirSync(dirname(target.streamFile), { recursive: true });
     run.model.streamReplacedTo(target.streamFile, { keep: checkpoint.finished.length > 0 });
-    const windows = source ? await drawWindows(run, source, timings) : undefined;
-    const newStore = () => (o.offload ? new FileStateStore(o.offload) : new MemoryStateStore());
-    const allocation = await allocateTargets(run, windows, newStore, progress, checkpoint);
-    if (windows && o.method !== 'magnitude') await calibrate(run, runner, windows, states, progress, timings);
+    const allocation = await prepareBlocks(run, runner, source, states, newStore, progress, timings, checkpoint);
     const pruned = await pruneBlocks(run, runner, checkpoint, states, progress, timings, allocation.targets);
     const outOnnx = exportModel(run, runner, target, timings);
     let perplexity: EvalResults | undefined;
@@ -531,9 +535,7 @@ export async function pruneToMemory(options: MemoryPruneOptions, progress: Progr
   const runner = await BlockRunner.open(run.model);
   try {
     const states = new MemoryStateStore();
-    const windows = source ? await drawWindows(run, source, timings) : undefined;
-    const allocation = await allocateTargets(run, windows, () => new MemoryStateStore(), progress, null);
-    if (windows && run.o.method !== 'magnitude') await calibrate(run, runner, windows, states, progress, timings);
+    const allocation = await prepareBlocks(run, runner, source, states, () => new MemoryStateStore(), progress, timings, null);
     const pruned = await pruneBlocks(run, runner, null, states, progress, timings, allocation.targets);
     const tensors: PrunedTensor[] = [];
     for (const block of run.layout.blocks) {

@@ -5,7 +5,8 @@
 import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import type { BlockState } from '../model/index.js';
+import type { BlockRunner, BlockState } from '../model/index.js';
+import { microBatchSize } from './memory.js';
 
 export interface StateStore {
   readonly count: number;
@@ -15,6 +16,23 @@ export interface StateStore {
   set(k: number, state: BlockState): Promise<void>;
   /** Drops every state (and the offload folder). */
   dispose(): void;
+}
+
+/**
+ * Embeds calibration windows (token ids, `seqlen` each) into `states` through the model's prologue, in micro-batches
+ * of whole sequences; `afterBatch` runs after each (progress, interruption checks).
+ */
+export async function prologueInto(
+  runner: BlockRunner, windows: BigInt64Array[], seqlen: number, states: StateStore,
+  batchSize = microBatchSize(windows.length, seqlen), afterBatch?: (sequences: number) => void,
+): Promise<void> {
+  for (let k = 0; k < windows.length; k += batchSize) {
+    const chunk = windows.slice(k, k + batchSize);
+    const ids = new BigInt64Array(chunk.length * seqlen);
+    chunk.forEach((w, j) => ids.set(w, j * seqlen));
+    await states.push(await runner.prologue(ids, chunk.length, seqlen));
+    afterBatch?.(chunk.length);
+  }
 }
 
 export class MemoryStateStore implements StateStore {

@@ -9,7 +9,8 @@ import { BlockRunner, OnnxModel, type DecoderBlock } from '../../model/index.js'
 import { SPARSITY_BOUNDS } from '../options.js';
 import { BlockStatisticsCollector } from '../statistics.js';
 import { shiftToBudget, type BudgetLinear, type LinearTargets } from './budget.js';
-import { prologueInto, type AllocationContext, type Meter } from './passes.js';
+import { prologueInto } from '../state-store.js';
+import type { AllocationContext, Meter } from './passes.js';
 
 export interface OwlDetails {
   m: number;

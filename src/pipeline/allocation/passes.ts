@@ -1,7 +1,6 @@
-// What the allocators' own passes share: their context (the run, the calibration windows), the prologue into a state
-// store, and the meter of their cost.
-import type { BlockRunner, DecoderLayout } from '../../model/index.js';
-import { microBatchSize } from '../memory.js';
+// What the allocators' own passes share: their context (the run, the calibration windows) and the meter of their
+// cost; they embed windows with prologueInto (state-store.ts), as the prune's calibration does.
+import type { DecoderLayout } from '../../model/index.js';
 import type { ResolvedPruneOptions } from '../options.js';
 import type { Progress } from '../progress.js';
 import type { StateStore } from '../state-store.js';
@@ -48,14 +47,3 @@ export class Meter {
     };
   }
 }
-
-/** Embeds windows into states, micro-batched as the prune does. */
-export async function prologueInto(runner: BlockRunner, windows: BigInt64Array[], seqlen: number, states: StateStore, batchSize = microBatchSize(windows.length, seqlen)): Promise<void> {
-  for (let k = 0; k < windows.length; k += batchSize) {
-    const chunk = windows.slice(k, k + batchSize);
-    const ids = new BigInt64Array(chunk.length * seqlen);
-    chunk.forEach((w, j) => ids.set(w, j * seqlen));
-    await states.push(await runner.prologue(ids, chunk.length, seqlen));
-  }
-}
-

@@ -24,7 +24,8 @@ import { SPARSITY_BOUNDS, type Method } from '../options.js';
 import { pruneBlock } from '../prune-block.js';
 import { BlockStatisticsCollector } from '../statistics.js';
 import { allocateQuadratic, type BudgetLinear, type LinearTargets } from './budget.js';
-import { prologueInto, type AllocationContext, type Meter } from './passes.js';
+import { prologueInto } from '../state-store.js';
+import type { AllocationContext, Meter } from './passes.js';
 
 export interface SearchUnit {
   block: number;

@@ -65,14 +65,15 @@ interface Row {
   perplexity: Record<string, number>;
   pruneSeconds: number;
   /** SparseLLM: Eq. 4.5 objective after each epoch, per block; and the epoch kept per block */
-  objective?: number[][];
+  objective?: (number | null)[][];
   outputError?: number[][];
   chosenEpoch?: number[];
 }
 
 const VARIANTS: Record<string, { method: PruneOptions['method']; sparsellm?: SparseLlmSettings }> = {
   sparsegpt: { method: 'sparsegpt' },
-  sparsellm: { method: 'sparsellm' },
+  // lastEpochObjective: the last epoch's objective is printed below (the weights are the same without it)
+  sparsellm: { method: 'sparsellm', sparsellm: { lastEpochObjective: true } },
   // the reference implementation's behaviour: fc2 stays fitted to the auxiliary p, last epoch returned
   'sparsellm-reference': { method: 'sparsellm', sparsellm: { outputRefit: false, keepBest: false } },
 };
@@ -104,7 +105,7 @@ function markdown(name: string, dense: Record<string, number>, rows: Row[], eval
   const withObjective = rows.filter((r) => r.objective && r.method === 'sparsellm' && r.calib === 'ptb');
   if (withObjective.length) {
     out.push('', 'SparseLLM Eq. 4.5 objective after each epoch (block 0 … last), PTB calibration:', '');
-    for (const r of withObjective) out.push(`- ${r.setting}: ${r.objective!.map((b) => b.map((v) => v.toExponential(3)).join(' → ')).join(' ; ')}`);
+    for (const r of withObjective) out.push(`- ${r.setting}: ${r.objective!.map((b) => b.map((v) => (v === null ? "—" : v.toExponential(3))).join(' → ')).join(' ; ')}`);
     out.push('', 'Epoch kept per block (lowest FFN output error on the calibration data; 0 = SparseGPT + output refit):', '');
     for (const r of withObjective) out.push(`- ${r.setting}: ${r.chosenEpoch!.join(', ')}`);
   }

@@ -66,7 +66,7 @@ test('SparseLLM OPT: a later epoch beats SparseGPT + refit (errors recomputed fr
   const pr = optProblem(48, 192, 2048);
   for (const [s, bound] of [[0.7, 0.95], [0.9, 0.92]] as const) {
     const base = await runOpt(pr, { sparsity: s, epochs: 1 });
-    const full = await runOpt(pr, { sparsity: s });
+    const full = await runOpt(pr, { sparsity: s, lastEpochObjective: true });
     assert.ok(Math.abs(full.error - full.r.outputError) <= 1e-3 * full.error, `reported ${full.r.outputError} vs recomputed ${full.error}`);
     assert.ok(full.r.chosenEpoch > 0, `s=${s}: epoch ${full.r.chosenEpoch} kept`);
     assert.ok(full.error < bound * base.error, `s=${s}: sparsellm ${full.error} vs SparseGPT + refit ${base.error}`);
@@ -78,11 +78,38 @@ test('SparseLLM OPT: a later epoch beats SparseGPT + refit (errors recomputed fr
     const sgpt = optFfnError(pr.X, pr.tokens, pr.hidden, pr.ffn, pr.b1, pr.b2, pr, g);
     assert.ok(full.error < sgpt, `s=${s}: sparsellm ${full.error} vs sparsegpt ${sgpt}`);
     for (let e = 1; e < full.r.epochs.length; e++)
-      assert.ok(full.r.epochs[e]!.objective <= full.r.epochs[e - 1]!.objective * (1 + 1e-6), `objective rose at epoch ${e}: ${full.r.epochs.map((x) => x.objective)}`);
+      assert.ok(full.r.epochs[e]!.objective! <= full.r.epochs[e - 1]!.objective! * (1 + 1e-6), `objective rose at epoch ${e}: ${full.r.epochs.map((x) => x.objective)}`);
     // sparsity of the returned weights (shared-threshold rule → at least int(numel·s))
     const z = (w: Float32Array) => w.reduce((n, v) => n + (v === 0 ? 1 : 0), 0);
     assert.ok(z(full.w.W1) >= Math.floor(full.w.W1.length * s) && z(full.w.W2) >= Math.floor(full.w.W2.length * s));
   }
+});
+
+// The last epoch's p, z (, s) updates feed no weight (the output refit's Gram gives its output error), so skipping them
+// (the default) must return bit-identical weights, the same epoch and output errors, and only drop that epoch's objective.
+test('SparseLLM: skipping the last epoch\'s p/z(/s) updates changes no weight (OPT and LLaMA)', async () => {
+  const pr = optProblem(24, 96, 700);
+  const skipped = await runOpt(pr, { sparsity: 0.7 });
+  const traced = await runOpt(pr, { sparsity: 0.7, lastEpochObjective: true });
+  assert.deepEqual(skipped.w.W1, traced.w.W1);
+  assert.deepEqual(skipped.w.W2, traced.w.W2);
+  assert.deepEqual(skipped.r.epochs.map((e) => e.outputError), traced.r.epochs.map((e) => e.outputError));
+  assert.equal(skipped.r.chosenEpoch, traced.r.chosenEpoch);
+  const last = skipped.r.epochs.length - 1;
+  assert.equal(skipped.r.epochs[last]!.objective, null);
+  assert.ok(Number.isFinite(traced.r.epochs[last]!.objective));
+  for (let e = 0; e < last; e++) assert.equal(skipped.r.epochs[e]!.objective, traced.r.epochs[e]!.objective);
+  const d = 16, f = 48, N = 400, X = correlatedX(N, d, 4, 0.7), Hx = hessian(X, N, d, 8);
+  const dense = { Wg: randn(f * d, 2, 1 / Math.sqrt(d)), Wu: randn(f * d, 3, 1 / Math.sqrt(d)), Wd: randn(d * f, 4, 1 / Math.sqrt(f)) };
+  const llama = async (lastEpochObjective: boolean) => {
+    const w = { Wg: dense.Wg.slice(), Wu: dense.Wu.slice(), Wd: dense.Wd.slice() };
+    const r = await sparsellmLlama({ tokens: N, hidden: d, ffn: f, X, Hx, nsamples: 8, ...w }, sparseLlmOptions(llamaFamily, { sparsity: 0.7, lastEpochObjective }));
+    return { r, w };
+  };
+  const [a, b] = [await llama(false), await llama(true)];
+  assert.deepEqual(a.w, b.w);
+  assert.deepEqual(a.r.epochs.map((e) => e.outputError), b.r.epochs.map((e) => e.outputError));
+  assert.equal(a.r.epochs.at(-1)!.objective, null);
 });
 
 test('p update (Eq. 4.6) is the minimiser: zero gradient and no perturbation decreases the objective', async () => {
@@ -167,14 +194,14 @@ test('SparseLLM in token blocks equals the unblocked solve (OPT and LLaMA; outpu
   const pr = optProblem(24, 96, 700);
   const opt = async (tokenChunk: number) => {
     const w = { W1: pr.W1.slice(), W2: pr.W2.slice() };
-    const r = await sparsellmOpt({ ...pr, ...w }, sparseLlmOptions(optFamily, { sparsity: 0.7, tokenChunk }));
+    const r = await sparsellmOpt({ ...pr, ...w }, sparseLlmOptions(optFamily, { sparsity: 0.7, tokenChunk, lastEpochObjective: true }));
     return { r, W: [w.W1, w.W2], error: optFfnError(pr.X, pr.tokens, pr.hidden, pr.ffn, pr.b1, pr.b2, pr, w) };
   };
   const d = 24, f = 72, N = 600, X = correlatedX(N, d, 4, 0.7), Hx = hessian(X, N, d, 8);
   const dense = { Wg: randn(f * d, 2, 1 / Math.sqrt(d)), Wu: randn(f * d, 3, 1 / Math.sqrt(d)), Wd: randn(d * f, 4, 1 / Math.sqrt(f)) };
   const llama = async (tokenChunk: number) => {
     const w = { Wg: dense.Wg.slice(), Wu: dense.Wu.slice(), Wd: dense.Wd.slice() };
-    const r = await sparsellmLlama({ tokens: N, hidden: d, ffn: f, X, Hx, nsamples: 8, ...w }, sparseLlmOptions(llamaFamily, { sparsity: 0.7, tokenChunk }));
+    const r = await sparsellmLlama({ tokens: N, hidden: d, ffn: f, X, Hx, nsamples: 8, ...w }, sparseLlmOptions(llamaFamily, { sparsity: 0.7, tokenChunk, lastEpochObjective: true }));
     return { r, W: [w.Wg, w.Wu, w.Wd], error: llamaFfnError(X, N, d, f, dense, w) };
   };
   for (const [name, run, tokens] of [['opt', opt, pr.tokens], ['llama', llama, N]] as const) {
@@ -188,7 +215,7 @@ test('SparseLLM in token blocks equals the unblocked solve (OPT and LLaMA; outpu
       });
       blocked.r.epochs.forEach((e, k) => {
         const u = whole.r.epochs[k]!;
-        assert.ok(close(e.objective, u.objective, 1e-4) && close(e.outputError, u.outputError, 1e-4),
+        assert.ok(close(e.objective!, u.objective!, 1e-4) && close(e.outputError, u.outputError, 1e-4),
           `${name} chunk ${chunk} epoch ${k}: objective ${e.objective} vs ${u.objective}, error ${e.outputError} vs ${u.outputError}`);
       });
       assert.equal(blocked.r.chosenEpoch, whole.r.chosenEpoch);
@@ -246,8 +273,8 @@ test('SparseLLM LLaMA: epoch 0 = SparseGPT, objective non-increasing, a later ep
   assert.deepEqual(one.Wg, g);
   const base = llamaFfnError(X, N, d, f, dense, one);
   const a = { ...one, Wg: Wg.slice(), Wu: Wu.slice(), Wd: Wd.slice() };
-  const r = await sparsellmLlama(a, sparseLlmOptions(llamaFamily, { sparsity: 0.8 }));
-  for (let e = 1; e < r.epochs.length; e++) assert.ok(r.epochs[e]!.objective <= r.epochs[e - 1]!.objective * (1 + 1e-6));
+  const r = await sparsellmLlama(a, sparseLlmOptions(llamaFamily, { sparsity: 0.8, lastEpochObjective: true }));
+  for (let e = 1; e < r.epochs.length; e++) assert.ok(r.epochs[e]!.objective! <= r.epochs[e - 1]!.objective! * (1 + 1e-6));
   const err = llamaFfnError(X, N, d, f, dense, a);
   assert.ok(Math.abs(err - r.outputError) <= 1e-3 * err, `reported ${r.outputError} vs recomputed ${err}`);
   assert.ok(r.chosenEpoch > 0 && err < 0.97 * base, `sparsellm ${err} (epoch ${r.chosenEpoch}) vs SparseGPT + refit ${base}`);

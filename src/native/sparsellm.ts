@@ -40,6 +40,9 @@ export type SparseLlmOptions = SparsitySpec & {
   sLr: number;
   /** tokens per block of the p/z/s updates and of the per-token accumulations (0 = automatic, about 16 MB per FFN-wide block) */
   tokenChunk: number;
+  /** run the last epoch's p, z (, s) updates only to report its Eq. 4.5 objective (they feed no weight; false skips
+   * them with the output refit on, and that epoch's objective and terms are null) */
+  lastEpochObjective: boolean;
 };
 
 /** The options object the bindings read: every field present. */
@@ -49,16 +52,17 @@ function bindingOptions(o: SparseLlmOptions): Record<string, unknown> {
 
 export interface SparseLlmEpoch {
   /** Eq. 4.5 as the code's updates minimise it: beta·outTerm + gamma·actTerm + alpha·preTerm (+ alpha·gateTerm for LLaMA),
-   * with this epoch's pruned weights and its updated p, z (, s). */
-  objective: number;
+   * with this epoch's pruned weights and its updated p, z (, s). null for the last epoch when its updates were skipped
+   * (lastEpochObjective false), as are the terms below. */
+  objective: number | null;
   /** ‖Y − W2ˢ p − b2‖² */
-  outTerm: number;
+  outTerm: number | null;
   /** ‖p − ReLU(z)‖² (OPT) or ‖p − silu(s)⊙z‖² (LLaMA) */
-  actTerm: number;
+  actTerm: number | null;
   /** ‖z − W1ˢ X − b1‖² */
-  preTerm: number;
+  preTerm: number | null;
   /** LLaMA: ‖s − WgˢX‖² */
-  gateTerm: number;
+  gateTerm: number | null;
   /** ‖Y − f_sparse(X)‖² / ‖Y‖² with this epoch's pruned weights */
   outputError: number;
   /** SparseGPT results, in pruning order: OPT [fc1, fc2]; LLaMA [up, gate, down] */

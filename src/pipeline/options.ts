@@ -51,6 +51,8 @@ export const SPARSELLM_DEFAULTS = {
   sLr: 0.01,
   /** token rows per block of the solver's updates (0 = automatic: about 16 MB per FFN-wide block) */
   tokenChunk: 0,
+  /** the last epoch's p/z(/s) updates only report its objective: skipped (about a quarter of that epoch's products) */
+  lastEpochObjective: false,
 } as const satisfies Omit<SparseLlmOptions, 'alpha' | 'beta' | 'gamma' | 'percdamp' | 'blocksize' | 'sparsity' | 'prunen' | 'prunem'>;
 
 /** How the sparsity budget is spread over the pruned linears (src/pipeline/allocation). */
@@ -121,6 +123,8 @@ export interface SparseLlmSettings {
   refitRidge?: number;
   lstsqRidge?: number;
   sUpdate?: 'gd' | 'newton';
+  /** compute the last epoch's objective (its p/z updates feed no weight; bench/repro.ts prints the objective trace) */
+  lastEpochObjective?: boolean;
 }
 
 /** A prune run as callers describe it: unset fields take the defaults above (see resolvePruneOptions). */
@@ -259,6 +263,7 @@ export function sparseLlmOptions(family: Pick<FamilySpec, 'sparsellm'>, o: Spars
     sSteps: pick('sSteps'),
     sLr: pick('sLr'),
     tokenChunk: pick('tokenChunk'),
+    lastEpochObjective: pick('lastEpochObjective'),
   };
 }
 

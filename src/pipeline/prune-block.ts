@@ -34,7 +34,7 @@ export interface LinearReport {
 export interface BlockPruneResult {
   weights: Map<string, Float32Array>;
   linears: LinearReport[];
-  sparsellm?: { epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number; warnings?: string[] };
+  sparsellm?: { epochs: { objective: number | null; outputError: number }[]; outputError: number; chosenEpoch: number; seconds: number; warnings?: string[] };
 }
 
 type LocalSolver = (W: Float32Array, l: LinearLayer, stats: BlockStatistics | null, o: ResolvedPruneOptions, spec: SparsitySpec) => Promise<{ retries?: number; obs?: ObsLoss }>;

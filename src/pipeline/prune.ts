@@ -37,7 +37,7 @@ export interface PruneReport {
   arguments: Record<string, unknown>;
   sparsity: { target: number; prunedLayers: number; overall: number };
   layers: LinearReport[];
-  sparsellm: { block: number; epochs: { objective: number; outputError: number }[]; outputError: number; chosenEpoch: number; warnings?: string[] }[];
+  sparsellm: { block: number; epochs: { objective: number | null; outputError: number }[]; outputError: number; chosenEpoch: number; warnings?: string[] }[];
   timings: Record<string, number>;
   /** the pre-run peak-memory estimate (src/pipeline/memory.ts), bytes in all and per part */
   memoryEstimate?: { bytes: number; parts: Record<string, number> };

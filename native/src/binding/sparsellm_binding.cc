@@ -1,3 +1,4 @@
+#include <cmath>
 #include <memory>
 
 #include "binding/options.h"
@@ -37,6 +38,7 @@ static SparseLlmOptions ParseOptions(const Napi::Object& o, size_t d, size_t f) 
   const double chunk = ReqNumber(o, "tokenChunk");
   Require(o.Env(), chunk >= 0 && chunk == double(size_t(chunk)), "tokenChunk must be a non-negative integer");
   s.tokenChunk = size_t(chunk);
+  s.lastEpochObjective = ReqBool(o, "lastEpochObjective");
   Require(o.Env(), s.epochs >= 1, "epochs must be >= 1");
   Require(o.Env(), s.alpha > 0 && s.beta > 0 && s.gamma > 0, "alpha, beta, gamma must be > 0");
   Require(o.Env(), s.blocksize > 0 && (!s.sp.nm() || s.blocksize % s.sp.prunem == 0),
@@ -52,11 +54,13 @@ static Napi::Object ResultToJs(Napi::Env e, const SparseLlmResult& r) {
   for (size_t i = 0; i < r.epochs.size(); ++i) {
     const auto& s = r.epochs[i];
     auto x = Napi::Object::New(e);
-    x.Set("objective", s.objective);
-    x.Set("outTerm", s.outTerm);
-    x.Set("actTerm", s.actTerm);
-    x.Set("preTerm", s.preTerm);
-    x.Set("gateTerm", s.gateTerm);
+    // null where the solver skipped the terms (the last epoch without lastEpochObjective)
+    auto term = [&](double v) { return std::isnan(v) ? e.Null() : Napi::Number::New(e, v); };
+    x.Set("objective", term(s.objective));
+    x.Set("outTerm", term(s.outTerm));
+    x.Set("actTerm", term(s.actTerm));
+    x.Set("preTerm", term(s.preTerm));
+    x.Set("gateTerm", term(s.gateTerm));
     x.Set("outputError", s.outputError);
     auto pr = Napi::Array::New(e, s.prune.size());
     for (size_t k = 0; k < s.prune.size(); ++k) pr.Set(uint32_t(k), SparseGptResultToJs(e, s.prune[k]));

@@ -743,62 +743,68 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
     // Woodbury form (PUpdater); (5) z (and s); (6) objective β‖Y − Wˢp − b‖² + γ‖p − φ(z, s)‖² + α‖z − M_up‖²
     // (+ α‖s − M_gate‖²) and the output error ‖Y − (Wˢ act(Mˢ) + b)‖² / ‖Y‖²; the products of the next refit
     prof.Step("pass1 finish (mirror)");
-    PUpdater pu(Wout, d, f, o.beta, o.gamma, R);
-    prof.Step("p-update K inverse (d x d)");
-    blocks([&](size_t r0, size_t rows) {
-      const size_t at = r0 * f, n = rows * f;
-      float* Zb = Z.data() + at;
-      float* Sb = llama ? S.data() + at : nullptr;
-      const float* Yb = Y.data() + r0 * d;
-      AuxActivation(fam, Zb, Sb, n, Pb);  // p is formed in place from φ(z, s): P = φ + F W
-      prof.Step("pass2 phi(z)");
-      const double outTerm = pu.Apply(Pb, Yb, bout, rows, Pb);
-      prof.Step("pass2 p update (E, F, P gemms)");
-      if (o.referenceQuirks) RoundToHalf(Pb, n);
-      CheckFinite(Pb, n, "p");
-      prof.Step("pass2 check p");
-      if (o.referenceQuirks) {  // p was rounded: its residual is no longer (γ/β) F
-        GemmNT(rows, d, f, 1.0f, Pb, Wout, 0.0f, Tb);
-        AddRowVector(Tb, rows, d, bout);
-        st.outTerm += SumSqDiff(Yb, Tb, rows * d);
-      } else {
-        st.outTerm += outTerm;
-      }
-      if (!o.outputRefit && !last) pstat.Add(Pb, Yb, rows, f, d);
-      ActivationStep(fam, in, at, n, Pb, Zb, Sb, o);
-      prof.Step("pass2 z step");
-      AuxActivation(fam, Zb, Sb, n, act);
-      st.actTerm += SumSqDiff(Pb, act, n);
-      st.preTerm += SumSqDiff(Zb, in[0].M.data() + at, n);
-      if (llama) st.gateTerm += SumSqDiff(Sb, in[1].M.data() + at, n);
-      prof.Step("pass2 objective terms");
-      if (!o.outputRefit) {  // with the refit, the output error came from its Gram (RefitOutputLayer)
-        Activation(fam, in, at, n, act);
-        GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Tb);
-        AddRowVector(Tb, rows, d, bout);
-        errSum += SumSqDiff(Yb, Tb, rows * d);
-        prof.Step("pass2 output error");
-      }
-      if (last) return;
-      // Srcᵀ target for the next epoch's input-layer refit (z for fc1/up, s for gate)
-      const float* src = X + r0 * d;
-      if (o.referenceQuirks) {
-        float* xinv = xinvBlock.as<float>();
-        GemmNN(rows, d, d, 1.0f, src, Ginv.data(), 0.0f, xinv);
-        RoundToHalf(xinv, rows * d);
-        if (r0 == 0) colSrc.assign(d, 0.0);
-        AddColumnSums(xinv, rows, d, colSrc);
-        src = xinv;
-      }
-      for (size_t k = 0; k < in.size(); ++k)
-        GemmTN(d, f, rows, 1.0f, src, k == 0 ? Zb : Sb, r0 == 0 ? 0.0f : 1.0f, in[k].XtT.data());
-      prof.Step("pass2 XtZ");
-    });
-    if (!o.outputRefit && !last) pstat.gram.Finish();
-    st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
+    if (last && o.outputRefit && !o.lastEpochObjective) {
+      // The last epoch's p, z (, s) updates would feed no weight: its output error came from the refit's Gram and
+      // its weights are final. Skipping pass 2 saves about a third of the epoch's products; the objective is unknown.
+      st.objective = st.outTerm = st.actTerm = st.preTerm = st.gateTerm = std::numeric_limits<double>::quiet_NaN();
+    } else {
+      PUpdater pu(Wout, d, f, o.beta, o.gamma, R);
+      prof.Step("p-update K inverse (d x d)");
+      blocks([&](size_t r0, size_t rows) {
+        const size_t at = r0 * f, n = rows * f;
+        float* Zb = Z.data() + at;
+        float* Sb = llama ? S.data() + at : nullptr;
+        const float* Yb = Y.data() + r0 * d;
+        AuxActivation(fam, Zb, Sb, n, Pb);  // p is formed in place from φ(z, s): P = φ + F W
+        prof.Step("pass2 phi(z)");
+        const double outTerm = pu.Apply(Pb, Yb, bout, rows, Pb);
+        prof.Step("pass2 p update (E, F, P gemms)");
+        if (o.referenceQuirks) RoundToHalf(Pb, n);
+        CheckFinite(Pb, n, "p");
+        prof.Step("pass2 check p");
+        if (o.referenceQuirks) {  // p was rounded: its residual is no longer (γ/β) F
+          GemmNT(rows, d, f, 1.0f, Pb, Wout, 0.0f, Tb);
+          AddRowVector(Tb, rows, d, bout);
+          st.outTerm += SumSqDiff(Yb, Tb, rows * d);
+        } else {
+          st.outTerm += outTerm;
+        }
+        if (!o.outputRefit && !last) pstat.Add(Pb, Yb, rows, f, d);
+        ActivationStep(fam, in, at, n, Pb, Zb, Sb, o);
+        prof.Step("pass2 z step");
+        AuxActivation(fam, Zb, Sb, n, act);
+        st.actTerm += SumSqDiff(Pb, act, n);
+        st.preTerm += SumSqDiff(Zb, in[0].M.data() + at, n);
+        if (llama) st.gateTerm += SumSqDiff(Sb, in[1].M.data() + at, n);
+        prof.Step("pass2 objective terms");
+        if (!o.outputRefit) {  // with the refit, the output error came from its Gram (RefitOutputLayer)
+          Activation(fam, in, at, n, act);
+          GemmNT(rows, d, f, 1.0f, act, Wout, 0.0f, Tb);
+          AddRowVector(Tb, rows, d, bout);
+          errSum += SumSqDiff(Yb, Tb, rows * d);
+          prof.Step("pass2 output error");
+        }
+        if (last) return;
+        // Srcᵀ target for the next epoch's input-layer refit (z for fc1/up, s for gate)
+        const float* src = X + r0 * d;
+        if (o.referenceQuirks) {
+          float* xinv = xinvBlock.as<float>();
+          GemmNN(rows, d, d, 1.0f, src, Ginv.data(), 0.0f, xinv);
+          RoundToHalf(xinv, rows * d);
+          if (r0 == 0) colSrc.assign(d, 0.0);
+          AddColumnSums(xinv, rows, d, colSrc);
+          src = xinv;
+        }
+        for (size_t k = 0; k < in.size(); ++k)
+          GemmTN(d, f, rows, 1.0f, src, k == 0 ? Zb : Sb, r0 == 0 ? 0.0f : 1.0f, in[k].XtT.data());
+        prof.Step("pass2 XtZ");
+      });
+      if (!o.outputRefit && !last) pstat.gram.Finish();
+      st.objective = o.beta * st.outTerm + o.gamma * st.actTerm + o.alpha * (st.preTerm + st.gateTerm);
+      if (!std::isfinite(st.objective)) throw std::runtime_error("sparsellm: objective became NaN/Inf");
+    }
     st.outputError = errSum / yNorm;
-    if (!std::isfinite(st.objective) || !std::isfinite(st.outputError))
-      throw std::runtime_error("sparsellm: objective became NaN/Inf");
+    if (!std::isfinite(st.outputError)) throw std::runtime_error("sparsellm: output error became NaN/Inf");
     if (st.outputError < bestErr || !o.keepBest) {
       bestErr = st.outputError;
       res.chosenEpoch = ep;

@@ -36,12 +36,16 @@ struct SparseLlmOptions {
   // Tokens per block of the p, z and s updates and of the per-token accumulations (Gram matrices, Xᵀz): the solver
   // holds only these blocks beside its persistent N x f arrays. 0 = automatic (about 16 MB per f-wide block).
   size_t tokenChunk = 0;
+  // The last epoch's p, z (, s) updates feed no weight: with the output refit they only produce that epoch's Eq. 4.5
+  // objective. false skips them (the epoch's objective and its terms are then NaN); true computes them.
+  bool lastEpochObjective = false;
   SparseGptPruneFn prune = nullptr;  // null: the CPU SparseGptPrune
 };
 
 struct SparseLlmEpoch {
   // Eq. 4.5 with the code's weights: beta*out + gamma*act + alpha*pre (+ alpha*gate for LLaMA), evaluated
-  // after the epoch's prune + p + z (+ s) updates with the epoch's pruned weights.
+  // after the epoch's prune + p + z (+ s) updates with the epoch's pruned weights. NaN for the last epoch when its
+  // updates are skipped (SparseLlmOptions::lastEpochObjective false).
   double objective = 0, outTerm = 0, actTerm = 0, preTerm = 0, gateTerm = 0;
   double outputError = 0;  // ‖Y − f_sparse(X)‖² / ‖Y‖² with this epoch's pruned weights
   std::vector<SparseGptResult> prune;

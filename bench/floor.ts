@@ -29,7 +29,10 @@ const rounds = argv.includes('--floor-rounds') ? Number(argv[argv.indexOf('--flo
 const shape = { hidden: 768, layers: 12 };
 const nsamples = 32, seqlen = 512, sparsity = 0.5;
 const tokens = nsamples * seqlen;
-const median = (v: number[]) => v.slice().sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+const median = (v: number[]) => {
+  const s = v.slice().sort((a, b) => a - b), m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
 
 const g = generateOptModel(join(tmpdir(), 'sparsellm-bench-models-v1'), shape);
 const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-floor-'));

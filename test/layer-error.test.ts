@@ -8,7 +8,7 @@ import { BlockRunner, type BlockState } from '../src/model/index.js';
 import { HessianAccumulator } from '../src/native/hessian.js';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { layerOutputError, quadraticTrace } from '../src/pipeline/layer-error.js';
-import { sparseGptOptions } from '../src/pipeline/options.js';
+import { REPORT_HESSIAN_ROW_STRIDE, sparseGptOptions } from '../src/pipeline/options.js';
 import { BlockStatisticsCollector } from '../src/pipeline/statistics.js';
 import { gaussian, mulberry32, needsShared, shared } from './helpers.js';
 import { MODELS } from './model-fixtures.js';
@@ -116,3 +116,48 @@ for (const c of cases) {
     await runner.dispose();
   });
 }
+
+// SparseLLM's output layer (down_proj here) keeps a Hessian only for this column, accumulated from every
+// REPORT_HESSIAN_ROW_STRIDE-th token row of each micro-batch (src/pipeline/statistics.ts). Its error must be the naive
+// ‖(W − Ŵ)X‖² / ‖WX‖² over exactly those rows (numerator and denominator from the same H), while the block's other
+// linears keep the full-token Hessian and the pass's ‖WX‖².
+test('stories260K: the report-only Hessian of SparseLLM\'s output layer is the row subsample, and its error column matches the naive value on those rows', async (t) => {
+  const runner = await BlockRunner.open(MODELS.stories);
+  const src = await prepareCalibration('tinystories', loadTokenizer(MODELS.stories), { dataDir: shared('data') });
+  const nsamples = 8, seqlen = 128, batch = 4, stride = REPORT_HESSIAN_ROW_STRIDE;
+  const windows: BigInt64Array[] = [];
+  for await (const w of src.windows(nsamples, seqlen, 0)) windows.push(w);
+  src.close();
+  const block = runner.block(0);
+  const down = block.linears.find((l) => l.role === 'down_proj')!, up = block.linears.find((l) => l.role === 'up_proj')!;
+  const subsampled = new BlockStatisticsCollector(block, 'sparsellm', 'up_proj', new Set(['down_proj']));
+  const full = new BlockStatisticsCollector(block, 'sparsellm', 'up_proj');
+  const kept: Float32Array[] = [], all: Float32Array[] = [];
+  for (let b = 0; b < nsamples; b += batch) {
+    const ids = new BigInt64Array(batch * seqlen);
+    for (let k = 0; k < batch; k++) ids.set(windows[b + k]!, k * seqlen);
+    const r = await runner.runBlock(0, await runner.prologue(ids, batch, seqlen), { capture: true });
+    await subsampled.add(r.captures, batch, seqlen, r.outputSquares);
+    await full.add(r.captures, batch, seqlen, r.outputSquares);
+    const X = r.captures.get('down_proj')!;
+    all.push(X);
+    for (let row = 0; row < batch * seqlen; row += stride) kept.push(X.slice(row * down.inFeatures, (row + 1) * down.inFeatures));
+  }
+  const concat = (parts: Float32Array[]) => {
+    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+    parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+    return out;
+  };
+  assert.ok(Number.isNaN(subsampled.weightQuadratic('down_proj')));
+  assert.equal(subsampled.weightQuadratic('up_proj'), full.weightQuadratic('up_proj'));
+  assert.deepEqual(subsampled.hessian('up_proj').H, full.hessian('up_proj').H);
+  const W = runner.getBlockWeights(0).get('down_proj')!;
+  const Wp = W.map((v, k) => (k % 3 === 0 ? 0 : v)); // any Ŵ ≠ W: every third weight removed
+  const got = await layerOutputError(W, Wp, subsampled.hessian('down_proj').H, down.outFeatures, down.inFeatures, subsampled.weightQuadratic('down_proj'));
+  const [num, den] = naiveOutputErrors(W, Wp, concat(kept), down.outFeatures, down.inFeatures);
+  const [numAll, denAll] = naiveOutputErrors(W, Wp, concat(all), down.outFeatures, down.inFeatures);
+  // float32 Hessian and SGEMM against float64 sums over the same rows: 1e-4 relative
+  assert.ok(Math.abs(got - num / den) <= 1e-4 * (num / den), `report ${got} vs naive on the kept rows ${num / den}`);
+  t.diagnostic(`down_proj error on every ${stride}th row ${got.toFixed(5)}, on all ${nsamples * seqlen} rows ${(numAll / denAll).toFixed(5)} (up_proj inputs ${up.inFeatures} wide kept whole)`);
+  await runner.dispose();
+});

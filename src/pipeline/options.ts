@@ -55,6 +55,9 @@ export const SPARSELLM_DEFAULTS = {
   lastEpochObjective: false,
 } as const satisfies Omit<SparseLlmOptions, 'alpha' | 'beta' | 'gamma' | 'percdamp' | 'blocksize' | 'sparsity' | 'prunen' | 'prunem'>;
 
+/** Token-row stride of the report-only Hessian of SparseLLM's output layer (src/pipeline/statistics.ts). */
+export const REPORT_HESSIAN_ROW_STRIDE = 4;
+
 /** How the sparsity budget is spread over the pruned linears (src/pipeline/allocation). */
 export const ALLOCATIONS = ['uniform', 'owl', 'search'] as const;
 export type Allocation = (typeof ALLOCATIONS)[number];

@@ -16,7 +16,7 @@ import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
 import { checkMemory, estimatePeakMemory, measureStateBytes, microBatchSize, modelShape, stateBytes, type MemoryEstimate } from './memory.js';
-import { defaultSeqlen, parseLayers, resolveAllocation, resolvePruneOptions, targetSparsity, SPARSITY_BOUNDS, type PruneOptions, type ResolvedPruneOptions, type SparsitySpec } from './options.js';
+import { defaultSeqlen, parseLayers, resolveAllocation, resolvePruneOptions, targetSparsity, SPARSELLM_DEFAULTS, SPARSITY_BOUNDS, type PruneOptions, type ResolvedPruneOptions, type SparsitySpec } from './options.js';
 import { allocate, allocationNeedsCalibration, assertJointFfn, budgetLinears, extraWindows, targetOf, type AllocationReport, type LinearTargets } from './allocation/index.js';
 import { profileTargets, readProfile } from './allocation/profile.js';
 import { writeSparsityChart } from './allocation/chart.js';
@@ -348,7 +348,9 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
   let stats: BlockStatisticsCollector | null = null;
   if (o.method !== 'magnitude') {
     const t = performance.now();
-    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null);
+    // with the output refit, SparseLLM's output layer (fc2 / down) needs its dense Hessian for the report alone
+    const reportOnly = o.method === 'sparsellm' && (o.sparsellm?.outputRefit ?? SPARSELLM_DEFAULTS.outputRefit) ? new Set([family.ffnRoles.global.at(-1)!]) : new Set<string>();
+    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null, reportOnly);
     progress.start(`block ${block.index} statistics`, states.count);
     for (let k = 0; k < states.count; k++) {
       const s = await states.get(k);

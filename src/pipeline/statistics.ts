@@ -4,11 +4,15 @@
 // - for SparseLLM, the FFN's input activations X (token-major), kept whole for the global updates (the captured
 //   chunks are released as they are concatenated);
 // - per linear, Σ ‖W x‖² over the tokens (summed inside onnxruntime), for the report's error column (layer-error.ts).
+// A linear whose Hessian serves only that column (SparseLLM's output layer with the output refit on: the solver builds
+// its own Gram from the sparse activations) gets it from every REPORT_HESSIAN_ROW_STRIDE-th token row: its f x f SYRK
+// was about a tenth of a SparseLLM prune; its error is then an estimate over that subsample, numerator and denominator
+// both (weightQuadratic is NaN for it, so layer-error.ts forms tr(W H Wᵀ) from the same H).
 import { HessianAccumulator } from '../native/hessian.js';
 import { WandaScaler } from '../native/wanda.js';
 import type { DecoderBlock } from '../model/index.js';
 import { UserError } from '../errors.js';
-import type { Method } from './options.js';
+import { REPORT_HESSIAN_ROW_STRIDE, type Method } from './options.js';
 
 export interface BlockStatistics {
   hessian(role: string): HessianAccumulator;
@@ -27,6 +31,8 @@ export class BlockStatisticsCollector implements BlockStatistics {
   private ffnTaken = false;
   private readonly inputOf: Map<string, string>;
   private readonly outputSquares = new Map<string, number>();
+  /** inputs whose Hessian is accumulated from a row subsample (every linear reading them is report-only) */
+  private readonly subsampled = new Set<string>();
   sequences = 0;
 
   constructor(
@@ -34,8 +40,13 @@ export class BlockStatisticsCollector implements BlockStatistics {
     private readonly method: Method,
     /** Role whose input is the FFN input (fc1 / up_proj), when SparseLLM keeps activations. */
     private readonly ffnInputRole: string | null,
+    /** roles whose Hessian only feeds the report's error column (see the header) */
+    reportOnlyRoles: ReadonlySet<string> = new Set(),
   ) {
     this.inputOf = new Map(block.linears.map((l) => [l.role, l.inputName]));
+    for (const l of block.linears)
+      if (reportOnlyRoles.has(l.role) && block.linears.every((m) => m.inputName !== l.inputName || reportOnlyRoles.has(m.role)))
+        this.subsampled.add(l.inputName);
     for (const l of block.linears) {
       if (method === 'wanda') {
         if (!this.scalers.has(l.inputName)) this.scalers.set(l.inputName, new WandaScaler(l.inFeatures));
@@ -55,13 +66,24 @@ export class BlockStatisticsCollector implements BlockStatistics {
       const X = captures.get(l.role);
       if (!X) throw new Error(`no captured input for ${l.role} in block ${this.block.index}`);
       if (this.method === 'wanda') await this.scalers.get(l.inputName)!.add(X, batch * seqlen, batch);
+      else if (this.subsampled.has(l.inputName)) await this.addRowSubsample(l.inputName, X, batch * seqlen, l.inFeatures, batch);
       else await this.hessians.get(l.inputName)!.add(X, batch * seqlen, batch);
     }
     if (this.ffnInputRole) this.ffnChunks.push(captures.get(this.ffnInputRole)!);
     this.sequences += batch;
   }
 
+  /** Rows 0, k, 2k, … of this micro-batch (k = REPORT_HESSIAN_ROW_STRIDE) into the input's Hessian. */
+  private async addRowSubsample(input: string, X: Float32Array, rows: number, columns: number, sequences: number): Promise<void> {
+    const kept = Math.ceil(rows / REPORT_HESSIAN_ROW_STRIDE);
+    const sub = new Float32Array(kept * columns);
+    for (let r = 0; r < kept; r++) sub.set(X.subarray(r * REPORT_HESSIAN_ROW_STRIDE * columns, (r * REPORT_HESSIAN_ROW_STRIDE + 1) * columns), r * columns);
+    await this.hessians.get(input)!.add(sub, kept, sequences);
+  }
+
   weightQuadratic(role: string): number {
+    // a subsampled Hessian is paired with tr(W H Wᵀ) from itself, not with the full-token sum
+    if (this.subsampled.has(this.inputOf.get(role)!)) return NaN;
     const s = this.outputSquares.get(role);
     return s === undefined || this.sequences === 0 ? NaN : (2 / this.sequences) * s;
   }

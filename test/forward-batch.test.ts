@@ -69,3 +69,11 @@ test('forwardBatchSize: the whole group for small models, a divisor of it that f
   const heads = Math.floor(budget / (5.5 * perSequence));
   assert.equal(forwardBatchSize(12, 256, { heads, ffn: 0, elementBytes: 4 }), 4);
 });
+
+test('blocks after the last pruned one are not run (their outputs would be thrown away)', async () => {
+  const labels: string[] = [];
+  const silent = createProgress(false);
+  const progress = { ...silent, start: (label: string, total: number) => (labels.push(label), silent.start(label, total)) };
+  await runPrune({ ...options(MODELS.stories, 'sparsegpt', join(root, 'layers-0-1')), layers: '0-1' }, progress);
+  assert.deepEqual(labels.filter((l) => / forward$| statistics$/.test(l)), ['block 0 statistics', 'block 0 forward', 'block 1 statistics']);
+});

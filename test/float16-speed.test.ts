@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { float32ToHalfArray, floatToHalf, halfArrayToFloat32, halfToFloat } from '../src/model/float16.js';
-import { transpose } from '../src/model/weights.js';
+import { transpose, transposeHalf } from '../src/model/weights.js';
 
 test('halfArrayToFloat32 gives halfToFloat for all 65536 bit patterns', () => {
   const all = new Uint16Array(65536).map((_, h) => h);
@@ -37,5 +37,8 @@ test('transpose matches the plain definition on shapes around the tile size', ()
     const src = Float32Array.from({ length: rows * cols }, (_, k) => k * 0.5 - 3);
     const t = transpose(src, rows, cols);
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) assert.equal(t[c * rows + r], src[r * cols + c]);
+    // fp16 in: decode and transpose in one pass
+    const half = float32ToHalfArray(src);
+    assert.deepEqual(transposeHalf(half, rows, cols), transpose(halfArrayToFloat32(half), rows, cols));
   }
 });

@@ -42,12 +42,16 @@ export function floatToHalf(v: number): number {
 /** float32 value of every fp16 bit pattern (halfToFloat's), built on first use: 256 KB. */
 let halfTable: Float32Array | null = null;
 
-export function halfArrayToFloat32(src: Uint16Array): Float32Array {
+export function halfToFloat32Table(): Float32Array {
   if (!halfTable) {
     halfTable = new Float32Array(65536);
     for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h);
   }
-  const table = halfTable;
+  return halfTable;
+}
+
+export function halfArrayToFloat32(src: Uint16Array): Float32Array {
+  const table = halfToFloat32Table();
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
   return out;

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BlockRunner } from '../src/model/index.js';
 import { native } from '../src/native/addon.js';
-import { microBatchSize } from '../src/pipeline/memory.js';
+import { statisticsGroupSize } from '../src/pipeline/memory.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { FLOOR_BEGIN, FLOOR_END } from './depth-section.js';
 import { generateOptModel } from './opt-model.js';
@@ -42,7 +42,7 @@ writeFileSync(calib, Array(24).fill(sample).join('\n'));
 
 /** One plain forward pass (prologue + every block, no captures) over `nsamples` × `seqlen` tokens, in the pipeline's micro-batches. */
 async function plainPass(runner: BlockRunner): Promise<number> {
-  const batch = microBatchSize(nsamples, seqlen);
+  const batch = statisticsGroupSize(nsamples, seqlen);
   const t = performance.now();
   for (let s0 = 0; s0 < nsamples; s0 += batch) {
     const b = Math.min(batch, nsamples - s0);

@@ -61,7 +61,7 @@ export function modelName(s: OptShape): string {
 }
 
 /** Deterministic N(0, std²) values (mulberry32 + Box–Muller). */
-function normal(n: number, seed: number, std: number): Float32Array {
+export function normal(n: number, seed: number, std: number): Float32Array {
   let a = seed >>> 0;
   const u = () => {
     a = (a + 0x6d2b79f5) >>> 0;

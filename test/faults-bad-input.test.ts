@@ -216,10 +216,10 @@ describe('memory estimate', () => {
     assert.throws(() => checkMemory(estimate, run, 0.01), /exceeds the --max-memory 0.01 GB: no --nsamples, --seqlen or --offload brings it under \(1 sample of 1 token, offloaded, still needs \d+ MB: the runtime and one block\)$/);
   });
 
-  it('offloaded, the activations part is one micro-batch, not the whole calibration set', () => {
+  it('offloaded, the activations part is one forward batch, not the whole calibration set', () => {
     const a = estimatePeakMemory(layout, { nsamples: 512, seqlen: 256, offload: false }, shape, 'sparsegpt').parts.activations!;
     const b = estimatePeakMemory(layout, { nsamples: 512, seqlen: 256, offload: true }, shape, 'sparsegpt').parts.activations!;
-    // micro-batch 16 at seqlen 256 (microBatchSize): (512 + 16) states against (16 + 16)
+    // forward batch 16 at seqlen 256 (forwardBatchSize: the whole statistics group): (512 + 16) states against (16 + 16)
     assert.ok(Math.abs(a / b - 528 / 32) < 1e-9, `${a} / ${b}`);
   });
 });

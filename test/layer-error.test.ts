@@ -130,7 +130,7 @@ test('stories260K: the report-only Hessian of SparseLLM\'s output layer is the r
   src.close();
   const block = runner.block(0);
   const down = block.linears.find((l) => l.role === 'down_proj')!, up = block.linears.find((l) => l.role === 'up_proj')!;
-  const subsampled = new BlockStatisticsCollector(block, 'sparsellm', 'up_proj', new Set(['down_proj']));
+  const subsampled = new BlockStatisticsCollector(block, 'sparsellm', 'up_proj', undefined, new Set(['down_proj']));
   const full = new BlockStatisticsCollector(block, 'sparsellm', 'up_proj');
   const kept: Float32Array[] = [], all: Float32Array[] = [];
   for (let b = 0; b < nsamples; b += batch) {

@@ -16,7 +16,7 @@ import { MODELS } from './model-fixtures.js';
 
 const root = tempRoot('sparsellm-offload-test-');
 
-// seqlen 256: micro-batches of 16 sequences (memory.ts microBatchSize), so 40 sequences make three state files
+// seqlen 256: forward batches of 16 sequences (memory.ts forwardBatchSize), so 40 sequences make three state files
 const options = (model: string, calib: string, out: string, offload?: string): PruneOptions => ({
   model, method: 'sparsegpt', spec: sparsitySpec(0.5, undefined, undefined), calib, nsamples: 40, seqlen: 256, seed: 0, layers: 'all',
   sparsellm: {}, out, force: false, resume: false, eval: [], quiet: true, dataDir: shared('data'), ...(offload ? { offload } : {}),

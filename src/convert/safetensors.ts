@@ -88,11 +88,15 @@ export function encodeFloats(values: Float32Array, dtype: FloatDtype): Uint8Arra
   return new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
 }
 
-/** One tensor to write: its name, shape, dtype and a function producing its float32 values when its turn comes. */
+/**
+ * One tensor to write: its name, shape, and a function producing its float32 values when its turn comes (or, `bytes`,
+ * its data already encoded in the checkpoint's dtype).
+ */
 export interface TensorToWrite {
   name: string;
   shape: number[];
   values: () => Float32Array;
+  bytes?: () => Uint8Array;
 }
 
 export interface WriteOptions {
@@ -148,9 +152,9 @@ export function writeSafetensorsCheckpoint(folder: string, tensors: TensorToWrit
       let pos = writeAllAt(fd, len, 0);
       pos = writeAllAt(fd, headerBytes, pos);
       for (const t of shard) {
-        const values = t.values();
-        if (values.length * bytesPer !== size(t)) throw new Error(`tensor ${t.name}: ${values.length} values for shape [${t.shape}]`);
-        pos = writeAllAt(fd, encodeFloats(values, options.dtype), pos);
+        const data = t.bytes ? t.bytes() : encodeFloats(t.values(), options.dtype);
+        if (data.byteLength !== size(t)) throw new Error(`tensor ${t.name}: ${data.byteLength} bytes for shape [${t.shape}]`);
+        pos = writeAllAt(fd, data, pos);
       }
     } finally {
       closeSync(fd);

@@ -39,15 +39,48 @@ export function floatToHalf(v: number): number {
   return h;
 }
 
+/** float32 value of every fp16 bit pattern (halfToFloat's), built on first use: 256 KB. */
+let halfTable: Float32Array | null = null;
+
+export function halfToFloat32Table(): Float32Array {
+  if (!halfTable) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h);
+  }
+  return halfTable;
+}
+
 export function halfArrayToFloat32(src: Uint16Array): Float32Array {
+  const table = halfToFloat32Table();
   const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = halfToFloat(src[i]!);
+  for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
   return out;
 }
 
+/**
+ * floatToHalf over an array. A Float32Array is read through a Uint32Array view of its bits, with the normal-range
+ * case inline (the same rounding as floatToHalf, which handles the rest): a 7B checkpoint has 6.5 G values.
+ */
 export function float32ToHalfArray(src: ArrayLike<number>): Uint16Array {
   const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = floatToHalf(src[i]!);
+  if (!(src instanceof Float32Array)) {
+    for (let i = 0; i < src.length; i++) out[i] = floatToHalf(src[i]!);
+    return out;
+  }
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const x = bits[i]!;
+    const exp = (x >>> 23) & 0xff;
+    // half exponents 1..30: float exponents 113..142
+    if (exp >= 113 && exp <= 142) {
+      let h = ((x >>> 16) & 0x8000) | ((exp - 112) << 10) | ((x & 0x7fffff) >>> 13);
+      const rest = x & 0x1fff;
+      if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+      out[i] = h;
+    } else {
+      out[i] = floatToHalf(src[i]!);
+    }
+  }
   return out;
 }
 

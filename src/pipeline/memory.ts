@@ -5,11 +5,14 @@ import { freemem } from 'node:os';
 import { UserError } from '../errors.js';
 import { statSync } from 'node:fs';
 import type { DecoderLayout, OnnxModel } from '../model/index.js';
-import type { Method } from './options.js';
+import { PRUNE_DEFAULTS, type Method } from './options.js';
 
 export interface MemoryEstimate {
+  /** the larger phase */
   bytes: number;
   parts: Record<string, number>;
+  /** bytes of the block's dense pass (statistics) and of its solve: which parts each holds, see estimatePeakMemory */
+  phases: { statistics: number; solve: number };
   nsamples: number;
   seqlen: number;
   offload: boolean;
@@ -19,8 +22,10 @@ export interface MemoryEstimate {
 export interface CalibrationShape {
   nsamples: number;
   seqlen: number;
-  /** --offload: the activations between blocks live in files, one micro-batch in memory */
+  /** --offload: the activations between blocks live in files, one forward batch in memory */
   offload: boolean;
+  /** sequences per onnxruntime block run when not forwardBatchSize's choice (PruneOptions.forwardBatch) */
+  forwardBatch?: number;
 }
 
 export interface ModelShape {
@@ -36,9 +41,49 @@ export interface ModelShape {
   statePerSequence: { a: number; b: number };
 }
 
-/** Sequences per onnxruntime run in the pipeline: about 4096 tokens. */
-export function microBatchSize(nsamples: number, seqlen: number): number {
+/**
+ * Sequences whose captured linear inputs are accumulated together into the Hessians / Wanda scalers (one SYRK per
+ * group): about 4096 tokens. It depends on the calibration size only, so the statistics (hence the pruned weights) are
+ * the same whatever number of sequences onnxruntime runs at once (forwardBatchSize).
+ */
+export function statisticsGroupSize(nsamples: number, seqlen: number): number {
   return Math.max(1, Math.min(nsamples, Math.floor(4096 / seqlen)));
+}
+
+/** What onnxruntime's working memory in a block forward scales with. */
+export interface ForwardShape {
+  heads: number;
+  /** the widest linear dimension (the FFN width) */
+  ffn: number;
+  /** bytes per activation value: 2 for fp16 models (onnxruntime computes in fp16), else 4 */
+  elementBytes: number;
+}
+
+export function forwardShape(layout: DecoderLayout, heads: number): ForwardShape {
+  const linears = layout.blocks.flatMap((b) => b.linears);
+  const half = linears.every((l) => l.dtype === 'float16');
+  return { heads, ffn: Math.max(...linears.flatMap((l) => [l.inFeatures, l.outFeatures])), elementBytes: half ? 2 : 4 };
+}
+
+/**
+ * onnxruntime's working memory for one block forward of `batch` sequences, besides the captured linear inputs:
+ * the attention scores/probabilities [batch, heads, s, s] (ATTENTION_COPIES copies alive at once) and the rows of
+ * FFN width (FFN_ROWS per token), in the model's activation type. Factors fitted, see RUNTIME_BYTES.
+ */
+export function forwardWorkBytes(batch: number, seqlen: number, f: ForwardShape): number {
+  return batch * f.elementBytes * (f.heads * seqlen * seqlen * ATTENTION_COPIES + seqlen * f.ffn * FFN_ROWS);
+}
+
+/**
+ * Sequences per onnxruntime block run in the prune pipeline: the largest divisor of the statistics group whose forward
+ * working memory fits PRUNE_DEFAULTS.forwardBudgetMb, at least 1. A divisor, so that every run's sequences fall in one
+ * statistics group. Depends on the model's shape and the calibration size only (never on the machine).
+ */
+export function forwardBatchSize(nsamples: number, seqlen: number, f: ForwardShape): number {
+  const group = statisticsGroupSize(nsamples, seqlen);
+  const budget = PRUNE_DEFAULTS.forwardBudgetMb * 2 ** 20;
+  for (let b = group; b > 1; b--) if (group % b === 0 && forwardWorkBytes(b, seqlen, f) <= budget) return b;
+  return 1;
 }
 
 /**
@@ -56,7 +101,7 @@ export function modelShape(model: OnnxModel, layout: DecoderLayout): ModelShape 
   };
 }
 
-/** Bytes of a state's tensors (what the pipeline keeps per micro-batch between blocks). */
+/** Bytes of a state's tensors (what the pipeline keeps per forward batch between blocks). */
 export function stateBytes(tensors: Iterable<{ data: unknown }>): number {
   let n = 0;
   for (const t of tensors) n += (t.data as ArrayBufferView).byteLength;
@@ -85,8 +130,11 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
   const { nsamples, seqlen } = run;
   const tokens = nsamples * seqlen;
   const { hidden, heads } = shape;
-  const microBatch = microBatchSize(nsamples, seqlen);
-  let blockParams = 0, blockStored = 0, hessians = 0, ffn = 0, widestInput = 0, largestLinear = 0;
+  const fshape = forwardShape(layout, heads);
+  const ffn = fshape.ffn;
+  const group = statisticsGroupSize(nsamples, seqlen);
+  const forward = Math.min(run.forwardBatch ?? forwardBatchSize(nsamples, seqlen, fshape), group);
+  let blockParams = 0, blockStored = 0, hessians = 0, widestInput = 0, largestLinear = 0, captureWidth = 0;
   for (const b of layout.blocks) {
     let params = 0, stored = 0;
     const inputs = new Map<string, number>();
@@ -95,21 +143,25 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
       params += n;
       stored += n * (l.dtype === 'float16' || l.dtype === 'bfloat16' ? 2 : 4);
       inputs.set(l.inputName, l.inFeatures);
-      ffn = Math.max(ffn, l.outFeatures, l.inFeatures);
       widestInput = Math.max(widestInput, l.inFeatures);
       largestLinear = Math.max(largestLinear, n);
     }
     blockParams = Math.max(blockParams, params);
     blockStored = Math.max(blockStored, stored);
     hessians = Math.max(hessians, [...inputs.values()].reduce((s, n) => s + n * n * 4, 0));
+    captureWidth = Math.max(captureWidth, [...inputs.values()].reduce((s, n) => s + n, 0));
   }
   const state = perSequence(shape, seqlen);
   const parts: Record<string, number> = {
-    // the states between blocks: all sequences (or, offloaded, one micro-batch), plus the micro-batch being replaced
-    activations: (run.offload ? microBatch : nsamples) * state + microBatch * state,
-    // one block's weights: the float32 originals and pruned copies, and the session's (stored bytes + onnxruntime's
-    // float32 pre-packed copy)
-    blockWeights: blockParams * 4 * 2 + blockStored + blockParams * 4,
+    // the states between blocks: all sequences (or, offloaded, one forward batch), plus the forward batch being replaced
+    activations: (run.offload ? forward : nsamples) * state + forward * state,
+    // the captured inputs of the block's linears (float32, one row per token and distinct input): one forward batch's,
+    // and the statistics group they are gathered into when the group spans several forward batches
+    captures: ((forward < group ? group : 0) + forward) * seqlen * captureWidth * 4,
+    // one block's weights for the solver: the float32 originals and pruned copies
+    blockWeights: blockParams * 4 * 2,
+    // one block's weights in onnxruntime's session: the stored bytes and onnxruntime's float32 pre-packed copy
+    sessionWeights: blockStored + blockParams * 4,
     hessians: method === 'wanda' ? 0 : hessians,
     // SparseGPT: H⁻¹'s Cholesky factor of the widest input (float32); SparseLLM's FFN error column: D and D·H
     solver: method === 'wanda' ? 0 : widestInput * widestInput * 4 + (method === 'sparsellm' ? largestLinear * 4 * 2 : 0),
@@ -120,22 +172,42 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     sparsellm: method === 'sparsellm'
       ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 + 64 * 2 ** 20
       : 0,
-    // onnxruntime's attention scores/probabilities per run (4 copies), and the captured linear inputs and onnxruntime's
-    // other buffers of one run (7 FFN-wide float32 rows per token; fitted, see RUNTIME_BYTES)
-    forward: microBatch * heads * seqlen * seqlen * 4 * 4 + microBatch * seqlen * ffn * 4 * 7,
+    // onnxruntime's working memory of one forward batch (attention scores, FFN intermediates)
+    forward: forwardWorkBytes(forward, seqlen, fshape),
     model: shape.residentModelBytes,
     runtime: RUNTIME_BYTES,
+    slack: SLACK_BYTES,
   };
-  return { bytes: Object.values(parts).reduce((a, b) => a + b, 0), parts, nsamples, seqlen, offload: run.offload };
+  // The block's dense pass (statistics, and the re-run: less) and its solve do not overlap: the pipeline releases the
+  // session before the solve and reads the float32 weights after the pass. The peak is the larger of the two.
+  const p = parts as Record<string, number>;
+  const common = p.runtime! + p.slack! + p.model! + p.activations! + p.hessians! + p.captures!;
+  const phases = {
+    // the FFN inputs SparseLLM keeps grow to [tokens, hidden] during the pass
+    statistics: common + p.sessionWeights! + p.forward! + (method === 'sparsellm' ? tokens * hidden * 4 : 0),
+    // the pass's capture buffers are garbage by then, but typed arrays are only freed when the collector runs
+    solve: common + p.blockWeights! + p.solver! + p.sparsellm!,
+  };
+  return { bytes: Math.max(phases.statistics, phases.solve), parts, phases, nsamples, seqlen, offload: run.offload };
 }
 
 /**
- * Node, onnxruntime and OpenBLAS with nothing loaded. Fitted with the forward term's factors by least squares to the
- * peak RSS of 12 prunes in child processes (bench/child-prune.ts, 2026-12-04: stories260K and OPT-shaped d=256..768,
- * 8..128 × 128..2048 tokens, Wanda/SparseGPT/SparseLLM): 183 MB, attention factor 0.99, FFN-row factor 1.21 × 6; every
- * run then within 0.90–1.13 of its estimate.
+ * Node, onnxruntime and OpenBLAS with nothing loaded: 172–175 MB measured (2026-12-05: the pipeline's modules, the addon,
+ * one stories260K block session run and one SYRK, process RSS).
  */
 const RUNTIME_BYTES = 180 * 2 ** 20;
+/**
+ * [batch, heads, s, s] attention tensors and FFN-wide rows per token of onnxruntime's block forward (forwardWorkBytes),
+ * and a fixed slack (glibc's and onnxruntime's per-run allocations, garbage not yet collected), fitted to three prunes in
+ * child processes with the block sessions' arena off (bench/child-prune.ts, 2026-12-05, SparseGPT): OPT-shaped d=512
+ * fp32, 8 × 256 tokens (forward batch 8): peak 450 MB; d=2048 FFN 8192 fp16, 4 × 1024 tokens, forward batch 1 and 2:
+ * peaks 1442 and 1431 MB. The estimates are then 439, 1560 and 1892 MB (0.98, 1.08 and 1.32 of the peak), and 2800 MB for
+ * SparseLLM at d=2048, 2 × 1024 tokens (peak 2725 MB, a fourth check not used in the fit). The forward batch 2 run is
+ * overestimated most (its peak was the solve's, not the pass's); PRUNE_DEFAULTS.forwardBudgetMb keeps that shape at 1.
+ */
+const ATTENTION_COPIES = 2;
+const FFN_ROWS = 3;
+const SLACK_BYTES = 96 * 2 ** 20;
 
 export function availableMemoryBytes(): number {
   if (existsSync('/proc/meminfo')) {

@@ -101,6 +101,12 @@ export const PRUNE_DEFAULTS = {
   format: 'onnx' as OutputFormat,
   /** calibration windows are at most this long (and evaluation windows): the reference's 2048 */
   maxSeqlen: 2048,
+  /**
+   * onnxruntime's working memory for one block forward (attention scores, FFN rows) is kept under this many MB by
+   * running fewer sequences at once (memory.ts forwardBatchSize); at least one sequence runs. Not a user setting: the
+   * same command must give the same forward batches, hence the same numbers, on every machine.
+   */
+  forwardBudgetMb: 256,
 };
 
 /** Calibration sequences: the reference's 128 (SparseGPT, Wanda), 64 for SparseLLM (it keeps every FFN activation). */
@@ -173,11 +179,16 @@ export interface PruneOptions {
   maxShardBytes?: number;
   /** Non-uniform sparsity: --allocation, OWL's m/λ, the search's bounds, --sparsity-profile (default: uniform). */
   allocation?: AllocationSettings;
+  /**
+   * Sequences per onnxruntime block run, a divisor of the statistics group (memory.ts statisticsGroupSize); default
+   * from PRUNE_DEFAULTS.forwardBudgetMb (forwardBatchSize). Not a CLI flag: tests and benchmarks set it.
+   */
+  forwardBatch?: number;
 }
 
 /** Every option of a run decided, except what depends on the model (seqlen, the family's α/β/γ). */
-export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource' | 'offload'>> &
-  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource' | 'offload'>;
+export type ResolvedPruneOptions = Required<Omit<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource' | 'offload' | 'forwardBatch'>> &
+  Pick<PruneOptions, 'seqlen' | 'docSeparator' | 'evalSeqlen' | 'evalMaxWindows' | 'dataDir' | 'tokenizer' | 'maxMemoryGb' | 'maxShardBytes' | 'modelSource' | 'offload' | 'forwardBatch'>;
 
 export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
   const method = o.method ?? PRUNE_DEFAULTS.method;

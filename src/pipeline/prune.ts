@@ -15,7 +15,7 @@ import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockSta
 import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
-import { checkMemory, estimatePeakMemory, measureStateBytes, microBatchSize, modelShape, stateBytes, type MemoryEstimate } from './memory.js';
+import { checkMemory, estimatePeakMemory, forwardBatchSize, forwardShape, measureStateBytes, modelShape, stateBytes, statisticsGroupSize, type MemoryEstimate } from './memory.js';
 import { defaultSeqlen, parseLayers, resolveAllocation, resolvePruneOptions, targetSparsity, SPARSELLM_DEFAULTS, SPARSITY_BOUNDS, type PruneOptions, type ResolvedPruneOptions, type SparsitySpec } from './options.js';
 import { allocate, allocationNeedsCalibration, assertJointFfn, budgetLinears, extraWindows, targetOf, type AllocationReport, type LinearTargets } from './allocation/index.js';
 import { profileTargets, readProfile } from './allocation/profile.js';
@@ -160,7 +160,7 @@ async function checkRunMemory(run: PruneRun, runner: BlockRunner): Promise<Memor
   if (o.method === 'magnitude') return undefined;
   const ids = (s: number) => new BigInt64Array(s).fill(1n);
   const shape = { ...modelShape(model, layout), statePerSequence: await measureStateBytes(async (s) => stateBytes((await runner.prologue(ids(s), 1, s)).tensors.values()), o.seqlen) };
-  return checkMemory((r) => estimatePeakMemory(layout, r, shape, o.method), { nsamples: o.nsamples, seqlen: o.seqlen, offload: o.offload !== undefined }, o.maxMemoryGb);
+  return checkMemory((r) => estimatePeakMemory(layout, r, shape, o.method), { nsamples: o.nsamples, seqlen: o.seqlen, offload: o.offload !== undefined, forwardBatch: o.forwardBatch }, o.maxMemoryGb);
 }
 
 /** Resolves the model and the options and checks them; nothing is written yet. */
@@ -238,12 +238,21 @@ async function drawWindows(run: ModelRun, source: CalibrationSource, timings: Ti
   return windows;
 }
 
-/** 1b. Calibration windows -> prologue states, in micro-batches of whole sequences. */
+/** Sequences per onnxruntime block run (memory.ts forwardBatchSize; o.forwardBatch overrides it, for tests). */
+function forwardBatch(run: ModelRun): number {
+  const { o, model, layout } = run;
+  if (o.forwardBatch === undefined) return forwardBatchSize(o.nsamples, o.seqlen, forwardShape(layout, modelShape(model, layout).heads));
+  const group = statisticsGroupSize(o.nsamples, o.seqlen);
+  if (!(o.forwardBatch >= 1 && group % o.forwardBatch === 0)) throw new Error(`forwardBatch ${o.forwardBatch} does not divide the statistics group of ${group} sequences`);
+  return o.forwardBatch;
+}
+
+/** 1b. Calibration windows -> prologue states, one per forward batch of whole sequences. */
 async function calibrate(run: ModelRun, runner: BlockRunner, windows: BigInt64Array[], states: StateStore, progress: Progress, timings: Timings): Promise<void> {
   const { o } = run;
   const t = clock();
   progress.start('calibration', o.nsamples);
-  await prologueInto(runner, windows.slice(0, o.nsamples), o.seqlen, states, microBatchSize(o.nsamples, o.seqlen), (sequences) => {
+  await prologueInto(runner, windows.slice(0, o.nsamples), o.seqlen, states, forwardBatch(run), (sequences) => {
     progress.tick(sequences);
     checkInterrupted(run.plan?.partial);
   });
@@ -297,6 +306,7 @@ async function pruneBlocks(
   const sparsellm: PruneReport['sparsellm'] = [];
   const restored = new Map((checkpoint?.finished ?? []).map((b) => [b.index, b]));
   let prunedHere = 0, tFirstBlock = 0;
+  const lastSelected = Math.max(-1, ...selected);
   for (const block of layout.blocks) {
     checkInterrupted(run.plan?.partial);
     const i = block.index;
@@ -325,8 +335,8 @@ async function pruneBlocks(
       if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
       checkpoint?.save({ index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
     }
-    // Re-run the (pruned) block: its outputs are the next block's inputs.
-    if (states.count > 0 && i < layout.blocks.length - 1) {
+    // Re-run the (pruned) block: its outputs are the next block's inputs (none needed after the last pruned block).
+    if (states.count > 0 && i < lastSelected) {
       const t = clock();
       progress.start(`block ${i} forward`, states.count);
       for (let k = 0; k < states.count; k++) {
@@ -350,7 +360,7 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
     const t = performance.now();
     // with the output refit, SparseLLM's output layer (fc2 / down) needs its dense Hessian for the report alone
     const reportOnly = o.method === 'sparsellm' && (o.sparsellm?.outputRefit ?? SPARSELLM_DEFAULTS.outputRefit) ? new Set([family.ffnRoles.global.at(-1)!]) : new Set<string>();
-    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null, reportOnly);
+    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null, statisticsGroupSize(o.nsamples, o.seqlen), reportOnly);
     progress.start(`block ${block.index} statistics`, states.count);
     for (let k = 0; k < states.count; k++) {
       const s = await states.get(k);
@@ -359,7 +369,10 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
       progress.tick();
       checkInterrupted(run.plan?.partial);
     }
+    await stats.finish();
     progress.stop();
+    // the solver needs none of the session's memory (the re-run makes a new session with the pruned weights)
+    await runner.releaseSession();
     statisticsSeconds = (performance.now() - t) / 1000;
   }
   const t = performance.now();

@@ -1,16 +1,17 @@
-// The calibration activations between blocks (one BlockState per micro-batch: hidden states, mask, position ids),
-// held in memory or, with --offload DIR, streamed through one file per micro-batch in a fresh folder under DIR: only
-// the micro-batch being run is in memory. Each block's re-run overwrites a micro-batch's file with the next block's
+// The calibration activations between blocks (one BlockState per forward batch, memory.ts forwardBatchSize: hidden states,
+// mask, position ids),
+// held in memory or, with --offload DIR, streamed through one file per forward batch in a fresh folder under DIR: only
+// the forward batch being run is in memory. Each block's re-run overwrites a forward batch's file with the next block's
 // inputs. The folder is removed when the run ends (finished, failed or interrupted).
 import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { BlockRunner, BlockState } from '../model/index.js';
-import { microBatchSize } from './memory.js';
+import { statisticsGroupSize } from './memory.js';
 
 export interface StateStore {
   readonly count: number;
-  /** Appends the state of the next micro-batch. */
+  /** Appends the state of the next forward batch. */
   push(state: BlockState): Promise<void>;
   get(k: number): Promise<BlockState>;
   set(k: number, state: BlockState): Promise<void>;
@@ -19,12 +20,12 @@ export interface StateStore {
 }
 
 /**
- * Embeds calibration windows (token ids, `seqlen` each) into `states` through the model's prologue, in micro-batches
+ * Embeds calibration windows (token ids, `seqlen` each) into `states` through the model's prologue, in batches
  * of whole sequences; `afterBatch` runs after each (progress, interruption checks).
  */
 export async function prologueInto(
   runner: BlockRunner, windows: BigInt64Array[], seqlen: number, states: StateStore,
-  batchSize = microBatchSize(windows.length, seqlen), afterBatch?: (sequences: number) => void,
+  batchSize = statisticsGroupSize(windows.length, seqlen), afterBatch?: (sequences: number) => void,
 ): Promise<void> {
   for (let k = 0; k < windows.length; k += batchSize) {
     const chunk = windows.slice(k, k + batchSize);

@@ -8,6 +8,8 @@
 // its own Gram from the sparse activations) gets it from every REPORT_HESSIAN_ROW_STRIDE-th token row: its f x f SYRK
 // was about a tenth of a SparseLLM prune; its error is then an estimate over that subsample, numerator and denominator
 // both (weightQuadratic is NaN for it, so layer-error.ts forms tr(W H Wᵀ) from the same H).
+// The Hessians and scalers are accumulated per statistics group (memory.ts statisticsGroupSize): the captured inputs of
+// the forward batches of one group are gathered and added at once, so they do not depend on the forward batch size.
 import { HessianAccumulator } from '../native/hessian.js';
 import { WandaScaler } from '../native/wanda.js';
 import type { DecoderBlock } from '../model/index.js';
@@ -33,6 +35,10 @@ export class BlockStatisticsCollector implements BlockStatistics {
   private readonly outputSquares = new Map<string, number>();
   /** inputs whose Hessian is accumulated from a row subsample (every linear reading them is report-only) */
   private readonly subsampled = new Set<string>();
+  /** captured inputs of the statistics group being gathered (input name -> [group tokens, in]) */
+  private pending: Map<string, { buffer: Float32Array; columns: number }> | null = null;
+  private pendingSequences = 0;
+  private pendingRows = 0;
   sequences = 0;
 
   constructor(
@@ -40,6 +46,11 @@ export class BlockStatisticsCollector implements BlockStatistics {
     private readonly method: Method,
     /** Role whose input is the FFN input (fc1 / up_proj), when SparseLLM keeps activations. */
     private readonly ffnInputRole: string | null,
+    /**
+     * Sequences accumulated together (statisticsGroupSize); the batches given to add() must not straddle two groups.
+     * Unset: each add() is its own group. With a group, call finish() after the last add().
+     */
+    private readonly groupSequences?: number,
     /** roles whose Hessian only feeds the report's error column (see the header) */
     reportOnlyRoles: ReadonlySet<string> = new Set(),
   ) {
@@ -56,24 +67,63 @@ export class BlockStatisticsCollector implements BlockStatistics {
     }
   }
 
-  /** Adds one micro-batch of captured linear inputs (role -> [batch·seqlen, in]). */
+  /** Adds one forward batch of captured linear inputs (role -> [batch·seqlen, in]). */
   async add(captures: Map<string, Float32Array>, batch: number, seqlen: number, outputSquares?: Map<string, number>): Promise<void> {
     for (const [role, v] of outputSquares ?? []) this.outputSquares.set(role, (this.outputSquares.get(role) ?? 0) + v);
-    const done = new Set<string>();
-    for (const l of this.block.linears) {
-      if (done.has(l.inputName)) continue;
-      done.add(l.inputName);
-      const X = captures.get(l.role);
-      if (!X) throw new Error(`no captured input for ${l.role} in block ${this.block.index}`);
-      if (this.method === 'wanda') await this.scalers.get(l.inputName)!.add(X, batch * seqlen, batch);
-      else if (this.subsampled.has(l.inputName)) await this.addRowSubsample(l.inputName, X, batch * seqlen, l.inFeatures, batch);
-      else await this.hessians.get(l.inputName)!.add(X, batch * seqlen, batch);
+    const inputs = this.distinctInputs(captures);
+    if (this.groupSequences === undefined || (this.pendingSequences === 0 && batch >= this.groupSequences)) {
+      for (const [name, X] of inputs) await this.accumulate(name, X, batch * seqlen, batch);
+    } else {
+      if (this.pendingSequences + batch > this.groupSequences) throw new Error(`block ${this.block.index}: a batch of ${batch} sequences straddles two statistics groups of ${this.groupSequences}`);
+      this.pending ??= new Map([...inputs].map(([name, X]) => {
+        const columns = X.length / (batch * seqlen);
+        return [name, { buffer: new Float32Array(this.groupSequences! * seqlen * columns), columns }];
+      }));
+      for (const [name, X] of inputs) {
+        const p = this.pending.get(name)!;
+        p.buffer.set(X, this.pendingRows * p.columns);
+      }
+      this.pendingSequences += batch;
+      this.pendingRows += batch * seqlen;
+      if (this.pendingSequences === this.groupSequences) await this.flush();
     }
     if (this.ffnInputRole) this.ffnChunks.push(captures.get(this.ffnInputRole)!);
     this.sequences += batch;
   }
 
-  /** Rows 0, k, 2k, … of this micro-batch (k = REPORT_HESSIAN_ROW_STRIDE) into the input's Hessian. */
+  /** Accumulates the last (partial) statistics group and drops the gathering buffers: call after the last add(). */
+  async finish(): Promise<void> {
+    if (this.pendingSequences > 0) await this.flush();
+    this.pending = null;
+  }
+
+  private async flush(): Promise<void> {
+    for (const [name, { buffer, columns }] of this.pending!) {
+      await this.accumulate(name, buffer.subarray(0, this.pendingRows * columns), this.pendingRows, this.pendingSequences);
+    }
+    this.pendingSequences = 0;
+    this.pendingRows = 0;
+  }
+
+  /** The captured input of each distinct linear input (q/k/v share one), by input name. */
+  private distinctInputs(captures: Map<string, Float32Array>): Map<string, Float32Array> {
+    const inputs = new Map<string, Float32Array>();
+    for (const l of this.block.linears) {
+      if (inputs.has(l.inputName)) continue;
+      const X = captures.get(l.role);
+      if (!X) throw new Error(`no captured input for ${l.role} in block ${this.block.index}`);
+      inputs.set(l.inputName, X);
+    }
+    return inputs;
+  }
+
+  private async accumulate(inputName: string, X: Float32Array, rows: number, sequences: number): Promise<void> {
+    if (this.method === 'wanda') await this.scalers.get(inputName)!.add(X, rows, sequences);
+    else if (this.subsampled.has(inputName)) await this.addRowSubsample(inputName, X, rows, X.length / rows, sequences);
+    else await this.hessians.get(inputName)!.add(X, rows, sequences);
+  }
+
+  /** Rows 0, k, 2k, … of these rows (a statistics group or forward batch: whole sequences, so the same rows either way) (k = REPORT_HESSIAN_ROW_STRIDE) into the input's Hessian. */
   private async addRowSubsample(input: string, X: Float32Array, rows: number, columns: number, sequences: number): Promise<void> {
     const kept = Math.ceil(rows / REPORT_HESSIAN_ROW_STRIDE);
     const sub = new Float32Array(kept * columns);
@@ -89,6 +139,7 @@ export class BlockStatisticsCollector implements BlockStatistics {
   }
 
   hessian(role: string): HessianAccumulator {
+    this.assertFinished();
     const h = this.hessians.get(this.inputOf.get(role)!)!;
     // NaN/Inf inputs (or inputs too large for float32 squares) show on the diagonal
     this.checkFinite(role, h.H, h.columns + 1);
@@ -96,9 +147,14 @@ export class BlockStatisticsCollector implements BlockStatistics {
   }
 
   scaler(role: string): Float32Array {
+    this.assertFinished();
     const s = this.scalers.get(this.inputOf.get(role)!)!.scaler;
     this.checkFinite(role, s, 1);
     return s;
+  }
+
+  private assertFinished(): void {
+    if (this.pendingSequences > 0) throw new Error(`block ${this.block.index}: statistics read before finish()`);
   }
 
   /** A solver fed non-finite statistics fails obscurely or writes NaN weights: stop with the layer's name instead. */

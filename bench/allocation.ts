@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import type { Allocation, Method } from '../src/pipeline/options.js';
+import type { SearchDetails } from '../src/pipeline/allocation/search.js';
 
 const root = resolve(import.meta.dirname, '..');
 const shared = process.env.SPARSELLM_SHARED ?? join(root, '..', 'shared');
@@ -64,6 +65,9 @@ interface Row {
   load: number;
   /** the search's probe score (kl / nll) */
   searchMetric?: string;
+  /** the search's measured held-out score of each pass's centre profile (uniform first, the last measured choice last), and the chosen pass */
+  searchRoundLosses?: number[];
+  searchChosenRound?: number;
   /** per-block mean target (the profile, averaged over each block's linears by weight count) */
   blockSparsity: number[];
 }
@@ -102,13 +106,17 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
     allocationPasses: rep.allocation!.cost.passes,
     probes: rep.allocation!.cost.probes,
     cpuSeconds: r.cpuSeconds,
-    ...(rep.allocation!.search ? { searchMetric: (rep.allocation!.search as { metric: string }).metric } : {}),
+    ...(rep.allocation!.search ? searchSummary(rep.allocation!.search as SearchDetails) : {}),
     load: loadavg()[0]!,
     blockSparsity: blocks.map((b) => {
       const ls = rep.layers.filter((l) => l.block === b);
       return ls.reduce((s, l) => s + l.in * l.out * targetOfLinear(b, l.role), 0) / ls.reduce((s, l) => s + l.in * l.out, 0);
     }),
   };
+}
+
+function searchSummary(d: SearchDetails): Pick<Row, 'searchMetric' | 'searchRoundLosses' | 'searchChosenRound'> {
+  return { searchMetric: d.metric, searchRoundLosses: d.rounds.map((r) => r.heldOutLoss), searchChosenRound: d.chosenRound };
 }
 
 const f1 = (v: number | undefined) => (v === undefined ? '—' : v >= 1000 ? v.toFixed(0) : v.toFixed(1));

@@ -81,7 +81,13 @@ export async function measureStateBytes(prologueBytes: (seqlen: number) => Promi
 /** Calibration activations of one sequence at window length s. */
 const perSequence = (shape: ModelShape, s: number) => shape.statePerSequence.a * s + shape.statePerSequence.b * s * s;
 
-export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape, shape: ModelShape, method: Method): MemoryEstimate {
+/** --allocation search's probe passes (src/pipeline/allocation/search.ts): its held-out windows and the LM head's width. */
+export interface SearchShape {
+  heldOut: number;
+  vocab: number;
+}
+
+export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape, shape: ModelShape, method: Method, search?: SearchShape): MemoryEstimate {
   const { nsamples, seqlen } = run;
   const tokens = nsamples * seqlen;
   const { hidden, heads } = shape;
@@ -124,6 +130,10 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // other buffers of one run (7 FFN-wide float32 rows per token; fitted, see RUNTIME_BYTES)
     forward: microBatch * heads * seqlen * seqlen * 4 * 4 + microBatch * seqlen * ffn * 4 * 7,
     model: shape.residentModelBytes,
+    // --allocation search: its probe passes hold the calibration states as the prune does and, on top, the held-out
+    // windows' states (one sequence each), the dense model's float32 log-probs of them (held-out × seqlen × vocab),
+    // and one window's logits with its onnxruntime output (2 × seqlen × vocab)
+    search: search ? search.heldOut * (state + seqlen * search.vocab * 4) + 2 * seqlen * search.vocab * 4 : 0,
     runtime: RUNTIME_BYTES,
   };
   return { bytes: Object.values(parts).reduce((a, b) => a + b, 0), parts, nsamples, seqlen, offload: run.offload };

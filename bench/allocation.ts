@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import type { Allocation, Method } from '../src/pipeline/options.js';
+import type { SearchDetails } from '../src/pipeline/allocation/search.js';
 
 const root = resolve(import.meta.dirname, '..');
 const shared = process.env.SPARSELLM_SHARED ?? join(root, '..', 'shared');
@@ -64,6 +65,9 @@ interface Row {
   load: number;
   /** the search's probe score (kl / nll) */
   searchMetric?: string;
+  /** the search's measured held-out score of each pass's centre profile (uniform first, the last measured choice last), and the chosen pass */
+  searchRoundLosses?: number[];
+  searchChosenRound?: number;
   /** per-block mean target (the profile, averaged over each block's linears by weight count) */
   blockSparsity: number[];
 }
@@ -102,13 +106,17 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
     allocationPasses: rep.allocation!.cost.passes,
     probes: rep.allocation!.cost.probes,
     cpuSeconds: r.cpuSeconds,
-    ...(rep.allocation!.search ? { searchMetric: (rep.allocation!.search as { metric: string }).metric } : {}),
+    ...(rep.allocation!.search ? searchSummary(rep.allocation!.search as SearchDetails) : {}),
     load: loadavg()[0]!,
     blockSparsity: blocks.map((b) => {
       const ls = rep.layers.filter((l) => l.block === b);
       return ls.reduce((s, l) => s + l.in * l.out * targetOfLinear(b, l.role), 0) / ls.reduce((s, l) => s + l.in * l.out, 0);
     }),
   };
+}
+
+function searchSummary(d: SearchDetails): Pick<Row, 'searchMetric' | 'searchRoundLosses' | 'searchChosenRound'> {
+  return { searchMetric: d.metric, searchRoundLosses: d.rounds.map((r) => r.heldOutLoss), searchChosenRound: d.chosenRound };
 }
 
 const f1 = (v: number | undefined) => (v === undefined ? '—' : v >= 1000 ? v.toFixed(0) : v.toFixed(1));
@@ -119,7 +127,8 @@ function markdown(rows: Row[]): string {
     '',
     `Written by \`npm run allocation-table\` (bench/allocation.ts). Calibration: PTB train, ${nsamples} × ${seqlen} tokens, seed 0`,
     `(search: + its held-out probe windows, drawn after them from PTB train). Perplexity: WikiText-2 test and PTB test, windows of the model's 512 positions,`,
-    `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = min(0.1, (1 − t)/2), 8 held-out windows, KL to the dense model.`,
+    `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = min(0.1, (1 − t)/2), 8 held-out windows, KL to the dense model,`,
+    `2 probe passes (around uniform, then around the first choice) and a measuring pass; probes prune with the run's method; the measured best wins.`,
     'Best of each row in bold. "sparsity" = measured zeros over all pruned linears (uniform / owl / search).',
     '',
     '| model | method | target | WikiText-2 uniform | owl | search | PTB uniform | owl | search | sparsity (u / o / s) | prune s (u / o / s) | search: own s, passes, probes |',
@@ -142,6 +151,12 @@ function markdown(rows: Row[]): string {
     const c = (a: Allocation) => rows.find((r) => r.model === model && r.method === method && r.sparsity === s && r.allocation === a)?.blockSparsity.map((v) => (v * 100).toFixed(1)).join(' ') ?? '—';
     if (c('owl') === '—' && c('search') === '—') continue;
     lines.push(`| ${model} | ${method} | ${(s * 100).toFixed(0)}% | ${c('owl')} | ${c('search')} |`);
+  }
+  lines.push('', "The search's held-out KL (PTB-train windows, never the test windows) of each measured profile: uniform, the first pass's choice, the second's; the chosen one in bold:", '', '| model | method | target | uniform | pass 1 choice | pass 2 choice |', '|---|---|---:|---:|---:|---:|');
+  for (const model of models) for (const method of methods) for (const s of sparsities) {
+    const r = rows.find((x) => x.model === model && x.method === method && x.sparsity === s && x.allocation === 'search');
+    if (!r?.searchRoundLosses) continue;
+    lines.push(`| ${model} | ${method} | ${(s * 100).toFixed(0)}% | ${r.searchRoundLosses.map((v, k) => (k === r.searchChosenRound ? `**${v.toPrecision(4)}**` : v.toPrecision(4))).join(' | ')} |`);
   }
   const loads = rows.map((r) => r.load);
   lines.push('', `Machine: 2 cores shared with other jobs; load average during the runs ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}, so the seconds are indicative only.`, '');

@@ -211,25 +211,48 @@ test('search fit: the quadratic through the probed points, convex by its floor',
   assert.ok(Math.abs(h.b - 0.5) < 1e-12 && h.a > 0);
 });
 
-test('search score: KL(dense ‖ probe) of two rows against the direct formula', async () => {
-  const { klRows } = await import('../src/pipeline/allocation/search.js');
-  const p = Float32Array.of(0, 1, 2, 5, 5, 5), q = Float32Array.of(1, 0, 2, 0, 1, 3);
-  const softmax = (x: number[]) => x.map((v) => Math.exp(v) / x.reduce((s, w) => s + Math.exp(w), 0));
-  let want = 0;
-  for (const r of [0, 1]) {
-    const P = softmax([...p.slice(3 * r, 3 * r + 3)]), Q = softmax([...q.slice(3 * r, 3 * r + 3)]);
-    want += P.reduce((s, pv, v) => s + pv * Math.log(pv / Q[v]!), 0);
+test('search score: native log-softmax and KL(dense ‖ probe) per row against the direct float64 formula', async () => {
+  const { logSoftmaxInPlace, rowsKl } = await import('../src/data/perplexity.js');
+  // 3 rows of a 5-word vocabulary, one with logits large enough that exp without the max shift would overflow float32
+  const p = Float32Array.of(0, 1, 2, -1, 0.5, 5, 5, 5, 5, 5, 100, 99, 90, 101, 98);
+  const q = Float32Array.of(1, 0, 2, 0.3, -2, 0, 1, 3, -1, 2, 100, 100, 95, 100, 97);
+  const V = 5;
+  const logSoftmax = (x: number[]) => {
+    const m = Math.max(...x);
+    const lse = m + Math.log(x.reduce((s, v) => s + Math.exp(v - m), 0));
+    return x.map((v) => v - lse);
+  };
+  const lp = await logSoftmaxInPlace(p.slice(), V);
+  for (let r = 0; r < 3; r++) {
+    const want = logSoftmax([...p.slice(r * V, r * V + V)]);
+    for (let v = 0; v < V; v++) assert.ok(Math.abs(lp[r * V + v]! - want[v]!) < 1e-5, `row ${r} word ${v}`);
   }
-  assert.ok(Math.abs(klRows(p, q, 2, 3) - want) < 1e-6, `${klRows(p, q, 2, 3)} vs ${want}`);
-  assert.equal(klRows(p, p, 2, 3), 0);
+  const kl = await rowsKl(lp, q, V);
+  for (let r = 0; r < 3; r++) {
+    const P = logSoftmax([...p.slice(r * V, r * V + V)]), Q = logSoftmax([...q.slice(r * V, r * V + V)]);
+    const want = P.reduce((s, lpv, v) => s + Math.exp(lpv) * (lpv - Q[v]!), 0);
+    assert.ok(want > 0.01 && Math.abs(kl[r]! - want) < 1e-5, `row ${r}: ${kl[r]} vs ${want}`);
+  }
+  // KL of a distribution to itself is 0 (up to float32 rounding of the log-probs)
+  for (const v of await rowsKl(lp, p, V)) assert.ok(Math.abs(v) < 1e-5, `${v}`);
+});
+
+test('allocateQuadratic around per-unit centres: the Lagrange solution shifted by the centres', () => {
+  // f_u = a_u (s − c_u)², c = [0.45, 0.55] (total already 0.5 · 2), a = [1, 3], b = [0.4, −0.4]: as in the test above,
+  // x1 = (λ − 0.4)/2, x2 = (λ + 0.4)/6, x1 + x2 = 0 ⇒ x1 = −0.1, x2 = 0.1 ⇒ s = [0.35, 0.65]
+  const s = allocateQuadratic([{ params: 1, a: 1, b: 0.4, lo: 0.3, hi: 0.7, centre: 0.45 }, { params: 1, a: 3, b: -0.4, lo: 0.3, hi: 0.7, centre: 0.55 }], 0.5);
+  assert.ok(Math.abs(s[0]! - 0.35) < 1e-9 && Math.abs(s[1]! - 0.65) < 1e-9, `${s}`);
+  // an unreachable budget is refused
+  assert.throws(() => allocateQuadratic([{ params: 1, a: 1, b: 0, lo: 0.6, hi: 0.7, centre: 0.65 }], 0.5), RangeError);
 });
 
 for (const method of ['sparsegpt', 'sparsellm']) {
   test(`--allocation search with ${method} on stories260K: exact budget, bounded levels, FFN kept joint, cost reported`, async () => {
-    const { report } = await prune(`search-${method}`, ['--method', method, '--sparsity', '0.7', '--allocation', 'search', '--search-deviation', '0.1', '--search-held-out', '2']);
+    const { report } = await prune(`search-${method}`, ['--method', method, '--sparsity', '0.7', '--allocation', 'search', '--search-deviation', '0.1', '--search-held-out', '2', '--search-rounds', '1']);
     const a = report.allocation;
     assert.equal(a.method, 'search');
-    assert.equal(a.search.probeMethod, 'sparsegpt');
+    // the probes prune with the run's own method
+    assert.equal(a.search.probeMethod, method);
     assert.equal(a.search.metric, 'kl');
     // a KL is never negative
     for (const u of a.search.units) assert.ok(u.losses.every((l: number) => l >= 0));
@@ -244,9 +267,18 @@ for (const method of ['sparsegpt', 'sparsellm']) {
       const u = a.search.units.find((x: any) => x.block === l.block && x.roles.includes(l.role));
       assert.ok(Math.abs(l.sparsity - u.sparsity) < 0.02, `block ${l.block} ${l.role}: ${l.sparsity} vs ${u.sparsity}`);
     }
-    // 1 + 2 × 2 probes per block; the probe pass's own forwards and solves
-    assert.equal(a.cost.probes, 25);
-    assert.equal(a.cost.solves, 5 * (7 + 2 * 7));
+    // one probe pass (1 + 2 × 2 probes per block), then the measuring pass (its end-to-end probe)
+    assert.equal(a.cost.probes, 25 + 1);
+    // solves per block and pass: SparseGPT 7 linears (base) + 2 × (4 attention + 3 FFN); SparseLLM 4 + 1 joint FFN
+    // (base) + 2 × (4 + 1); the measuring pass: the base again
+    const perBlock = method === 'sparsegpt' ? 7 + 2 * 7 + 7 : 5 + 2 * 5 + 5;
+    assert.equal(a.cost.solves, 5 * perBlock);
+    // the passes: uniform (probed) and its choice (measured); the chosen one is the one with the lower held-out KL
+    assert.equal(a.search.rounds.length, 2);
+    assert.ok(a.search.rounds[0].centre.every((c: number) => c === 0.7));
+    const best = Math.min(...a.search.rounds.map((r: any) => r.heldOutLoss));
+    assert.equal(a.search.rounds[a.search.chosenRound].heldOutLoss, best);
+    for (const [k, u] of a.search.units.entries()) assert.equal(u.sparsity, a.search.rounds[a.search.chosenRound].centre[k]);
     assert.ok(a.cost.blockForwards > 0 && a.cost.seconds > 0);
   });
 }

@@ -193,6 +193,17 @@ describe('memory estimate', () => {
     }
   });
 
+  it('--allocation search adds its held-out states and the dense log-probs (held-out × seqlen × vocab floats)', () => {
+    const run = { nsamples: 8, seqlen: 128, offload: false };
+    const plain = estimatePeakMemory(layout, run, shape, 'sparsegpt');
+    const search = estimatePeakMemory(layout, run, shape, 'sparsegpt', { heldOut: 8, vocab: 512 });
+    // 8 × (one sequence's state + 128 × 512 × 4) + 2 × 128 × 512 × 4, the rest unchanged
+    const state = shape.statePerSequence.a * 128 + shape.statePerSequence.b * 128 * 128;
+    assert.equal(search.parts.search, 8 * (state + 128 * 512 * 4) + 2 * 128 * 512 * 4);
+    assert.equal(search.bytes - plain.bytes, search.parts.search);
+    assert.equal(plain.parts.search, 0);
+  });
+
   it('a budget below the estimate stops with the figure and the knobs that fit, each with a value that does fit', () => {
     // activations dominate: 4096 sequences of 256 tokens; the budget admits the offloaded run
     const run = { nsamples: 4096, seqlen: 256, offload: false };

@@ -47,6 +47,19 @@ export async function rowsNll(logits: Float32Array, vocab: number, targets: Int3
   return nll;
 }
 
+/** In place: each row of logits ([rows, vocab]) becomes its log-softmax (native, log-sum-exp in float64). */
+export async function logSoftmaxInPlace(logits: Float32Array, vocab: number): Promise<Float32Array> {
+  await native().logSoftmaxRows(logits, logits.length / vocab, vocab);
+  return logits;
+}
+
+/** Per row r: KL(P_r ‖ softmax(logits[r])), with refLogProbs[r] = log P_r (from logSoftmaxInPlace); native, float64 sums. */
+export async function rowsKl(refLogProbs: Float32Array, logits: Float32Array, vocab: number): Promise<Float64Array> {
+  const kl = new Float64Array(logits.length / vocab);
+  await native().klRows(refLogProbs, logits, kl.length, vocab, kl);
+  return kl;
+}
+
 /** −log softmax(logits[row])[target], computed in float64. */
 export function tokenNll(logits: Float32Array, row: number, vocab: number, target: number): number {
   const base = row * vocab;

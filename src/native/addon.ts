@@ -25,6 +25,8 @@ export interface NativeAddon {
   ): Promise<unknown>;
   sparsellmStep(name: string, arrays: Record<string, Float32Array | Float64Array>, sizes: Record<string, number>, params: object): Promise<void>;
   crossEntropyRows(logits: Float32Array, rows: number, vocab: number, targets: Int32Array, nll: Float64Array): Promise<void>;
+  logSoftmaxRows(logits: Float32Array, rows: number, vocab: number): Promise<void>;
+  klRows(refLogProbs: Float32Array, logits: Float32Array, rows: number, vocab: number, kl: Float64Array): Promise<void>;
   [name: string]: unknown;
 }
 

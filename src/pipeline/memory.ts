@@ -126,7 +126,13 @@ export async function measureStateBytes(prologueBytes: (seqlen: number) => Promi
 /** Calibration activations of one sequence at window length s. */
 const perSequence = (shape: ModelShape, s: number) => shape.statePerSequence.a * s + shape.statePerSequence.b * s * s;
 
-export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape, shape: ModelShape, method: Method): MemoryEstimate {
+/** --allocation search's probe passes (src/pipeline/allocation/search.ts): its held-out windows and the LM head's width. */
+export interface SearchShape {
+  heldOut: number;
+  vocab: number;
+}
+
+export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape, shape: ModelShape, method: Method, search?: SearchShape): MemoryEstimate {
   const { nsamples, seqlen } = run;
   const tokens = nsamples * seqlen;
   const { hidden, heads } = shape;
@@ -175,13 +181,18 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // onnxruntime's working memory of one forward batch (attention scores, FFN intermediates)
     forward: forwardWorkBytes(forward, seqlen, fshape),
     model: shape.residentModelBytes,
+    // --allocation search: its probe passes hold the calibration states as the prune does and, on top, the held-out
+    // windows' states (one sequence each), the dense model's float32 log-probs of them (held-out × seqlen × vocab),
+    // and one window's logits with its onnxruntime output (2 × seqlen × vocab)
+    search: search ? search.heldOut * (state + seqlen * search.vocab * 4) + 2 * seqlen * search.vocab * 4 : 0,
     runtime: RUNTIME_BYTES,
     slack: SLACK_BYTES,
   };
   // The block's dense pass (statistics, and the re-run: less) and its solve do not overlap: the pipeline releases the
   // session before the solve and reads the float32 weights after the pass. The peak is the larger of the two.
   const p = parts as Record<string, number>;
-  const common = p.runtime! + p.slack! + p.model! + p.activations! + p.hessians! + p.captures!;
+  // (--allocation search's part is counted in both: its probe passes run the same pass and solve per block)
+  const common = p.runtime! + p.slack! + p.model! + p.activations! + p.hessians! + p.captures! + p.search!;
   const phases = {
     // the FFN inputs SparseLLM keeps grow to [tokens, hidden] during the pass
     statistics: common + p.sessionWeights! + p.forward! + (method === 'sparsellm' ? tokens * hidden * 4 : 0),

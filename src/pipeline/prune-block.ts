@@ -73,7 +73,8 @@ export async function pruneBlock(
 ): Promise<BlockPruneResult> {
   const pruned = new Map<string, Float32Array>();
   const reports: LinearReport[] = [];
-  const global = new Set(options.method === 'sparsellm' ? family.ffnRoles.global : []);
+  // a block given without its FFN (the search's attention-only probes) has no joint solve
+  const global = new Set(options.method === 'sparsellm' && block.linears.some((l) => family.ffnRoles.global.includes(l.role)) ? family.ffnRoles.global : []);
   const linear = (role: string) => block.linears.find((l) => l.role === role)!;
 
   for (const l of block.linears) {

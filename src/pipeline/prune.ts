@@ -160,7 +160,10 @@ async function checkRunMemory(run: PruneRun, runner: BlockRunner): Promise<Memor
   if (o.method === 'magnitude') return undefined;
   const ids = (s: number) => new BigInt64Array(s).fill(1n);
   const shape = { ...modelShape(model, layout), statePerSequence: await measureStateBytes(async (s) => stateBytes((await runner.prologue(ids(s), 1, s)).tensors.values()), o.seqlen) };
-  return checkMemory((r) => estimatePeakMemory(layout, r, shape, o.method), { nsamples: o.nsamples, seqlen: o.seqlen, offload: o.offload !== undefined, forwardBatch: o.forwardBatch }, o.maxMemoryGb);
+  const a = resolveAllocation(o.allocation);
+  // the search's log-probs need the vocabulary size (config.json's vocab_size; a bare .onnx without it: not counted)
+  const search = a.allocation === 'search' ? { heldOut: a.search.heldOut, vocab: layout.config.vocab ?? 0 } : undefined;
+  return checkMemory((r) => estimatePeakMemory(layout, r, shape, o.method, search), { nsamples: o.nsamples, seqlen: o.seqlen, offload: o.offload !== undefined, forwardBatch: o.forwardBatch }, o.maxMemoryGb);
 }
 
 /** Resolves the model and the options and checks them; nothing is written yet. */

@@ -27,8 +27,43 @@ static Napi::Value CrossEntropyRowsJs(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
+// logSoftmaxRows(logits: Float32Array, rows, vocab): Promise<void> — in place
+static Napi::Value LogSoftmaxRowsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = ToF32(info[0], "logits");
+  size_t rows = info[1].As<Napi::Number>().Int64Value();
+  size_t vocab = info[2].As<Napi::Number>().Int64Value();
+  Require(env, vocab > 0 && logits.length == rows * vocab, "logits must hold rows*vocab floats");
+  auto* w = new PromiseWorker(env, [=] { LogSoftmaxRows(logits.data, rows, vocab); }, nullptr);
+  w->Keep(info[0]);
+  w->Queue();
+  return w->Promise();
+}
+
+// klRows(refLogProbs: Float32Array, logits: Float32Array, rows, vocab, kl: Float64Array): Promise<void>
+static Napi::Value KlRowsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto ref = ToF32(info[0], "refLogProbs");
+  auto logits = ToF32(info[1], "logits");
+  size_t rows = info[2].As<Napi::Number>().Int64Value();
+  size_t vocab = info[3].As<Napi::Number>().Int64Value();
+  Require(env, info[4].IsTypedArray() && info[4].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array, "kl must be a Float64Array");
+  auto kl = info[4].As<Napi::Float64Array>();
+  Require(env, vocab > 0 && ref.length == rows * vocab && logits.length == rows * vocab, "refLogProbs and logits must hold rows*vocab floats");
+  Require(env, kl.ElementLength() == rows, "kl must hold one value per row");
+  double* out = kl.Data();
+  auto* w = new PromiseWorker(env, [=] { KlRows(ref.data, logits.data, rows, vocab, out); }, nullptr);
+  w->Keep(info[0]);
+  w->Keep(info[1]);
+  w->Keep(info[4]);
+  w->Queue();
+  return w->Promise();
+}
+
 SPARSELLM_REGISTER(cross_entropy, [](Napi::Env env, Napi::Object exports) {
   exports.Set("crossEntropyRows", Napi::Function::New(env, CrossEntropyRowsJs));
+  exports.Set("logSoftmaxRows", Napi::Function::New(env, LogSoftmaxRowsJs));
+  exports.Set("klRows", Napi::Function::New(env, KlRowsJs));
 });
 
 }  // namespace sparsellm

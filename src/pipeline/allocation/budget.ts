@@ -69,16 +69,21 @@ export function shiftToBudget(values: number[], weights: number[], target: numbe
 
 /**
  * Solves min Σ_u f_u(s_u) subject to Σ_u n_u s_u = target · Σ_u n_u and lo_u ≤ s_u ≤ hi_u, for convex quadratics
- * f_u(s) = a_u (s − t)² + b_u (s − t) (a_u > 0): the Lagrange condition f_u'(s_u) = λ n_u gives
- * s_u = clamp(t + (λ n_u − b_u) / (2 a_u), lo_u, hi_u), whose weighted total is continuous and increasing in λ;
- * λ is found by bisection. Returns the levels s_u.
+ * f_u(s) = a_u (s − c_u)² + b_u (s − c_u) (a_u > 0) around each unit's centre c_u (default: the target): the Lagrange
+ * condition f_u'(s_u) = λ n_u gives s_u = clamp(c_u + (λ n_u − b_u) / (2 a_u), lo_u, hi_u), whose weighted total is
+ * continuous and increasing in λ; λ is found by bisection. The budget must be reachable within the bounds.
+ * Returns the levels s_u.
  */
-export function allocateQuadratic(units: { params: number; a: number; b: number; lo: number; hi: number }[], target: number): number[] {
+export function allocateQuadratic(units: { params: number; a: number; b: number; lo: number; hi: number; centre?: number }[], target: number): number[] {
   const N = units.reduce((s, u) => s + u.params, 0);
   const want = target * N;
-  const levels = (lambda: number) => units.map((u) => Math.min(u.hi, Math.max(u.lo, target + (lambda * u.params - u.b) / (2 * u.a))));
+  const centre = (u: (typeof units)[number]) => u.centre ?? target;
+  const levels = (lambda: number) => units.map((u) => Math.min(u.hi, Math.max(u.lo, centre(u) + (lambda * u.params - u.b) / (2 * u.a))));
   const total = (lambda: number) => levels(lambda).reduce((s, v, k) => s + v * units[k]!.params, 0);
-  if (units.some((u) => !(u.a > 0) || !(u.lo <= target + 1e-12 && target <= u.hi + 1e-12))) throw new RangeError('allocateQuadratic: every unit needs a > 0 and lo ≤ target ≤ hi');
+  const reach = (side: 'lo' | 'hi') => units.reduce((s, u) => s + u[side] * u.params, 0);
+  if (units.some((u) => !(u.a > 0) || !(u.lo <= u.hi)) || reach('lo') > want * (1 + 1e-12) || reach('hi') < want * (1 - 1e-12)) {
+    throw new RangeError('allocateQuadratic: every unit needs a > 0 and lo ≤ hi, and the budget must lie within Σ n lo … Σ n hi');
+  }
   // bracket λ: grow until the totals straddle the budget
   let lo = -1, hi = 1;
   while (total(lo) > want && lo > -1e300) lo *= 2;

@@ -49,6 +49,8 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '0' },
     /** keep the rows of `--out`'s results.json whose seed is not run now (same settings otherwise), so seeds can be added one run at a time */
     append: { type: 'boolean', default: false },
+    /** run nothing: rewrite `--out`'s results.md from its results.json (after a change to the tables' layout) */
+    render: { type: 'boolean', default: false },
     out: { type: 'string', default: join(root, 'bench', 'federate') },
   },
 });
@@ -280,16 +282,21 @@ const settings = { method, clients: clientCounts, sparsities, nsamples: nsamples
 const resultsFile = join(args.out, 'results.json');
 type Results = Record<string, { dense: Perplexities; rows: Row[] }>;
 // --append: the earlier seeds' rows come back from the previous run, which must have used the same settings (checked before any work)
-const previous = args.append && existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { settings: typeof settings; results: Results; seconds: number }) : undefined;
-if (previous && JSON.stringify({ ...previous.settings, seeds: [] }) !== JSON.stringify({ ...settings, seeds: [] })) {
+const previous = (args.append || args.render) && existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { settings: typeof settings; results: Results; seconds: number }) : undefined;
+if (args.render && !previous) throw new Error(`--render: no ${resultsFile}`);
+if (previous && !args.render && JSON.stringify({ ...previous.settings, seeds: [] }) !== JSON.stringify({ ...settings, seeds: [] })) {
   throw new Error(`--append: ${resultsFile} was made with other settings: ${JSON.stringify(previous.settings)}`);
 }
 const t0 = performance.now();
 const results: Results = {};
-for (const name of models) results[name] = await runModel(name);
+if (!args.render) for (const name of models) results[name] = await runModel(name);
 mkdirSync(args.out, { recursive: true });
 let seconds = (performance.now() - t0) / 1000;
-if (previous) {
+if (previous && args.render) {
+  Object.assign(results, previous.results);
+  Object.assign(settings, previous.settings);
+  seconds = previous.seconds;
+} else if (previous) {
   for (const [name, r] of Object.entries(results)) {
     const old = previous.results[name];
     if (!old) continue;

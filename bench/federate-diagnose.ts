@@ -46,6 +46,8 @@ const { values: args } = parseArgs({
     'kl-windows': { type: 'string', default: '8' },
     seed: { type: 'string', default: '0' },
     'no-pooled': { type: 'boolean', default: false },
+    /** only the per-matrix table (no perplexity or KL: minutes instead of tens of minutes) */
+    'matrices-only': { type: 'boolean', default: false },
     out: { type: 'string', default: join(root, 'bench', 'federate', 'diagnose') },
   },
 });
@@ -183,6 +185,9 @@ interface MatrixRow {
   globalToClient: number;
   /** of the global kept positions: the fraction every client kept */
   keptByAll: number;
+  /** positions whose fate the vote tie rule decided: the vote group that mask expansion cut through (size, and how many of it it pruned) */
+  tieGroup: number;
+  tiePruned: number;
   /** e(Ŵ) per evaluation set: clients' mean, FedSpaLLM, ℓ0 average without expansion, pooled */
   error: Record<Ev, { clients: number; clientMin: number; fedspallm: number; l0Only: number; pooled?: number }>;
 }
@@ -191,7 +196,8 @@ interface Setting {
   nsamples: number;
   tokensPerClient: number;
   /** per-window mean NLL of each model */
-  scores: { clients: Scores[]; fedspallm: Scores; l0Only: Scores; pooled?: Scores; dense: Scores };
+  /** absent with --matrices-only */
+  scores?: { clients: Scores[]; fedspallm: Scores; l0Only: Scores; pooled?: Scores; dense: Scores };
   matrices: MatrixRow[];
 }
 
@@ -205,7 +211,8 @@ function paired(x: number[], clients: number[][]): { diff: number; se: number } 
 const ppl = (nll: number[]) => Math.exp(mean(nll));
 /** the paper's standalone row: the mean of the clients' perplexities */
 const standalonePpl = (cs: Scores[], e: Ev) => mean(cs.map((c) => ppl(c.nll[e])));
-const denseScores = await windowNlls(onnx);
+const matricesOnly = args['matrices-only'];
+const denseScores = matricesOnly ? undefined : await windowNlls(onnx);
 
 const settings: Setting[] = [];
 for (const nsamples of nsamplesList) {
@@ -227,19 +234,27 @@ for (const nsamples of nsamplesList) {
     const name = per[0]!.name;
     const values = per.map((t) => t.values);
     const g = aggregateMatrix(values, 'fedspallm', s).weights;
-    const l0w = l0Average(values).weights;
+    const { weights: l0w, votes } = l0Average(values);
     fed.set(name, g);
     l0.set(name, l0w);
     let split = 0, keptG = 0, keptAll = 0;
+    // the vote count at which the global mask is cut: the most votes among the kept positions (the fewest among the pruned ones is at least that)
+    let cut = -1;
     for (let j = 0; j < g.length; j++) {
-      let votes = 0;
-      for (const v of values) if (v[j] === 0) votes++;
-      if (votes > 0 && votes < n) split++;
+      if (votes[j]! > 0 && votes[j]! < n) split++;
       if (g[j] !== 0) {
         keptG++;
-        if (votes === 0) keptAll++;
+        if (votes[j] === 0) keptAll++;
+        cut = Math.max(cut, votes[j]!);
       }
     }
+    let tieGroup = 0, tiePruned = 0;
+    for (let j = 0; j < g.length; j++) {
+      if (votes[j] !== cut || cut === n) continue;
+      tieGroup++;
+      if (g[j] === 0 && l0w[j] !== 0) tiePruned++;
+    }
+    if (tiePruned === 0) tieGroup = 0; // the cut fell between two vote counts: no tie decided anything
     const pairs: number[] = [];
     for (let i = 0; i < n; i++) for (let k = 0; k < n; k++) if (i !== k) pairs.push(frob(values[i]!, values[k]!));
     const error = {} as MatrixRow['error'];
@@ -253,25 +268,25 @@ for (const nsamples of nsamplesList) {
     }
     matrices.push({
       name, block: per[0]!.block, role: per[0]!.role, split: split / g.length, clientSpread: mean(pairs),
-      globalToClient: mean(values.map((v) => frob(g, v))), keptByAll: keptAll / keptG, error,
+      globalToClient: mean(values.map((v) => frob(g, v))), keptByAll: keptAll / keptG, tieGroup: tieGroup / g.length, tiePruned: tiePruned / g.length, error,
     });
   }
   const clients: Scores[] = [];
-  for (const [i, u] of uploads.entries()) clients.push(await scoreWeights(new Map(u.map((t) => [t.name, t.values])), `client-${i}`));
+  if (!matricesOnly) for (const [i, u] of uploads.entries()) clients.push(await scoreWeights(new Map(u.map((t) => [t.name, t.values])), `client-${i}`));
   const setting: Setting = {
     nsamples, tokensPerClient: nsamples * seqlen, matrices,
-    scores: {
-      dense: denseScores, clients, fedspallm: await scoreWeights(fed, 'fedspallm'), l0Only: await scoreWeights(l0, 'l0'),
+    scores: matricesOnly ? undefined : {
+      dense: denseScores!, clients, fedspallm: await scoreWeights(fed, 'fedspallm'), l0Only: await scoreWeights(l0, 'l0'),
       ...(pooled ? { pooled: await scoreWeights(new Map(pooled.map((t) => [t.name, t.values])), 'pooled') } : {}),
     },
   };
   settings.push(setting);
-  log(summaryLine(setting));
+  if (!matricesOnly) log(summaryLine(setting));
 }
 
 function summaryLine(st: Setting): string {
   return `${st.nsamples} windows/client: ` + EVALS.map((e) => {
-    const sc = st.scores;
+    const sc = st.scores!;
     const f = paired(sc.fedspallm.nll[e], sc.clients.map((c) => c.nll[e]));
     return `${e} standalone ${standalonePpl(sc.clients, e).toFixed(1)} FedSpaLLM ${ppl(sc.fedspallm.nll[e]).toFixed(1)} (ΔNLL ${f.diff.toFixed(4)} ± ${f.se.toFixed(4)}) ℓ0-only ${ppl(sc.l0Only.nll[e]).toFixed(1)}${sc.pooled ? ` pooled ${ppl(sc.pooled.nll[e]).toFixed(1)}` : ''}; KL clients ${mean(sc.clients.map((c) => mean(c.kl[e]))).toFixed(4)} FedSpaLLM ${mean(sc.fedspallm.kl[e]).toFixed(4)}`;
   }).join('; ');
@@ -279,14 +294,17 @@ function summaryLine(st: Setting): string {
 
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
 const lines: string[] = [
-  `**${args.model}**, ${n} clients, ${s * 100} %, seed ${seed}, SparseGPT, PTB train split by documents; evaluation: the first ${evalWindows} windows of ${EVAL_SEQLEN} tokens of PTB test and WT2 test (dense: ${EVALS.map((e) => ppl(denseScores.nll[e]).toFixed(1)).join(' / ')}); KL(dense ‖ model) per token on the first ${klWindows} windows.`,
+  `**${args.model}**, ${n} clients, ${s * 100} %, seed ${seed}, SparseGPT, PTB train split by documents; evaluation: the first ${evalWindows} windows of ${EVAL_SEQLEN} tokens of PTB test and WT2 test (dense: ${denseScores ? EVALS.map((e) => ppl(denseScores.nll[e]).toFixed(1)).join(' / ') : 'not scored'}); KL(dense ‖ model) per token on the first ${klWindows} windows.`,
+];
+if (!matricesOnly) lines.push(
   '',
   'Perplexity (the paper\'s standalone = mean of the clients\' perplexities), and FedSpaLLM − standalone in mean NLL per window (paired over the same windows; ± standard error over windows; negative = FedSpaLLM better):',
   '',
   '| windows/client (tokens) | set | standalone mean (range) | FedSpaLLM | ΔNLL FedSpaLLM − standalone | ℓ0 average, no expansion | pooled (N× data, not federated) | ΔNLL pooled − standalone | KL(dense ‖ ·): clients (best) | FedSpaLLM | ℓ0 only | pooled |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|',
-];
+);
 for (const st of settings) {
+  if (!st.scores) continue;
   const sc = st.scores;
   for (const e of EVALS) {
     const cs = sc.clients.map((c) => ppl(c.nll[e]));
@@ -297,15 +315,15 @@ for (const st of settings) {
       `${f3(mean(kls))} (${f3(Math.min(...kls))}) | ${f3(mean(sc.fedspallm.kl[e]))} | ${f3(mean(sc.l0Only.kl[e]))} | ${sc.pooled ? f3(mean(sc.pooled.kl[e])) : '–'} |`);
   }
 }
-lines.push('', 'Per matrix: e(Ŵ) = ‖(W − Ŵ)X‖² / ‖WX‖² with X the dense model\'s inputs on the PTB test windows (WT2 in the second column of each pair), clients\' mean (best client), FedSpaLLM, ℓ0 average without expansion, pooled; split = positions the clients disagree on; spread = mean ‖W_i − W_k‖/‖W_k‖; global→client = mean ‖W_g − W_i‖/‖W_i‖; kept by all = fraction of the global kept positions that every client kept.', '');
+lines.push('', 'Per matrix: e(Ŵ) = ‖(W − Ŵ)X‖² / ‖WX‖² with X the dense model\'s inputs on the PTB test windows (WT2 in the second column of each pair), clients\' mean (best client), FedSpaLLM, ℓ0 average without expansion, pooled; split = positions the clients disagree on; spread = mean ‖W_i − W_k‖/‖W_k‖; global→client = mean ‖W_g − W_i‖/‖W_i‖; kept by all = fraction of the global kept positions that every client kept; tie group = the positions with the vote count at which mask expansion stopped, as a fraction of the matrix, and in brackets those of them it pruned (the ones the tie rule chose: smaller |ℓ0 mean| first).', '');
 for (const st of settings) {
-  lines.push(`${st.nsamples} windows/client:`, '', '| matrix | split | spread | global→client | kept by all | e PTB: clients (best) | FedSpaLLM | ℓ0 only | pooled | e WT2: clients (best) | FedSpaLLM | ℓ0 only | pooled |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push(`${st.nsamples} windows/client:`, '', '| matrix | split | spread | global→client | kept by all | tie group (pruned by the tie rule) | e PTB: clients (best) | FedSpaLLM | ℓ0 only | pooled | e WT2: clients (best) | FedSpaLLM | ℓ0 only | pooled |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const m of st.matrices) {
     const cols = EVALS.map((e) => `${f3(m.error[e].clients)} (${f3(m.error[e].clientMin)}) | ${f3(m.error[e].fedspallm)} | ${f3(m.error[e].l0Only)} | ${m.error[e].pooled !== undefined ? f3(m.error[e].pooled!) : '–'}`).join(' | ');
-    lines.push(`| ${m.block}.${m.role} | ${pct(m.split)} | ${f3(m.clientSpread)} | ${f3(m.globalToClient)} | ${pct(m.keptByAll)} | ${cols} |`);
+    lines.push(`| ${m.block}.${m.role} | ${pct(m.split)} | ${f3(m.clientSpread)} | ${f3(m.globalToClient)} | ${pct(m.keptByAll)} | ${pct(m.tieGroup)} (${pct(m.tiePruned)}) | ${cols} |`);
   }
   const sum = (f: (m: MatrixRow) => number) => st.matrices.reduce((a, m) => a + f(m), 0);
-  lines.push(`| **sum of e** | | | | | ${EVALS.map((e) => `${f3(sum((m) => m.error[e].clients))} | ${f3(sum((m) => m.error[e].fedspallm))} | ${f3(sum((m) => m.error[e].l0Only))} | ${st.matrices[0]!.error[e].pooled !== undefined ? f3(sum((m) => m.error[e].pooled!)) : '–'}`).join(' | ')} |`, '');
+  lines.push(`| **sum of e** | | | | | | ${EVALS.map((e) => `${f3(sum((m) => m.error[e].clients))} | ${f3(sum((m) => m.error[e].fedspallm))} | ${f3(sum((m) => m.error[e].l0Only))} | ${st.matrices[0]!.error[e].pooled !== undefined ? f3(sum((m) => m.error[e].pooled!)) : '–'}`).join(' | ')} |`, '');
 }
 await denseSession.release();
 mkdirSync(args.out, { recursive: true });

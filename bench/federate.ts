@@ -15,15 +15,15 @@
 //   npm run federate-table -- --model tiny-wikitext-opt --out bench/federate/tiny-wikitext-opt
 //   npm run federate-table -- --model stories260K --seed 0,1,2 --nsamples 2,16 --out bench/federate/stories260K
 //   npm run federate-table -- --model stories260K --method wanda --seed 0,1,2 --nsamples 2,16 --out bench/federate/stories260K-wanda
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { aggregateMatrix, type AggregationRule } from '../src/federate/aggregate.js';
-import { DEFAULT_DOC_SEPARATOR, splitCalibration } from '../src/federate/split.js';
 import { writeGlobalModel } from '../src/federate/global-model.js';
 import { pruneAssignedBlocks, type UploadTensor } from '../src/federate/local-prune.js';
-import { evalTokens, resolveDataset, splitRows } from '../src/data/datasets.js';
+import { evalTokens, resolveDataset } from '../src/data/datasets.js';
+import { ptbClientTexts } from './federate-data.js';
 import { windowPerplexity } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { FullModelSession } from '../src/model/full-session.js';
@@ -47,6 +47,10 @@ const { values: args } = parseArgs({
     'eval-seqlen': { type: 'string', default: '512' },
     'max-windows': { type: 'string', default: '8' },
     seed: { type: 'string', default: '0' },
+    /** keep the rows of `--out`'s results.json whose seed is not run now (same settings otherwise), so seeds can be added one run at a time */
+    append: { type: 'boolean', default: false },
+    /** run nothing: rewrite `--out`'s results.md from its results.json (after a change to the tables' layout) */
+    render: { type: 'boolean', default: false },
     out: { type: 'string', default: join(root, 'bench', 'federate') },
   },
 });
@@ -109,33 +113,8 @@ async function scoreWeights(dense: string, weights: Map<string, Float32Array>, s
   }
 }
 
-/**
- * PTB train cut into `n` disjoint client texts.
- * - documents (default): PTB marks no article boundaries, so its lines are grouped into passages of `--passage-lines`
- *   consecutive sentences (20 ≈ the mean WSJ article: the treebank's ~49k sentences are ~2.5k articles); the
- *   passages are the documents, dealt to the clients by `federate simulate --split documents`'s own code
- *   (src/federate/split.ts: shuffled with the seed, round-robin). Every client then holds passages from all over
- *   the corpus, as in the paper, where each client draws its own random segments from the same C4 shard.
- * - contiguous: N consecutive runs of lines (the previous table's split; non-IID by WSJ section).
- * A passage's lines are joined by PTB's own join (a space); passages are separated by `<|endoftext|>` lines.
- */
-async function clientTexts(n: number, dir: string, seed: number): Promise<string[]> {
-  const rows = await splitRows(resolveDataset('ptb'), 'train');
-  mkdirSync(dir, { recursive: true });
-  let shares: string[];
-  if (splitMode === 'documents') {
-    const passages: string[] = [];
-    for (let k = 0; k < rows.length; k += passageLines) passages.push(rows.slice(k, k + passageLines).join(' '));
-    shares = splitCalibration(passages.join(`\n${DEFAULT_DOC_SEPARATOR}\n`), n, 'documents', seed);
-  } else {
-    shares = Array.from({ length: n }, (_, i) => rows.slice(Math.floor((i * rows.length) / n), Math.floor(((i + 1) * rows.length) / n)).join(' '));
-  }
-  return shares.map((text, i) => {
-    const file = join(dir, `client-${i}.txt`);
-    writeFileSync(file, text);
-    return file;
-  });
-}
+/** PTB train cut into `n` disjoint client texts (bench/federate-data.ts; --split, --passage-lines). */
+const clientTexts = (n: number, dir: string, seed: number) => ptbClientTexts(n, dir, seed, splitMode, passageLines);
 
 interface MatrixStats {
   /** max over matrices of |zeros − ceil(s·d)| */
@@ -276,9 +255,11 @@ function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string
         `${pct(row.fedspallm.stats.sparsity)} (${row.fedspallm.stats.maxOffTarget}) | ${pct(row.mean.stats.sparsity)}, ×${row.mean.stats.keptScale!.toFixed(2)} |`,
     );
   }
-  if (seeds.length > 1) {
-    lines.push('', `Over the ${seeds.length} seeds (mean perplexities; the gain of each seed, PTB / WT2):`, '',
-      '| windows/client | clients | sparsity | standalone mean | FedSpaLLM | FedSpaLLM vs standalone, per seed | seeds where FedSpaLLM is lower (PTB, WT2) |', '|---|---|---|---|---|---|---|');
+  const rowSeeds = new Set(r.rows.map((row) => row.seed));
+  if (rowSeeds.size > 1) {
+    lines.push('', `Over the ${rowSeeds.size} seeds (mean perplexities; the gain of each seed, PTB / WT2; plain mean: its perplexity, zeros and kept-weight scale, averaged over the seeds):`, '',
+      '| windows/client | clients | sparsity | standalone mean | FedSpaLLM | FedSpaLLM vs standalone, per seed | seeds where FedSpaLLM is lower (PTB, WT2) | pooled data (not federated) | plain mean | plain-mean zeros, kept-weight scale |',
+      '|---|---|---|---|---|---|---|---|---|---|');
     const groups = new Map<string, Row[]>();
     for (const row of r.rows) {
       const key = `${row.nsamples}|${row.clients}|${row.sparsity}`;
@@ -287,19 +268,46 @@ function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string
     for (const rows of groups.values()) {
       const avg = (f: (row: Row) => Perplexities) => Object.fromEntries(EVALS.map((e) => [e, rows.reduce((a, row) => a + f(row)[e]!, 0) / rows.length]));
       const wins = EVALS.map((e) => `${rows.filter((row) => row.fedspallm.perplexity[e]! < row.standalone.mean[e]!).length}/${rows.length}`).join(', ');
+      const avgOf = (f: (row: Row) => number) => rows.reduce((a, row) => a + f(row), 0) / rows.length;
+      const pooledRows = rows.every((row) => row.pooled) ? fmt(avg((row) => row.pooled!)) : '–';
       lines.push(`| ${rows[0]!.nsamples} | ${rows[0]!.clients} | ${rows[0]!.sparsity * 100} % | ${fmt(avg((row) => row.standalone.mean))} | ${fmt(avg((row) => row.fedspallm.perplexity))} | ` +
-        `${rows.map((row) => lower(row.standalone.mean, row.fedspallm.perplexity)).join('; ')} | ${wins} |`);
+        `${rows.map((row) => lower(row.standalone.mean, row.fedspallm.perplexity)).join('; ')} | ${wins} | ${pooledRows} | ${fmt(avg((row) => row.mean.perplexity))} | ` +
+        `${pct(avgOf((row) => row.mean.stats.sparsity))}, ×${avgOf((row) => row.mean.stats.keptScale!).toFixed(2)} |`);
     }
   }
   return lines.join('\n');
 }
 
-const t0 = performance.now();
-const results: Record<string, { dense: Perplexities; rows: Row[] }> = {};
-for (const name of models) results[name] = await runModel(name);
 const settings = { method, clients: clientCounts, sparsities, nsamples: nsamplesList, seqlen, evalSeqlen, maxWindows, seeds, calib: splitMode === 'documents' ? `ptb train, passages of ${passageLines} lines dealt as documents (src/federate/split.ts)` : 'ptb train, contiguous disjoint shares', pooled: args.pooled };
+const resultsFile = join(args.out, 'results.json');
+type Results = Record<string, { dense: Perplexities; rows: Row[] }>;
+// --append: the earlier seeds' rows come back from the previous run, which must have used the same settings (checked before any work)
+const previous = (args.append || args.render) && existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { settings: typeof settings; results: Results; seconds: number }) : undefined;
+if (args.render && !previous) throw new Error(`--render: no ${resultsFile}`);
+if (previous && !args.render && JSON.stringify({ ...previous.settings, seeds: [] }) !== JSON.stringify({ ...settings, seeds: [] })) {
+  throw new Error(`--append: ${resultsFile} was made with other settings: ${JSON.stringify(previous.settings)}`);
+}
+const t0 = performance.now();
+const results: Results = {};
+if (!args.render) for (const name of models) results[name] = await runModel(name);
 mkdirSync(args.out, { recursive: true });
-writeFileSync(join(args.out, 'results.json'), `${JSON.stringify({ settings, results, seconds: (performance.now() - t0) / 1000 }, null, 2)}\n`);
+let seconds = (performance.now() - t0) / 1000;
+if (previous && args.render) {
+  Object.assign(results, previous.results);
+  Object.assign(settings, previous.settings);
+  seconds = previous.seconds;
+} else if (previous) {
+  for (const [name, r] of Object.entries(results)) {
+    const old = previous.results[name];
+    if (!old) continue;
+    r.rows = [...old.rows.filter((row) => !seeds.includes(row.seed)), ...r.rows]
+      .sort((a, b) => a.seed - b.seed || a.nsamples - b.nsamples || a.clients - b.clients || a.sparsity - b.sparsity);
+  }
+  for (const [name, r] of Object.entries(previous.results)) results[name] ??= r;
+  settings.seeds = [...new Set([...previous.settings.seeds, ...seeds])].sort((a, b) => a - b);
+  seconds += previous.seconds;
+}
+writeFileSync(resultsFile, `${JSON.stringify({ settings, results, seconds }, null, 2)}\n`);
 const md = Object.entries(results).map(([n, r]) => markdown(n, r)).join('\n\n');
 writeFileSync(join(args.out, 'results.md'), `${md}\n`);
-process.stdout.write(`${md}\n\ntotal ${((performance.now() - t0) / 60000).toFixed(1)} min\n`);
+process.stdout.write(`${md}\n\nthis run ${((performance.now() - t0) / 60000).toFixed(1)} min\n`);

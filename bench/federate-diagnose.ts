@@ -28,7 +28,7 @@ import { FullModelSession } from '../src/model/full-session.js';
 import { OnnxModel, analyzeDecoder, resolveModelFile } from '../src/model/index.js';
 import { transpose } from '../src/model/weights.js';
 import { HessianAccumulator } from '../src/native/hessian.js';
-import { klRows } from '../src/pipeline/allocation/search.js';
+import { logSoftmaxInPlace, rowsKl } from '../src/data/perplexity.js';
 import { quadraticTrace } from '../src/pipeline/layer-error.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { ptbClientTexts } from './federate-data.js';
@@ -102,7 +102,7 @@ async function windowNlls(file: string): Promise<Scores> {
         let sum = 0;
         for (let t = 0; t < EVAL_SEQLEN - 1; t++) sum += nll[t]!;
         out.nll[e].push(sum / (EVAL_SEQLEN - 1)); // the window protocol's mean over the L−1 shifted targets
-        if (w < klWindows) out.kl[e].push(klRows(await denseSession.logits(input, 1, EVAL_SEQLEN), logits, EVAL_SEQLEN, vocab) / EVAL_SEQLEN);
+        if (w < klWindows) out.kl[e].push((await rowsKl(await logSoftmaxInPlace(await denseSession.logits(input, 1, EVAL_SEQLEN), vocab), logits, vocab)).reduce((a, b) => a + b, 0) / EVAL_SEQLEN);
       }
     }
     return out;

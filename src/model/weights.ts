@@ -42,7 +42,7 @@ function transposeInto(src: Float32Array | Uint16Array, out: Float32Array, rows:
 export function readLinearWeight(model: OnnxModel, linear: LinearLayer): Float32Array {
   if (model.dataType(linear.weightName) === TensorProto_DataType.FLOAT16) {
     const bytes = model.readBytes(linear.weightName);
-    const half = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2) : new Uint16Array(bytes.slice().buffer);
+    const half = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2) : new Uint16Array(new Uint8Array(bytes).buffer); // a copy: a Buffer's slice() is a view of its pool
     return transposeHalf(half, linear.inFeatures, linear.outFeatures);
   }
   return transpose(model.readFloat32(linear.weightName), linear.inFeatures, linear.outFeatures);

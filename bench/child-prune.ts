@@ -27,6 +27,8 @@ export interface ChildPruneArgs {
   allocation?: AllocationSettings;
   /** score only the first N evaluation windows per dataset */
   evalMaxWindows?: number;
+  /** sequences per onnxruntime block run (PruneOptions.forwardBatch; default: the pipeline's choice) */
+  forwardBatch?: number;
 }
 
 export interface ChildPruneResult {
@@ -57,6 +59,7 @@ const options: PruneOptions = {
   eval: a.eval ?? [],
   evalMaxWindows: a.evalMaxWindows,
   allocation: a.allocation,
+  forwardBatch: a.forwardBatch,
   quiet: true,
 };
 // Resident set sampled at every progress call (and every 200 ms), the largest per phase. The phase is set by the

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { float32ToHalfArray, floatToHalf, halfArrayToFloat32, halfToFloat } from '../src/model/float16.js';
-import { transpose, transposeHalf } from '../src/model/weights.js';
+import { transpose, transposeHalf, transposeToHalf } from '../src/model/weights.js';
 
 test('halfArrayToFloat32 gives halfToFloat for all 65536 bit patterns', () => {
   const all = new Uint16Array(65536).map((_, h) => h);
@@ -40,5 +40,8 @@ test('transpose matches the plain definition on shapes around the tile size', ()
     // fp16 in: decode and transpose in one pass
     const half = float32ToHalfArray(src);
     assert.deepEqual(transposeHalf(half, rows, cols), transpose(halfArrayToFloat32(half), rows, cols));
+    // float32 out to fp16: transpose and encode in one pass (values off the fp16 grid, so the rounding is exercised)
+    const fine = Float32Array.from({ length: rows * cols }, (_, k) => Math.sin(k) * 70000 * 2 ** -(k % 30));
+    assert.deepEqual(transposeToHalf(fine, rows, cols), float32ToHalfArray(transpose(fine, rows, cols)));
   }
 });

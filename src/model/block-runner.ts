@@ -50,12 +50,15 @@ export function sessionOptions(threads?: number): ort.InferenceSession.SessionOp
 }
 
 /**
- * Block sessions hand their working memory back after each run (no CPU arena, no pre-planned memory pattern) instead
- * of keeping it at the largest run's peak between runs and through the solve. Measured on an OPT-1.3b-shaped block
- * (SparseGPT, 4 × 1024 tokens, bench/child-prune.ts, 2026-12-05): peak RSS 3681 MB with the arena and 4 sequences per
- * run, 1442 MB without it, one sequence per run, and the session released before the solve; same wall time.
+ * Block sessions keep onnxruntime's CPU arena: a fresh allocation pays its first-touch page faults (about 3 ms per MB
+ * on the VMs this is benchmarked on), so handing the working memory back after every run made each run fault it in
+ * again. On the d=768 bench model (SparseGPT, 32 × 512 tokens, 1 sequence per run, bench/child-prune.ts, 2026-12-05,
+ * idle): 51.4 s and peak RSS 622 MB with the arena, 62.0 s and 762 MB without it (glibc's fragmentation), and 106 s
+ * without it at 4 sequences per run (each run's 176 MB mapped and unmapped). The arena is held only while a block's
+ * session lives; the pipeline releases the session before the solve. No pre-planned memory pattern (it would keep the
+ * largest run's whole plan).
  */
-const BLOCK_SESSION_MEMORY: ort.InferenceSession.SessionOptions = { enableCpuMemArena: false, enableMemPattern: false };
+const BLOCK_SESSION_MEMORY: ort.InferenceSession.SessionOptions = { enableCpuMemArena: true, enableMemPattern: false };
 
 export class BlockRunner {
   private active: { order: number; session: ort.InferenceSession } | null = null;

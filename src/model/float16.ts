@@ -58,9 +58,22 @@ export function halfArrayToFloat32(src: Uint16Array): Float32Array {
 }
 
 /**
- * floatToHalf over an array. A Float32Array is read through a Uint32Array view of its bits, with the normal-range
- * case inline (the same rounding as floatToHalf, which handles the rest): a 7B checkpoint has 6.5 G values.
+ * floatToHalf of a float32 given by its bits, with the normal-range case inline (the same rounding as floatToHalf,
+ * which handles the rest): a 7B checkpoint has 6.5 G values.
  */
+export function halfOfFloatBits(x: number, value: number): number {
+  const exp = (x >>> 23) & 0xff;
+  // half exponents 1..30: float exponents 113..142
+  if (exp >= 113 && exp <= 142) {
+    let h = ((x >>> 16) & 0x8000) | ((exp - 112) << 10) | ((x & 0x7fffff) >>> 13);
+    const rest = x & 0x1fff;
+    if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+    return h;
+  }
+  return floatToHalf(value);
+}
+
+/** floatToHalf over an array (a Float32Array is read through a Uint32Array view of its bits, halfOfFloatBits). */
 export function float32ToHalfArray(src: ArrayLike<number>): Uint16Array {
   const out = new Uint16Array(src.length);
   if (!(src instanceof Float32Array)) {
@@ -68,19 +81,7 @@ export function float32ToHalfArray(src: ArrayLike<number>): Uint16Array {
     return out;
   }
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < bits.length; i++) {
-    const x = bits[i]!;
-    const exp = (x >>> 23) & 0xff;
-    // half exponents 1..30: float exponents 113..142
-    if (exp >= 113 && exp <= 142) {
-      let h = ((x >>> 16) & 0x8000) | ((exp - 112) << 10) | ((x & 0x7fffff) >>> 13);
-      const rest = x & 0x1fff;
-      if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
-      out[i] = h;
-    } else {
-      out[i] = floatToHalf(src[i]!);
-    }
-  }
+  for (let i = 0; i < bits.length; i++) out[i] = halfOfFloatBits(bits[i]!, src[i]!);
   return out;
 }
 

@@ -228,6 +228,16 @@ export class OnnxModel {
       case DT.DOUBLE: typed = Float64Array.from(values); break;
       default: throw new Error(`initializer ${name} has non-float dtype ${dtypeName(t.dataType)}`);
     }
+    this.writeStored(name, typed);
+  }
+
+  /**
+   * Replace a tensor's bytes with values already in its own dtype (same byte length). The array is taken over, not
+   * copied: the caller must not change it afterwards.
+   */
+  writeStored(name: string, typed: ArrayBufferView): void {
+    const t = this.initializer(name);
+    if (typed.byteLength !== byteLength(t)) throw new Error(`writeStored(${name}): got ${typed.byteLength} bytes, tensor has ${byteLength(t)}`);
     const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
     const slot = this.stream?.layout.get(name);
     if (slot) {

@@ -2,7 +2,7 @@
 // solvers work on [out, in] row-major (y = W x), so these helpers transpose on the way in and out.
 import { TensorProto_DataType } from 'onnx-buf';
 import type { LinearLayer } from './decoder-layout.js';
-import { halfToFloat32Table } from './float16.js';
+import { halfOfFloatBits, halfToFloat32Table } from './float16.js';
 import type { OnnxModel } from './onnx-file.js';
 
 /** out[c * rows + r] = src[r * cols + c]: [rows, cols] -> [cols, rows]. */
@@ -15,6 +15,25 @@ export function transpose(src: Float32Array, rows: number, cols: number): Float3
 export function transposeHalf(src: Uint16Array, rows: number, cols: number): Float32Array {
   if (src.length !== rows * cols) throw new Error(`transpose: ${src.length} values is not ${rows}x${cols}`);
   return transposeInto(src, new Float32Array(src.length), rows, cols, halfToFloat32Table());
+}
+
+/** float32ToHalfArray(transpose(src)) in one pass, without the transposed float32 copy. */
+export function transposeToHalf(src: Float32Array, rows: number, cols: number): Uint16Array {
+  if (src.length !== rows * cols) throw new Error(`transpose: ${src.length} values is not ${rows}x${cols}`);
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  const T = 64;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(rows, r0 + T);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(cols, c0 + T);
+      for (let r = r0; r < r1; r++) {
+        const base = r * cols;
+        for (let c = c0; c < c1; c++) out[c * rows + r] = halfOfFloatBits(bits[base + c]!, src[base + c]!);
+      }
+    }
+  }
+  return out;
 }
 
 function transposeInto(src: Float32Array | Uint16Array, out: Float32Array, rows: number, cols: number, table: Float32Array | null): Float32Array {
@@ -48,11 +67,18 @@ export function readLinearWeight(model: OnnxModel, linear: LinearLayer): Float32
   return transpose(model.readFloat32(linear.weightName), linear.inFeatures, linear.outFeatures);
 }
 
-/** Replace the layer's weight from [out, in] row-major float32; stored back in its original dtype. */
+/**
+ * Replace the layer's weight from [out, in] row-major float32; stored back in its original dtype. float32 and fp16
+ * are transposed straight into the stored array (the only copy: a 7B block's garbage would otherwise be 6 bytes per
+ * parameter); other dtypes go through writeFloat32's conversion.
+ */
 export function writeLinearWeight(model: OnnxModel, linear: LinearLayer, weightOutIn: Float32Array): void {
   const expected = linear.outFeatures * linear.inFeatures;
   if (weightOutIn.length !== expected) {
     throw new Error(`block ${linear.block} ${linear.role}: expected [${linear.outFeatures}, ${linear.inFeatures}] = ${expected} values, got ${weightOutIn.length}`);
   }
-  model.writeFloat32(linear.weightName, transpose(weightOutIn, linear.outFeatures, linear.inFeatures));
+  const dtype = model.dataType(linear.weightName);
+  if (dtype === TensorProto_DataType.FLOAT16) model.writeStored(linear.weightName, transposeToHalf(weightOutIn, linear.outFeatures, linear.inFeatures));
+  else if (dtype === TensorProto_DataType.FLOAT) model.writeStored(linear.weightName, transpose(weightOutIn, linear.outFeatures, linear.inFeatures));
+  else model.writeFloat32(linear.weightName, transpose(weightOutIn, linear.outFeatures, linear.inFeatures));
 }

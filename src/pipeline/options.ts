@@ -107,9 +107,13 @@ export const PRUNE_DEFAULTS = {
   /**
    * onnxruntime's working memory for one block forward (attention scores, FFN rows) is kept under this many MB by
    * running fewer sequences at once (memory.ts forwardBatchSize); at least one sequence runs. Not a user setting: the
-   * same command must give the same forward batches, hence the same numbers, on every machine.
+   * same command must give the same forward batches, hence the same numbers, on every machine. Batching more
+   * sequences buys nothing once a run's products have a few hundred rows: on the d=768 bench model (32 × 512 tokens,
+   * 44 MB per sequence) a SparseGPT prune took 51.4 s at 1 sequence per run and 53.8 s at 4, with peak RSS 622 and
+   * 850 MB (2026-12-05, bench/child-prune.ts, idle machine); the small models still batch (stories260K: 5 MB per
+   * sequence at 256 tokens).
    */
-  forwardBudgetMb: 256,
+  forwardBudgetMb: 64,
 };
 
 /** Calibration sequences: the reference's 128 (SparseGPT, Wanda), 64 for SparseLLM (it keeps every FFN activation). */

@@ -25,7 +25,7 @@ import { layerOutputError, type ObsLoss } from './layer-error.js';
 import { pruneBlock, type LinearReport } from './prune-block.js';
 import { assertOutputOutsideInput, assertScratchOutsideInputs, modelInputs, optionInputs } from './output-placement.js';
 import type { Progress } from './progress.js';
-import { BlockStatisticsCollector } from './statistics.js';
+import { BlockStatisticsCollector, GroupBuffers } from './statistics.js';
 import { FileStateStore, MemoryStateStore, prologueInto, type StateStore } from './state-store.js';
 
 export interface PruneReport {
@@ -309,6 +309,7 @@ async function pruneBlocks(
   const sparsellm: PruneReport['sparsellm'] = [];
   const restored = new Map((checkpoint?.finished ?? []).map((b) => [b.index, b]));
   let prunedHere = 0, tFirstBlock = 0;
+  const groupBuffers = new GroupBuffers();
   const lastSelected = Math.max(-1, ...selected);
   for (const block of layout.blocks) {
     checkInterrupted(run.plan?.partial);
@@ -327,7 +328,7 @@ async function pruneBlocks(
       const eta = prunedHere > 0 ? ` — about ${formatSeconds(((t0 - tFirstBlock) / prunedHere) * remaining)} left` : '';
       if (prunedHere === 0) tFirstBlock = t0;
       progress.log(`block ${i} (${i + 1} of ${layout.blocks.length}): pruning with ${o.method}${eta}`);
-      const result = await pruneOneBlock(run, runner, block, states, progress, targets);
+      const result = await pruneOneBlock(run, runner, block, states, progress, targets, groupBuffers);
       prunedHere++;
       timings.statistics += result.statisticsSeconds;
       timings.solve += result.solveSeconds;
@@ -354,7 +355,7 @@ async function pruneBlocks(
   return { linears, sparsellm, resumedBlocks: restored.size };
 }
 
-async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress, targets: LinearTargets) {
+async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderBlock, states: StateStore, progress: Progress, targets: LinearTargets, groupBuffers: GroupBuffers) {
   const { o, layout } = run;
   const family = layout.family;
   let statisticsSeconds = 0;
@@ -363,7 +364,7 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
     const t = performance.now();
     // with the output refit, SparseLLM's output layer (fc2 / down) needs its dense Hessian for the report alone
     const reportOnly = o.method === 'sparsellm' && (o.sparsellm?.outputRefit ?? SPARSELLM_DEFAULTS.outputRefit) ? new Set([family.ffnRoles.global.at(-1)!]) : new Set<string>();
-    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null, statisticsGroupSize(o.nsamples, o.seqlen), reportOnly);
+    stats = new BlockStatisticsCollector(block, o.method, o.method === 'sparsellm' ? family.ffnRoles.input : null, statisticsGroupSize(o.nsamples, o.seqlen), reportOnly, groupBuffers);
     progress.start(`block ${block.index} statistics`, states.count);
     for (let k = 0; k < states.count; k++) {
       const s = await states.get(k);

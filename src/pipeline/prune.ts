@@ -334,10 +334,14 @@ async function pruneBlocks(
       timings.solve += result.solveSeconds;
       for (const [role, W] of result.weights) assertFinite(W, `pruned weight of block ${i} ${role}`);
       await runner.setBlockWeights(i, result.weights);
-      assertStoredFinite(runner.model, block, result.weights.keys());
+      const roles = [...result.weights.keys()];
+      assertStoredFinite(runner.model, block, roles);
+      // the weights are in the output's data file now: drop them before the next block (a suspended async frame can
+      // keep `result` reachable until the next one is assigned: a whole block of float32 weights through its passes)
+      result.weights.clear();
       linears.push(...result.linears);
       if (result.sparsellm) sparsellm.push({ block: i, ...result.sparsellm });
-      checkpoint?.save({ index: i, roles: [...result.weights.keys()], linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
+      checkpoint?.save({ index: i, roles, linears: result.linears, sparsellm: result.sparsellm, seconds: clock() - t0 });
     }
     // Re-run the (pruned) block: its outputs are the next block's inputs (none needed after the last pruned block).
     if (states.count > 0 && i < lastSelected) {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { forwardBatchSize, forwardWorkBytes, statisticsGroupSize } from '../src/pipeline/memory.js';
+import { forwardArena, forwardBatchSize, forwardWorkBytes, statisticsGroupSize } from '../src/pipeline/memory.js';
 import { PRUNE_DEFAULTS, sparsitySpec, type Method, type PruneOptions } from '../src/pipeline/options.js';
 import { createProgress } from '../src/pipeline/progress.js';
 import { runPrune, type PruneReport } from '../src/pipeline/prune.js';
@@ -68,6 +68,19 @@ test('forwardBatchSize: the whole group for small models, a divisor of it that f
   const perSequence = forwardWorkBytes(1, 256, { heads: 1, ffn: 0, elementBytes: 4 });
   const heads = Math.floor(budget / (5.5 * perSequence));
   assert.equal(forwardBatchSize(12, 256, { heads, ffn: 0, elementBytes: 4 }), 4);
+});
+
+test('forwardArena: the arena where one forward batch fits the budget, none for a wide model\'s single sequence', () => {
+  // OPT-125m-sized fp32 (d=768, 12 heads, FFN 3072), 32 × 512 tokens: 44 MB a sequence, within the budget
+  const small = { heads: 12, ffn: 3072, elementBytes: 4 };
+  const b = forwardBatchSize(32, 512, small);
+  assert.ok(forwardWorkBytes(b, 512, small) <= PRUNE_DEFAULTS.forwardBudgetMb * 2 ** 20);
+  assert.equal(forwardArena(b, 512, small), true);
+  // OPT-1.3b-sized fp16, 4 × 1024 tokens: one sequence is already over the budget, so it runs alone and without the arena
+  const wide = { heads: 32, ffn: 8192, elementBytes: 2 };
+  assert.equal(forwardBatchSize(4, 1024, wide), 1);
+  assert.ok(forwardWorkBytes(1, 1024, wide) > PRUNE_DEFAULTS.forwardBudgetMb * 2 ** 20);
+  assert.equal(forwardArena(1, 1024, wide), false);
 });
 
 test('blocks after the last pruned one are not run (their outputs would be thrown away)', async () => {

@@ -36,6 +36,8 @@ export function outputSquaresName(matmulOutput: string): string {
 export interface BlockRunnerOptions {
   /** ORT intra-op threads (default: $SPARSELLM_THREADS or 2). */
   threads?: number;
+  /** keep onnxruntime's CPU arena in block sessions (default true; see BLOCK_SESSION_MEMORY) */
+  arena?: boolean;
 }
 
 const ONNX_TYPE_OF = new Map(Object.entries(ORT_TYPE_OF).map(([k, v]) => [v!, Number(k)]));
@@ -50,15 +52,17 @@ export function sessionOptions(threads?: number): ort.InferenceSession.SessionOp
 }
 
 /**
- * Block sessions keep onnxruntime's CPU arena: a fresh allocation pays its first-touch page faults (about 3 ms per MB
- * on the VMs this is benchmarked on), so handing the working memory back after every run made each run fault it in
- * again. On the d=768 bench model (SparseGPT, 32 × 512 tokens, 1 sequence per run, bench/child-prune.ts, 2026-12-05,
- * idle): 51.4 s and peak RSS 622 MB with the arena, 62.0 s and 762 MB without it (glibc's fragmentation), and 106 s
- * without it at 4 sequences per run (each run's 176 MB mapped and unmapped). The arena is held only while a block's
- * session lives; the pipeline releases the session before the solve. No pre-planned memory pattern (it would keep the
- * largest run's whole plan).
+ * Block sessions keep onnxruntime's CPU arena unless told not to (BlockRunnerOptions.arena). A fresh allocation pays
+ * its first-touch page faults (about 3 ms per MB on the VMs this is benchmarked on), so handing the working memory back
+ * after every run makes each run fault it in again; the arena keeps it, at up to twice a run's working memory (it grows
+ * by doubling). On the d=768 bench model (SparseGPT, 32 × 512 tokens, one 44 MB sequence per run, bench/child-prune.ts,
+ * 2026-12-05, idle): 51.4 s and peak RSS 622 MB with the arena, 62.0 s and 762 MB without it; at OPT-1.3b's width
+ * (176 MB per run) 58 s and 2070 MB with it, 69 s and 1707 MB without. The pipeline turns it off where one run's
+ * working memory exceeds the forward budget (memory.ts forwardArena). The arena lives only as long as a block's
+ * session, which the pipeline releases before the solve. No pre-planned memory pattern (it would keep the largest
+ * run's whole plan: 2004 MB at OPT-1.3b's width).
  */
-const BLOCK_SESSION_MEMORY: ort.InferenceSession.SessionOptions = { enableCpuMemArena: true, enableMemPattern: false };
+const sessionMemory = (arena: boolean): ort.InferenceSession.SessionOptions => ({ enableCpuMemArena: arena, enableMemPattern: false });
 
 export class BlockRunner {
   private active: { order: number; session: ort.InferenceSession } | null = null;
@@ -182,7 +186,7 @@ export class BlockRunner {
     const block = part.order >= 0 && part.order < this.numBlocks ? this.layout.blocks[part.order] : undefined;
     const captureOutputs = block ? block.linears.map((l) => l.inputName).filter((t) => !part.inputs.includes(t)) : [];
     const { bytes, externalData } = buildPartModel(this.model, part, feeds, captureOutputs, block ? block.linears.map((l) => l.outputName) : []);
-    const session = await ort.InferenceSession.create(bytes, { ...sessionOptions(this.options.threads), ...BLOCK_SESSION_MEMORY, externalData });
+    const session = await ort.InferenceSession.create(bytes, { ...sessionOptions(this.options.threads), ...sessionMemory(this.options.arena ?? true), externalData });
     this.active = { order: part.order, session };
     return session;
   }

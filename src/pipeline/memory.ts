@@ -87,6 +87,15 @@ export function forwardBatchSize(nsamples: number, seqlen: number, f: ForwardSha
 }
 
 /**
+ * Whether the block sessions keep onnxruntime's arena (BlockRunnerOptions.arena): when one forward batch's working
+ * memory fits PRUNE_DEFAULTS.forwardBudgetMb, so that the arena's growth stays small; a wide model's single sequence
+ * runs without it and its memory is what the estimate's forward part fits.
+ */
+export function forwardArena(batch: number, seqlen: number, f: ForwardShape): boolean {
+  return forwardWorkBytes(batch, seqlen, f) <= PRUNE_DEFAULTS.forwardBudgetMb * 2 ** 20;
+}
+
+/**
  * The model's facts for the estimate without running it: the state per sequence assumed as a float32 hidden state
  * plus a float32 [s, s] mask (what an HF-exported OPT carries between blocks; an upper bound for the others).
  */

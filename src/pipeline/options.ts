@@ -109,9 +109,9 @@ export const PRUNE_DEFAULTS = {
    * running fewer sequences at once (memory.ts forwardBatchSize); at least one sequence runs. Not a user setting: the
    * same command must give the same forward batches, hence the same numbers, on every machine. Batching more
    * sequences buys nothing once a run's products have a few hundred rows: on the d=768 bench model (32 × 512 tokens,
-   * 44 MB per sequence) a SparseGPT prune took 51.4 s at 1 sequence per run and 53.8 s at 4, with peak RSS 622 and
-   * 850 MB (2026-12-05, bench/child-prune.ts, idle machine); the small models still batch (stories260K: 5 MB per
-   * sequence at 256 tokens).
+   * 44 MB per sequence) a SparseGPT prune took 51.4 s at 1 sequence per run and 53.8 s at 4 with onnxruntime's arena,
+   * peak RSS 622 and 850 MB, and 106 s at 4 without the arena (2026-12-05, bench/child-prune.ts, idle machine); the
+   * small models still batch (stories260K: 5 MB per sequence at 256 tokens). It also decides the arena (forwardArena).
    */
   forwardBudgetMb: 64,
 };

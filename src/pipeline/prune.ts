@@ -15,7 +15,7 @@ import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockSta
 import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
-import { checkMemory, estimatePeakMemory, forwardBatchSize, forwardShape, measureStateBytes, modelShape, stateBytes, statisticsGroupSize, type MemoryEstimate } from './memory.js';
+import { checkMemory, estimatePeakMemory, forwardArena, forwardBatchSize, forwardShape, measureStateBytes, modelShape, stateBytes, statisticsGroupSize, type MemoryEstimate } from './memory.js';
 import { defaultSeqlen, parseLayers, resolveAllocation, resolvePruneOptions, targetSparsity, SPARSELLM_DEFAULTS, SPARSITY_BOUNDS, type PruneOptions, type ResolvedPruneOptions, type SparsitySpec } from './options.js';
 import { allocate, allocationNeedsCalibration, assertJointFfn, budgetLinears, extraWindows, targetOf, type AllocationReport, type LinearTargets } from './allocation/index.js';
 import { profileTargets, readProfile } from './allocation/profile.js';
@@ -250,6 +250,13 @@ function forwardBatch(run: ModelRun): number {
   return o.forwardBatch;
 }
 
+/** The pipeline's block runner: onnxruntime's arena where one forward batch is small (memory.ts forwardArena). */
+async function openBlockRunner(run: ModelRun): Promise<BlockRunner> {
+  const { o, model, layout } = run;
+  const shape = forwardShape(layout, modelShape(model, layout).heads);
+  return BlockRunner.open(model, { arena: forwardArena(forwardBatch(run), o.seqlen, shape) });
+}
+
 /** 1b. Calibration windows -> prologue states, one per forward batch of whole sequences. */
 async function calibrate(run: ModelRun, runner: BlockRunner, windows: BigInt64Array[], states: StateStore, progress: Progress, timings: Timings): Promise<void> {
   const { o } = run;
@@ -474,7 +481,7 @@ export async function runPrune(options: PruneOptions, progress: Progress): Promi
   o.device = device.device;
   progress.log(device.line);
   if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${o.calib} ${source.warning}\n`);
-  const runner = await BlockRunner.open(run.model);
+  const runner = await openBlockRunner(run);
   const memory = await checkRunMemory(run, runner);
 
   // A failed run removes its `<out>.partial`, except after an interruption (exit 130: it is resumable) or when it
@@ -555,7 +562,7 @@ export async function pruneToMemory(options: MemoryPruneOptions, progress: Progr
   run.o.device = device.device;
   progress.log(device.line);
   if (source?.warning) process.stderr.write(`sparsellm: warning: calibration text ${run.o.calib} ${source.warning}\n`);
-  const runner = await BlockRunner.open(run.model);
+  const runner = await openBlockRunner(run);
   try {
     const states = new MemoryStateStore();
     const allocation = await prepareBlocks(run, runner, source, states, () => new MemoryStateStore(), progress, timings, null);

@@ -36,7 +36,7 @@ export function outputSquaresName(matmulOutput: string): string {
 export interface BlockRunnerOptions {
   /** ORT intra-op threads (default: $SPARSELLM_THREADS or 2). */
   threads?: number;
-  /** keep onnxruntime's CPU arena in block sessions (default true; see BLOCK_SESSION_MEMORY) */
+  /** keep onnxruntime's CPU arena in block sessions (default true; see sessionMemory) */
   arena?: boolean;
 }
 

@@ -187,8 +187,9 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // Gram and its Cholesky copy (16·ffn² bytes, the f × f peak of the refit), the token blocks of the updates
     // (two float blocks and one double block of 2²² values: 64 MB); and the ffn × hidden arrays: AᵀY and the refit's
     // right-hand side in double (16·ffn·hidden), each input layer's Xᵀ-target product in float, and the kept best
-    // epoch's copy of every FFN matrix (all alive at a refit from epoch 1 on). Not yet checked against a measurement:
-    // the LLaMA-7B bench run (1 epoch) peaked 22 % above the estimate without them, for reasons not pinned down
+    // epoch's copy of every FFN matrix (all alive at a refit from epoch 1 on). Checked (bench/child-prune.ts,
+    // 2026-12-05, blocks 0-1, 1 epoch): LLaMA-7B's width, 2 × 1024 tokens, peak 7043 MB against 7460 estimated;
+    // OPT-1.3b's width, 2 × 1024 tokens, 2976 against 3230
     sparsellm: method === 'sparsellm'
       ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 + 64 * 2 ** 20 +
         ffn * hidden * (16 + 4 * ffnInputLayers + 4 * layout.family.ffnRoles.global.length)

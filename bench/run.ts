@@ -345,15 +345,16 @@ function machine() {
   } catch { /* not Linux */ }
   return {
     cpu: model.trim(), cores: cpus().length, memoryGb: +(totalmem() / 2 ** 30).toFixed(1), node: process.version,
-    blasThreads: native().getThreads(), ortIntraOpThreads: Number(process.env.SPARSELLM_THREADS) || 2,
+    blasThreads: native().getThreads(), blasCore: native().blasCore(), ortIntraOpThreads: Number(process.env.SPARSELLM_THREADS) || 2,
     SPARSELLM_THREADS: process.env.SPARSELLM_THREADS ?? null, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? null,
+    OPENBLAS_CORETYPE: process.env.OPENBLAS_CORETYPE ?? null,
     loadAverageAtStart: loadavg().map((v) => +v.toFixed(2)),
   };
 }
 
 async function main(): Promise<void> {
   const meta = { mode, date: new Date().toISOString(), ...machine() };
-  process.stderr.write(`sparsellm bench (${mode}) on ${meta.cpu}, ${meta.cores} cores, load ${meta.loadAverageAtStart.join(' ')}; BLAS threads ${meta.blasThreads}, ORT intra-op ${meta.ortIntraOpThreads}\n`);
+  process.stderr.write(`sparsellm bench (${mode}) on ${meta.cpu}, ${meta.cores} cores, load ${meta.loadAverageAtStart.join(' ')}; BLAS threads ${meta.blasThreads} (${meta.blasCore} kernels), ORT intra-op ${meta.ortIntraOpThreads}\n`);
   process.stderr.write(`generated models: ${modelsDir}; pruned outputs: ${outRoot}\n`);
 
   // 3. Kernel rates first (short, single process).
@@ -490,8 +491,8 @@ function markdown(tables: Table[], meta: ReturnType<typeof machine> & { mode: Mo
     '',
     `Latest \`npm run bench${meta.mode === 'default' ? '' : ` -- --${meta.mode}`}\` (${meta.mode} size), ${meta.date}: ${meta.childProcesses} prunes, each in its own process, ${(meta.benchSeconds / 60).toFixed(1)} min in all.`,
     '',
-    `**Machine:** ${meta.cpu}, ${meta.cores} cores, ${meta.memoryGb} GB, Node ${meta.node}. Threads: OpenBLAS ${meta.blasThreads}, onnxruntime intra-op ${meta.ortIntraOpThreads} ` +
-      `(SPARSELLM_THREADS=${meta.SPARSELLM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${meta.OPENBLAS_NUM_THREADS ?? 'unset'}).`,
+    `**Machine:** ${meta.cpu}, ${meta.cores} cores, ${meta.memoryGb} GB, Node ${meta.node}. Threads: OpenBLAS ${meta.blasThreads} (${meta.blasCore} kernels), onnxruntime intra-op ${meta.ortIntraOpThreads} ` +
+      `(SPARSELLM_THREADS=${meta.SPARSELLM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${meta.OPENBLAS_NUM_THREADS ?? 'unset'}, OPENBLAS_CORETYPE=${meta.OPENBLAS_CORETYPE ?? 'unset'}).`,
     '',
     `**Noise:** the machine was shared with other work during this run (load average ${meta.loadAverageAtStart.join(' / ')} at the start, ${meta.loadAverageAtEnd.join(' / ')} at the end, on ${meta.cores} cores), ` +
       'so absolute times are inflated and noisy (often ±30% run to run); ratios within one run (phase shares, exponents, % of SGEMM) are more trustworthy than the seconds.',

@@ -23,6 +23,10 @@ static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 static Napi::Value GetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), openblas_get_num_threads());
 }
+// The kernel set libopenblas chose at load (e.g. "Haswell", "SkylakeX"; $OPENBLAS_CORETYPE forces one).
+static Napi::Value BlasCore(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), openblas_get_corename());
+}
 
 // sgemm(A[m,k], B[k,n], C[m,n]): Promise<number seconds>; C = A B. Reference rate for the benches.
 static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
@@ -54,6 +58,7 @@ static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("blasCore", Napi::Function::New(env, BlasCore));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   for (auto& r : Registrars()) r(env, exports);
   return exports;

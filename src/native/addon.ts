@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 export interface NativeAddon {
   setThreads(n: number): void;
   getThreads(): number;
+  /** The kernel set libopenblas runs ("Haswell", "SkylakeX", ...; $OPENBLAS_CORETYPE forces one). */
+  blasCore(): string;
   sgemm(A: Float32Array, B: Float32Array, C: Float32Array, m: number, k: number, n: number): Promise<number>;
   hessianAccumulate(H: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number): Promise<void>;
   // solvers (see src/native/{magnitude,wanda,sparsegpt,sparsellm}.ts for the typed wrappers)

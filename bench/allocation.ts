@@ -12,6 +12,7 @@
 //   npm run allocation-table
 //   npm run allocation-table -- --model stories260K --method sparsegpt --sparsity 0.8 --max-windows 8
 //   npm run allocation-table -- --table-only        # results.md from the cached results.json
+//   npm run allocation-table -- --max-windows 64 --out bench/allocation/windows-64   # a re-score in its own folder
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -36,6 +37,8 @@ const { values: args } = parseArgs({
     nsamples: { type: 'string', default: '32' },
     seqlen: { type: 'string', default: '256' },
     'max-windows': { type: 'string', default: '8' },
+    /** folder of results.json / results.md (default bench/allocation); e.g. a re-score on more test windows */
+    out: { type: 'string' },
     fresh: { type: 'boolean', default: false },
     /** rewrite results.md from results.json without pruning */
     'table-only': { type: 'boolean', default: false },
@@ -70,9 +73,11 @@ interface Row {
   searchChosenRound?: number;
   /** per-block mean target (the profile, averaged over each block's linears by weight count) */
   blockSparsity: number[];
+  /** the chosen profile as the report gives it, replayable with --sparsity-profile */
+  profile?: unknown;
 }
 
-const outDir = join(root, 'bench', 'allocation');
+const outDir = resolve(args.out ?? join(root, 'bench', 'allocation'));
 const resultsPath = join(outDir, 'results.json');
 mkdirSync(outDir, { recursive: true });
 const key = (r: Pick<Row, 'model' | 'method' | 'sparsity' | 'allocation'>) => `${r.model}|${r.method}|${r.sparsity}|${r.allocation}`;
@@ -108,6 +113,7 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
     cpuSeconds: r.cpuSeconds,
     ...(rep.allocation!.search ? searchSummary(rep.allocation!.search as SearchDetails) : {}),
     load: loadavg()[0]!,
+    profile: rep.allocation!.profile,
     blockSparsity: blocks.map((b) => {
       const ls = rep.layers.filter((l) => l.block === b);
       return ls.reduce((s, l) => s + l.in * l.out * targetOfLinear(b, l.role), 0) / ls.reduce((s, l) => s + l.in * l.out, 0);

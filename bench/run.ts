@@ -7,6 +7,8 @@
  *   npm run bench -- --sparsellm-solve [--before-addon PATH]   only the SparseLLM solve of one d=768 block, peak RSS,
  *                               and before/after against another build of the addon (bench/sparsellm-solve.ts)
  *   npm run bench -- --scale    real sizes: RSS against depth 4..32 blocks, an OPT-1.3b-shaped fp16 prune (bench/scale.ts; hours)
+ *   npm run bench -- --sparsellm-model [--before-tree DIR]   SparseLLM 70 % on the whole d=768 model, against an
+ *                               earlier checkout in the same run (bench/sparsellm-model.ts)
  *   npm run bench -- --floor    SparseGPT on the d=768 model beside its floor (2 plain passes + SYRKs at the SGEMM rate; bench/floor.ts)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
@@ -47,6 +49,10 @@ if (argv.includes('--depth')) {
 }
 if (argv.includes('--sparsellm-solve')) {
   await import('./sparsellm-solve.js');
+  process.exit(0);
+}
+if (argv.includes('--sparsellm-model')) {
+  await import('./sparsellm-model.js');
   process.exit(0);
 }
 if (argv.includes('--floor')) {

@@ -55,3 +55,11 @@ test('bad sizes are refused with a RangeError, not a crash', async () => {
   const acc = new HessianAccumulator(4);
   await assert.rejects(acc.add(new Float32Array(7), 2), RangeError);
 });
+
+test('the addon reports the OpenBLAS kernel set it runs, the one $OPENBLAS_CORETYPE names when set', async () => {
+  const { native } = await import('../src/native/addon.js');
+  const core = native().blasCore();
+  assert.match(core, /^[A-Za-z0-9_]+$/, `unexpected core name ${JSON.stringify(core)}`);
+  const forced = process.env.OPENBLAS_CORETYPE;
+  if (forced) assert.equal(core.toLowerCase(), forced.toLowerCase());
+});

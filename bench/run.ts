@@ -28,7 +28,7 @@ import { evaluateDatasets } from '../src/pipeline/evaluate.js';
 import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
-import { DEPTH_BEGIN, DEPTH_END, FLOOR_BEGIN, FLOOR_END, SCALE_BEGIN, SCALE_END } from './depth-section.js';
+import { DEPTH_BEGIN, DEPTH_END, FLOOR_BEGIN, FLOOR_END, SCALE_BEGIN, SCALE_END, WHOLE_BEGIN, WHOLE_END } from './depth-section.js';
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from '../src/report/svg.js';
@@ -482,7 +482,7 @@ async function main(): Promise<void> {
   // the sections other scripts write are kept as they are: depth (`-- --depth`), the SparseLLM solve
   // (`-- --sparsellm-solve`), real sizes (`-- --scale`) and the SparseGPT floor (written just above by bench/floor.ts)
   const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
-  const kept = ([[DEPTH_BEGIN, DEPTH_END], [SOLVE_BEGIN, SOLVE_END], [SCALE_BEGIN, SCALE_END], [FLOOR_BEGIN, FLOOR_END]] as const).map(([b, e]) => {
+  const kept = ([[DEPTH_BEGIN, DEPTH_END], [SOLVE_BEGIN, SOLVE_END], [WHOLE_BEGIN, WHOLE_END], [SCALE_BEGIN, SCALE_END], [FLOOR_BEGIN, FLOOR_END]] as const).map(([b, e]) => {
     const [i0, i1] = [oldMd.indexOf(b), oldMd.indexOf(e)];
     return i0 >= 0 && i1 > i0 ? `\n${oldMd.slice(i0, i1 + e.length)}\n` : '';
   });

@@ -70,6 +70,8 @@ interface Row {
   searchMetric?: string;
   /** the search's measured held-out score of each pass's centre profile (uniform first, the last measured choice last), and the chosen pass */
   searchRoundLosses?: number[];
+  /** each measured profile's per-window held-out losses (the paired differences a significance guard would use) */
+  searchWindowLosses?: number[][];
   searchChosenRound?: number;
   /** per-block mean target (the profile, averaged over each block's linears by weight count) */
   blockSparsity: number[];
@@ -121,8 +123,8 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
   };
 }
 
-function searchSummary(d: SearchDetails): Pick<Row, 'searchMetric' | 'searchRoundLosses' | 'searchChosenRound'> {
-  return { searchMetric: d.metric, searchRoundLosses: d.rounds.map((r) => r.heldOutLoss), searchChosenRound: d.chosenRound };
+function searchSummary(d: SearchDetails): Pick<Row, 'searchMetric' | 'searchRoundLosses' | 'searchWindowLosses' | 'searchChosenRound'> {
+  return { searchMetric: d.metric, searchRoundLosses: d.rounds.map((r) => r.heldOutLoss), searchWindowLosses: d.rounds.map((r) => r.windowLosses), searchChosenRound: d.chosenRound };
 }
 
 const f1 = (v: number | undefined) => (v === undefined ? '—' : v >= 1000 ? v.toFixed(0) : v.toFixed(1));

@@ -37,6 +37,8 @@ const { values: args } = parseArgs({
     nsamples: { type: 'string', default: '32' },
     seqlen: { type: 'string', default: '256' },
     'max-windows': { type: 'string', default: '8' },
+    /** --search-guard for the search rows (default: the CLI's) */
+    'search-guard': { type: 'string' },
     /** folder of results.json / results.md (default bench/allocation); e.g. a re-score on more test windows */
     out: { type: 'string' },
     fresh: { type: 'boolean', default: false },
@@ -83,7 +85,8 @@ const outDir = resolve(args.out ?? join(root, 'bench', 'allocation'));
 const resultsPath = join(outDir, 'results.json');
 mkdirSync(outDir, { recursive: true });
 const key = (r: Pick<Row, 'model' | 'method' | 'sparsity' | 'allocation'>) => `${r.model}|${r.method}|${r.sparsity}|${r.allocation}`;
-const settings = { nsamples, seqlen, calib: 'ptb', maxWindows, eval: EVAL };
+const searchGuard = args['search-guard'] === undefined ? undefined : Number(args['search-guard']);
+const settings = { nsamples, seqlen, calib: 'ptb', maxWindows, eval: EVAL, ...(searchGuard === undefined ? {} : { searchGuard }) };
 let saved: { settings: typeof settings; rows: Row[] } = existsSync(resultsPath) && !args.fresh ? JSON.parse(readFileSync(resultsPath, 'utf8')) : { settings, rows: [] };
 if (JSON.stringify(saved.settings) !== JSON.stringify(settings)) saved = { settings, rows: [] };
 const done = new Map(saved.rows.map((r) => [key(r), r]));
@@ -91,7 +94,7 @@ const done = new Map(saved.rows.map((r) => [key(r), r]));
 function prune(model: string, method: Method, sparsity: number, allocation: Allocation): Row {
   const out = join(tmpdir(), `sparsellm-allocation-${process.pid}`);
   const a: ChildPruneArgs = {
-    model: MODELS[model]!, method, sparsity, nsamples, seqlen, out, calib: 'ptb', eval: EVAL, evalMaxWindows: maxWindows, allocation: { allocation },
+    model: MODELS[model]!, method, sparsity, nsamples, seqlen, out, calib: 'ptb', eval: EVAL, evalMaxWindows: maxWindows, allocation: { allocation, ...(searchGuard === undefined ? {} : { searchGuard }) },
   };
   const child = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'bench', 'child-prune.ts'), JSON.stringify(a)], { encoding: 'utf8', maxBuffer: 1 << 28 });
   rmSync(out, { recursive: true, force: true });

@@ -237,6 +237,36 @@ test('search score: native log-softmax and KL(dense ‖ probe) per row against t
   for (const v of await rowsKl(lp, p, V)) assert.ok(Math.abs(v) < 1e-5, `${v}`);
 });
 
+test('search choice: the lowest mean wins with guard 0; with a guard, only a paired gain above guard standard errors beats uniform', async () => {
+  const { chooseMeasuredProfile } = await import('../src/pipeline/allocation/search.js');
+  const round = (windowLosses: number[]) => ({ windowLosses, heldOutLoss: windowLosses.reduce((a, b) => a + b, 0) / windowLosses.length });
+  const uniform = round([1.0, 2.0, 3.0, 4.0]);
+  // differences 0.1 each: mean 0.1, sd 0 -> any guard passes
+  const steady = round([0.9, 1.9, 2.9, 3.9]);
+  // differences 0.5, -0.3, 0.4, -0.4: mean 0.05, sd = sqrt(((0.45)^2 + (0.35)^2 + (0.35)^2 + (0.45)^2) / 3) = 0.4655,
+  // SE = 0.2327 -> the mean gain is 0.215 SE: wins at guard 0 and 0.2, loses to uniform at guard 0.25 and 1
+  const noisy = round([0.5, 2.3, 2.6, 4.4]);
+  assert.equal(chooseMeasuredProfile([uniform, noisy], 0), 1);
+  assert.equal(chooseMeasuredProfile([uniform, noisy], 0.2), 1);
+  assert.equal(chooseMeasuredProfile([uniform, noisy], 0.25), 0);
+  assert.equal(chooseMeasuredProfile([uniform, noisy], 1), 0);
+  assert.equal(chooseMeasuredProfile([uniform, steady, noisy], 3), 1);
+  // the lowest mean is the candidate even when an earlier profile would pass the guard: then uniform
+  const best = round([0.2, 2.9, 1.9, 4.4]); // mean 2.35 < steady's 2.4; differences 0.8, -0.9, 1.1, -0.4 (noisy)
+  assert.equal(chooseMeasuredProfile([uniform, steady, best], 0), 2);
+  assert.equal(chooseMeasuredProfile([uniform, steady, best], 1), 0);
+  // ties go to uniform; a worse profile never wins
+  assert.equal(chooseMeasuredProfile([uniform, round([1.0, 2.0, 3.0, 4.0])], 0), 0);
+  assert.equal(chooseMeasuredProfile([uniform, round([1.1, 2.1, 3.1, 4.1])], 0), 0);
+});
+
+test('--search-guard: default 0 (the lowest mean wins), refused outside [0, 10] with one line', async () => {
+  const { resolveAllocation, SEARCH_DEFAULTS } = await import('../src/pipeline/options.js');
+  assert.equal(resolveAllocation({ allocation: 'search' }).search.guard, SEARCH_DEFAULTS.guard);
+  assert.equal(resolveAllocation({ allocation: 'search', searchGuard: 1 }).search.guard, 1);
+  for (const bad of [-1, Number.NaN, 11]) assert.throws(() => resolveAllocation({ allocation: 'search', searchGuard: bad }), /--search-guard must be a number from 0 to 10/);
+});
+
 test('allocateQuadratic around per-unit centres: the Lagrange solution shifted by the centres', () => {
   // f_u = a_u (s − c_u)², c = [0.45, 0.55] (total already 0.5 · 2), a = [1, 3], b = [0.4, −0.4]: as in the test above,
   // x1 = (λ − 0.4)/2, x2 = (λ + 0.4)/6, x1 + x2 = 0 ⇒ x1 = −0.1, x2 = 0.1 ⇒ s = [0.35, 0.65]

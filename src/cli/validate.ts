@@ -149,7 +149,7 @@ export const PRUNE_RULES: Rules = {
   ],
   allocationOnly: [
     { options: ['owl-m', 'owl-lambda'], allocation: 'owl' },
-    { options: ['search-deviation', 'search-held-out', 'search-rounds', 'search-metric'], allocation: 'search' },
+    { options: ['search-deviation', 'search-held-out', 'search-rounds', 'search-guard', 'search-metric'], allocation: 'search' },
   ],
 };
 

@@ -76,8 +76,10 @@ export const OWL_DEFAULTS = { m: 5, lambda: 0.08 } as const;
  * maxDeviation; the loss probes run on heldOut extra calibration windows (drawn after the nsamples of the prune).
  * rounds: probe passes (the first around the uniform profile, each next one around the previous round's choice, over
  * half the deviation); one more pass then measures the last choice, and the profile with the lowest held-out loss wins.
+ * guard: a profile other than uniform wins only if its paired per-window gain over uniform exceeds guard standard
+ * errors (0: the lowest mean wins, ties to uniform).
  */
-export const SEARCH_DEFAULTS = { maxDeviation: 0.1, heldOut: 8, metric: 'kl' as 'kl' | 'nll', rounds: 2 } as const;
+export const SEARCH_DEFAULTS = { maxDeviation: 0.1, heldOut: 8, metric: 'kl' as 'kl' | 'nll', rounds: 2, guard: 0 } as const;
 
 export interface AllocationSettings {
   allocation?: Allocation;
@@ -86,6 +88,8 @@ export interface AllocationSettings {
   searchDeviation?: number;
   searchHeldOut?: number;
   searchRounds?: number;
+  /** standard errors of the paired held-out gain a non-uniform profile needs to beat uniform */
+  searchGuard?: number;
   /** the probes' score: KL to the dense model's next-token distributions (kl) or the held-out text's NLL (nll) */
   searchMetric?: 'kl' | 'nll';
   /** explicit per-block / per-matrix targets (a profile JSON or a sparsellm-report.json) */
@@ -223,7 +227,7 @@ export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
 export interface ResolvedAllocation {
   allocation: Allocation | 'profile';
   owl: { m: number; lambda: number };
-  search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number };
+  search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number; guard: number };
   sparsityProfile?: string;
 }
 
@@ -236,11 +240,12 @@ export function resolveAllocation(a: AllocationSettings): ResolvedAllocation {
   const owl = { m: a.owlM ?? OWL_DEFAULTS.m, lambda: a.owlLambda ?? OWL_DEFAULTS.lambda };
   if (!(Number.isFinite(owl.m) && owl.m > 0)) throw new UserError(`--owl-m must be a positive number, got ${a.owlM}`);
   if (!(Number.isFinite(owl.lambda) && owl.lambda >= 0 && owl.lambda < 0.5)) throw new UserError(`--owl-lambda must be in [0, 0.5), got ${a.owlLambda}`);
-  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut, metric: a.searchMetric ?? SEARCH_DEFAULTS.metric, rounds: a.searchRounds ?? SEARCH_DEFAULTS.rounds };
+  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut, metric: a.searchMetric ?? SEARCH_DEFAULTS.metric, rounds: a.searchRounds ?? SEARCH_DEFAULTS.rounds, guard: a.searchGuard ?? SEARCH_DEFAULTS.guard };
   if (search.metric !== 'kl' && search.metric !== 'nll') throw new UserError(`--search-metric ${a.searchMetric} is not kl or nll`);
   if (!(Number.isFinite(search.maxDeviation) && search.maxDeviation > 0 && search.maxDeviation < 0.5)) throw new UserError(`--search-deviation must be in (0, 0.5), got ${a.searchDeviation}`);
   if (!(Number.isInteger(search.heldOut) && search.heldOut >= 1)) throw new UserError(`--search-held-out must be a positive integer, got ${a.searchHeldOut}`);
   if (!(Number.isInteger(search.rounds) && search.rounds >= 1 && search.rounds <= 5)) throw new UserError(`--search-rounds must be an integer from 1 to 5, got ${a.searchRounds}`);
+  if (!(Number.isFinite(search.guard) && search.guard >= 0 && search.guard <= 10)) throw new UserError(`--search-guard must be a number from 0 to 10, got ${a.searchGuard}`);
   const allocation = a.sparsityProfile !== undefined ? 'profile' : a.allocation ?? 'uniform';
   return { allocation, owl, search, ...(a.sparsityProfile !== undefined ? { sparsityProfile: a.sparsityProfile } : {}) };
 }

@@ -20,7 +20,9 @@
 // the exact budget Σ_u n_u s_u = t Σ_u n_u (n_u = the unit's weights) and the probed range (budget.ts:
 // allocateQuadratic). --search-rounds passes (default 2: around uniform, then around the first choice), then one pass
 // without probes measures the last choice; the measured profile with the lowest held-out loss wins, uniform included,
-// so the search never returns a profile that scores worse than uniform on its held-out windows (the guard).
+// so the search never returns a profile that scores worse than uniform on its held-out windows. With --search-guard z
+// > 0 it must also beat uniform by more than z standard errors of the paired per-window differences
+// (chooseMeasuredProfile): a gain the few held-out windows cannot tell from noise keeps uniform.
 // The probes solve with the run's method (SparseLLM units with SparseLLM).
 import { logSoftmaxInPlace, rowsKl, rowsNll } from '../../data/perplexity.js';
 import { BlockRunner, OnnxModel, type BlockState, type DecoderBlock } from '../../model/index.js';
@@ -73,6 +75,25 @@ export function fitQuadratic(xm: number | null, ym: number | null, xp: number | 
   return { a: aMin, b: 0 };
 }
 
+/**
+ * Which measured profile wins: the lowest mean held-out loss (ties: the earlier, uniform = rounds[0] first), and a
+ * profile k > 0 only if its paired gain over uniform, d̄ = mean_w (L₀(w) − L_k(w)), exceeds guard · s_d / √n (s_d the
+ * sample standard deviation of the n per-window differences). guard 0: the lowest mean alone.
+ */
+export function chooseMeasuredProfile(rounds: Pick<SearchRound, 'heldOutLoss' | 'windowLosses'>[], guard: number): number {
+  let best = 0;
+  rounds.forEach((r, k) => {
+    if (r.heldOutLoss < rounds[best]!.heldOutLoss) best = k;
+  });
+  if (best === 0 || guard === 0) return best;
+  const diff = rounds[0]!.windowLosses.map((l0, w) => l0 - rounds[best]!.windowLosses[w]!);
+  const n = diff.length;
+  if (n < 2) return best;
+  const mean = diff.reduce((a, b) => a + b, 0) / n;
+  const sd = Math.sqrt(diff.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+  return mean > (guard * sd) / Math.sqrt(n) ? best : 0;
+}
+
 /** One probe pass: the centre profile it ran around, its measured held-out loss, and the fits. */
 export interface SearchRound {
   /** the probe radius r of this pass (0: a measuring pass without probes) */
@@ -89,6 +110,8 @@ export interface SearchRound {
 export interface SearchDetails {
   metric: 'kl' | 'nll';
   maxDeviation: number;
+  /** --search-guard: standard errors of the paired held-out gain a profile needed to beat uniform */
+  guard: number;
   /** the deviation used: min(maxDeviation, (1 − t) / 2) */
   deviation: number;
   heldOutWindows: number;
@@ -104,7 +127,7 @@ export interface SearchDetails {
 }
 
 export async function searchAllocation(
-  ctx: AllocationContext, linears: BudgetLinear[], target: number, search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number }, meter: Meter,
+  ctx: AllocationContext, linears: BudgetLinear[], target: number, search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number; guard: number }, meter: Meter,
 ): Promise<{ targets: LinearTargets; details: SearchDetails }> {
   const { layout, selected, o, progress } = ctx;
   const family = layout.family;
@@ -284,11 +307,7 @@ export async function searchAllocation(
   } finally {
     await runner.dispose();
   }
-  // the measured profile with the lowest held-out loss (ties: the earlier, uniform first)
-  let chosenRound = 0;
-  rounds.forEach((r, k) => {
-    if (r.heldOutLoss < rounds[chosenRound]!.heldOutLoss) chosenRound = k;
-  });
+  const chosenRound = chooseMeasuredProfile(rounds, search.guard);
   units.forEach((u, k) => (u.sparsity = rounds[chosenRound]!.centre[k]!));
   const targets: LinearTargets = new Map();
   for (const u of units) {
@@ -298,7 +317,7 @@ export async function searchAllocation(
   return {
     targets,
     details: {
-      metric: search.metric, maxDeviation: search.maxDeviation, deviation, heldOutWindows: ctx.heldOut.length, probeMethod,
+      metric: search.metric, maxDeviation: search.maxDeviation, guard: search.guard, deviation, heldOutWindows: ctx.heldOut.length, probeMethod,
       rounds, chosenRound, units, predictedLossChange: rounds[0]!.predictedLossChange ?? 0,
     },
   };

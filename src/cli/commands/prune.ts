@@ -162,7 +162,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('search-deviation', { type: 'number', describe: `search: largest deviation of a unit's sparsity from the target (default ${SEARCH_DEFAULTS.maxDeviation})` })
       .option('search-held-out', { type: 'number', describe: `search: held-out calibration windows for its loss probes (default ${SEARCH_DEFAULTS.heldOut})` })
       .option('search-rounds', { type: 'number', describe: `search: probe passes, the first around uniform, each next around the last choice; the measured best profile wins (default ${SEARCH_DEFAULTS.rounds})` })
-      .option('search-guard', { type: 'number', describe: `search: a profile other than uniform must beat it on the held-out windows by this many standard errors of the paired per-window gain (default ${SEARCH_DEFAULTS.guard}: the lowest mean wins)` })
+      .option('search-guard', { type: 'number', describe: `search: a profile other than uniform must beat it on the held-out windows by this many standard errors of the paired per-window gain (default ${SEARCH_DEFAULTS.guard}; 0: the lowest mean wins)` })
       .option('search-metric', { choices: ['kl', 'nll'] as const, describe: `search: probe score, KL to the dense model's next-token distributions or the held-out text's NLL (default ${SEARCH_DEFAULTS.metric})` })
       .option('sparsity-profile', { type: 'string', describe: `explicit per-block / per-matrix targets in [${SPARSITY_BOUNDS.min}, ${SPARSITY_BOUNDS.max}]: a profile JSON, or a sparsellm-report.json to replay its allocation` })
       .option('prunen', { type: 'number', describe: 'N:M sparsity: weights PRUNED in each group of --prunem (2 with --prunem 4 = 2:4)' })

@@ -19,7 +19,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
-import type { Allocation, Method } from '../src/pipeline/options.js';
+import { SEARCH_DEFAULTS, type Allocation, type Method } from '../src/pipeline/options.js';
 import type { SearchDetails } from '../src/pipeline/allocation/search.js';
 
 const root = resolve(import.meta.dirname, '..');
@@ -139,7 +139,7 @@ function markdown(rows: Row[]): string {
     `Written by \`npm run allocation-table\` (bench/allocation.ts). Calibration: PTB train, ${nsamples} × ${seqlen} tokens, seed 0`,
     `(search: + its held-out probe windows, drawn after them from PTB train). Perplexity: WikiText-2 test and PTB test, windows of the model's 512 positions,`,
     `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = min(0.1, (1 − t)/2), 8 held-out windows, KL to the dense model,`,
-    `2 probe passes (around uniform, then around the first choice) and a measuring pass; probes prune with the run's method; the measured best wins.`,
+    `2 probe passes (around uniform, then around the first choice) and a measuring pass; probes prune with the run's method; the measured best wins if it beats uniform by ${searchGuard ?? SEARCH_DEFAULTS.guard} standard errors of the paired held-out gain (--search-guard).`,
     'Best of each row in bold. "sparsity" = measured zeros over all pruned linears (uniform / owl / search).',
     '',
     '| model | method | target | WikiText-2 uniform | owl | search | PTB uniform | owl | search | sparsity (u / o / s) | prune s (u / o / s) | search: own s, passes, probes |',

@@ -78,7 +78,7 @@ export const OWL_DEFAULTS = { m: 5, lambda: 0.08 } as const;
  * half the deviation); one more pass then measures the last choice, and the profile with the lowest held-out loss wins.
  * guard: a profile other than uniform wins only if its paired per-window gain over uniform exceeds guard standard
  * errors (0: the lowest mean wins, ties to uniform). 2: on the 12 rows of the README's allocation table the chosen
- * profiles beat uniform by 3.5–15 standard errors except one (0.77), the one that lost a test set to uniform.
+ * profiles beat uniform by 3.4–15 standard errors except one (0.77), the one that lost a test set to uniform.
  */
 export const SEARCH_DEFAULTS = { maxDeviation: 0.1, heldOut: 8, metric: 'kl' as 'kl' | 'nll', rounds: 2, guard: 2 } as const;
 

@@ -10,12 +10,12 @@
  * prune therefore runs N times, alternating the depths, and the growth is taken between the medians.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
-import { DEPTH_BEGIN, DEPTH_END } from './depth-section.js';
+import { DEPTH_BEGIN, DEPTH_END, median, writeResultsSection } from './depth-section.js';
 import { generateOptModel } from './opt-model.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -23,10 +23,6 @@ const hidden = 512, depths = [4, 24], nsamples = 8, seqlen = 256;
 const argv = process.argv.slice(2);
 const rounds = argv.includes('--depth-rounds') ? Number(argv[argv.indexOf('--depth-rounds') + 1]) : 3;
 if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error('--depth-rounds: a positive integer');
-const median = (v: number[]) => {
-  const s = v.slice().sort((a, b) => a - b), m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
 mkdirSync(modelsDir, { recursive: true });
 const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-depth-'));
@@ -86,8 +82,5 @@ const section = [
   `Before each finished block was streamed into the output's data file (commit 330141a), SparseGPT: ${BEFORE.rss4} MB and ${BEFORE.rss24} MB, +${BEFORE.rss24 - BEFORE.rss4} MB (${((100 * (BEFORE.rss24 - BEFORE.rss4)) / growth[0]!.extraMb).toFixed(0)}%).`,
   DEPTH_END,
 ].join('\n');
-const resultsMd = join(here, 'RESULTS.md');
-const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
-const [a0, a1] = [md.indexOf(DEPTH_BEGIN), md.indexOf(DEPTH_END)];
-writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + section + md.slice(a1 + DEPTH_END.length) : `${md.trimEnd()}\n\n${section}\n`);
+writeResultsSection(DEPTH_BEGIN, DEPTH_END, section);
 console.log('wrote bench/depth-results.json and the depth section of bench/RESULTS.md');

@@ -11,7 +11,7 @@
  * Writes bench/floor-results.json and the floor section of bench/RESULTS.md (between its markers).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +19,7 @@ import { BlockRunner } from '../src/model/index.js';
 import { native } from '../src/native/addon.js';
 import { statisticsGroupSize } from '../src/pipeline/memory.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
-import { FLOOR_BEGIN, FLOOR_END } from './depth-section.js';
+import { FLOOR_BEGIN, FLOOR_END, median, writeResultsSection } from './depth-section.js';
 import { generateOptModel } from './opt-model.js';
 
 
@@ -29,10 +29,6 @@ const rounds = argv.includes('--floor-rounds') ? Number(argv[argv.indexOf('--flo
 const shape = { hidden: 768, layers: 12 };
 const nsamples = 32, seqlen = 512, sparsity = 0.5;
 const tokens = nsamples * seqlen;
-const median = (v: number[]) => {
-  const s = v.slice().sort((a, b) => a - b), m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const g = generateOptModel(join(tmpdir(), 'sparsellm-bench-models-v1'), shape);
 const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-floor-'));
@@ -136,9 +132,5 @@ const section = [
   `Prune / floor = ${(pruneS / floorS).toFixed(2)} (target ≤ 1.5).`,
   FLOOR_END,
 ].join('\n');
-const resultsMd = join(here, 'RESULTS.md');
-const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
-const [a0, a1] = [md.indexOf(FLOOR_BEGIN), md.indexOf(FLOOR_END)];
-mkdirSync(here, { recursive: true });
-writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + section + md.slice(a1 + FLOOR_END.length) : `${md.trimEnd()}\n\n${section}\n`);
+writeResultsSection(FLOOR_BEGIN, FLOOR_END, section);
 process.stderr.write('wrote bench/floor-results.json and the floor section of bench/RESULTS.md\n');

@@ -480,7 +480,8 @@ async function main(): Promise<void> {
   writeFileSync(join(here, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(here, 'results.svg'), chart(results.sweeps, perMethod, storiesRuns, kernels, denseP, metaEnd));
   // the sections other scripts write are kept as they are: depth (`-- --depth`), the SparseLLM solve
-  // (`-- --sparsellm-solve`), real sizes (`-- --scale`) and the SparseGPT floor (written just above by bench/floor.ts)
+  // (`-- --sparsellm-solve`), SparseLLM on the whole d=768 model (`-- --sparsellm-model`), real sizes (`-- --scale`)
+  // and the SparseGPT floor (written just above by bench/floor.ts)
   const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
   const kept = ([[DEPTH_BEGIN, DEPTH_END], [SOLVE_BEGIN, SOLVE_END], [WHOLE_BEGIN, WHOLE_END], [SCALE_BEGIN, SCALE_END], [FLOOR_BEGIN, FLOOR_END]] as const).map(([b, e]) => {
     const [i0, i1] = [oldMd.indexOf(b), oldMd.indexOf(e)];

@@ -24,7 +24,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
-import { SCALE_BEGIN, SCALE_END } from './depth-section.js';
+import { SCALE_BEGIN, SCALE_END, writeResultsSection } from './depth-section.js';
 import { generateLlamaCheckpoint, LLAMA_7B, llamaName } from './llama-model.js';
 import { generateOptModel, type OptShape } from './opt-model.js';
 import { layout, linePanel, PALETTE } from '../src/report/svg.js';
@@ -282,8 +282,5 @@ const lines = [
   }),
   SCALE_END,
 ].join('\n');
-const resultsMd = join(here, 'RESULTS.md');
-const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
-const [a0, a1] = [md.indexOf(SCALE_BEGIN), md.indexOf(SCALE_END)];
-writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + lines + md.slice(a1 + SCALE_END.length) : `${md.trimEnd()}\n\n${lines}\n`);
+writeResultsSection(SCALE_BEGIN, SCALE_END, lines);
 process.stderr.write('wrote bench/scale-results.json, bench/scale.svg and the scale section of bench/RESULTS.md\n');

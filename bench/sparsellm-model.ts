@@ -13,15 +13,16 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SPARSELLM_DEFAULTS } from '../src/pipeline/options.js';
 import type { ChildPruneArgs } from './child-prune.js';
-import { WHOLE_BEGIN, WHOLE_END } from './depth-section.js';
-import { generateOptModel } from './opt-model.js';
+import { WHOLE_BEGIN, WHOLE_END, writeResultsSection } from './depth-section.js';
+import { fillShape, generateOptModel } from './opt-model.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
 const flag = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
 interface Run { tree: string; commit?: string; wallSeconds: number; maxRssMb: number; phases: Record<string, number> | null; outputErrors: number[] }
-interface Saved { date: string; model: string; shape: { hidden: number; layers: number }; nsamples: number; seqlen: number; sparsity: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; runs: Run[] }
+interface Saved { date: string; model: string; shape: { hidden: number; layers: number }; nsamples: number; seqlen: number; sparsity: number; epochs: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; runs: Run[] }
 const jsonPath = join(here, 'sparsellm-model.json');
 const saved: Saved = argv.includes('--render') ? JSON.parse(readFileSync(jsonPath, 'utf8')) as Saved : measure();
 writeSection(saved);
@@ -63,7 +64,7 @@ function measure(): Saved {
       (r.phases ? `; phases ${Object.entries(r.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}` : '') +
       `; mean output error ${(r.outputErrors.reduce((a, b) => a + b, 0) / r.outputErrors.length).toExponential(4)}`);
   if (runs.length === 2) console.log(`whole prune: ${(runs[0]!.wallSeconds / runs[1]!.wallSeconds).toFixed(2)}x faster than ${runs[0]!.tree}`);
-  const result: Saved = { date: new Date().toISOString(), model: g.dir.split('/').pop()!, shape, nsamples, seqlen, sparsity, loadAverageAtStart: load0, loadAverageAtEnd: load1, runs };
+  const result: Saved = { date: new Date().toISOString(), model: g.dir.split('/').pop()!, shape, nsamples, seqlen, sparsity, epochs: SPARSELLM_DEFAULTS.epochs, loadAverageAtStart: load0, loadAverageAtEnd: load1, runs };
   writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
   return result;
 }
@@ -76,7 +77,7 @@ function writeSection(r: Saved): void {
     WHOLE_BEGIN,
     '## SparseLLM on the whole d=768 model (issue 16)',
     '',
-    `The issue's OPT-125m-shaped model (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${4 * r.shape.hidden}, random weights, fp32), ${r.nsamples} × ${r.seqlen} calibration tokens, SparseLLM ${r.sparsity * 100} % with its default options (4 epochs), each prune in its own process with its own checkout's code, one after the other; load average ${r.loadAverageAtStart.join(' ')} at the start and ${r.loadAverageAtEnd.join(' ')} at the end. Latest \`npm run bench -- --sparsellm-model${before ? ' --before-tree …' : ''}\`: ${r.date.slice(0, 10)}.`,
+    `The issue's OPT-125m-shaped model (d=${r.shape.hidden}, ${r.shape.layers} blocks, FFN ${fillShape(r.shape).ffn}, random weights, fp32), ${r.nsamples} × ${r.seqlen} calibration tokens, SparseLLM ${r.sparsity * 100} % with its default options (${r.epochs} epochs), each prune in its own process with its own checkout's code, one after the other; load average ${r.loadAverageAtStart.join(' ')} at the start and ${r.loadAverageAtEnd.join(' ')} at the end. Latest \`npm run bench -- --sparsellm-model${before ? ' --before-tree …' : ''}\`: ${r.date.slice(0, 10)}.`,
     '',
     '| code | prune (s) | solve (s) | statistics (s) | re-run (s) | peak RSS (MB) | mean output error of the FFNs |',
     '|---|---:|---:|---:|---:|---:|---:|',
@@ -88,9 +89,6 @@ function writeSection(r: Saved): void {
     WHOLE_END,
   ];
   const section = lines.join('\n');
-  const resultsMd = join(here, 'RESULTS.md');
-  const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
-  const [a0, a1] = [md.indexOf(WHOLE_BEGIN), md.indexOf(WHOLE_END)];
-  writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + section + md.slice(a1 + WHOLE_END.length) : `${md.trimEnd()}\n\n${section}\n`);
+  writeResultsSection(WHOLE_BEGIN, WHOLE_END, section);
   console.log(section);
 }

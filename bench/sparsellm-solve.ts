@@ -23,6 +23,7 @@ import { optFamily } from '../src/model/families/opt.js';
 import { sparseLlmOptions } from '../src/pipeline/options.js';
 
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
+import { writeResultsSection } from './depth-section.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HIDDEN = 768, FFN = 3072, NSAMPLES = 32, SEQLEN = 512, SPARSITY = 0.7;
@@ -151,10 +152,7 @@ async function main(): Promise<void> {
       SOLVE_END,
     ];
     const section = lines.join('\n');
-    const resultsMd = join(here, 'RESULTS.md');
-    const md = existsSync(resultsMd) ? readFileSync(resultsMd, 'utf8') : '';
-    const [a0, a1] = [md.indexOf(SOLVE_BEGIN), md.indexOf(SOLVE_END)];
-    writeFileSync(resultsMd, a0 >= 0 && a1 > a0 ? md.slice(0, a0) + section + md.slice(a1 + SOLVE_END.length) : `${md.trimEnd()}\n\n${section}\n`);
+    writeResultsSection(SOLVE_BEGIN, SOLVE_END, section);
     console.log(section.split('\n').slice(2, -1).join('\n'));
     console.log('wrote bench/sparsellm-solve.json and the sparsellm-solve section of bench/RESULTS.md');
   } finally {

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { allocateQuadratic, shiftToBudget, totalSparsity, uniformTargets, type BudgetLinear } from '../src/pipeline/allocation/budget.js';
 import { profileOf, profileTargets, readProfile } from '../src/pipeline/allocation/profile.js';
-import { SEARCH_DEFAULTS, SPARSITY_BOUNDS } from '../src/pipeline/options.js';
+import { chooseMeasuredProfile, fitQuadratic, searchDeviation } from '../src/pipeline/allocation/search.js';
+import { resolveAllocation, SEARCH_DEFAULTS, SPARSITY_BOUNDS } from '../src/pipeline/options.js';
 import { BUNDLED_STORIES } from './helpers.js';
 import { runCli } from './cli-helpers.js';
 
@@ -195,8 +196,7 @@ test('--allocation owl on stories260K: fewer zeros where more outliers, spread w
 
 // --- search ---
 
-test('search fit: the quadratic through the probed points, convex by its floor', async () => {
-  const { fitQuadratic, searchDeviation } = await import('../src/pipeline/allocation/search.js');
+test('search fit: the quadratic through the probed points, convex by its floor', () => {
   // δ is at most half the density left: ±0.1 at 70 % and 80 %, ±0.05 at 90 %
   assert.equal(searchDeviation(0.7, 0.1), 0.1);
   assert.ok(Math.abs(searchDeviation(0.9, 0.1) - 0.05) < 1e-15);
@@ -237,8 +237,7 @@ test('search score: native log-softmax and KL(dense ‖ probe) per row against t
   for (const v of await rowsKl(lp, p, V)) assert.ok(Math.abs(v) < 1e-5, `${v}`);
 });
 
-test('search choice: the lowest mean wins with guard 0; with a guard, only a paired gain above guard standard errors beats uniform', async () => {
-  const { chooseMeasuredProfile } = await import('../src/pipeline/allocation/search.js');
+test('search choice: the lowest mean wins with guard 0; with a guard, only a paired gain above guard standard errors beats uniform', () => {
   const round = (windowLosses: number[]) => ({ windowLosses, heldOutLoss: windowLosses.reduce((a, b) => a + b, 0) / windowLosses.length });
   const uniform = round([1.0, 2.0, 3.0, 4.0]);
   // differences 0.1 each: mean 0.1, sd 0 -> any guard passes
@@ -260,8 +259,7 @@ test('search choice: the lowest mean wins with guard 0; with a guard, only a pai
   assert.equal(chooseMeasuredProfile([uniform, round([1.1, 2.1, 3.1, 4.1])], 0), 0);
 });
 
-test('--search-guard: default from SEARCH_DEFAULTS, refused outside [0, 10] with one line', async () => {
-  const { resolveAllocation, SEARCH_DEFAULTS } = await import('../src/pipeline/options.js');
+test('--search-guard: default from SEARCH_DEFAULTS, refused outside [0, 10] with one line', () => {
   assert.equal(resolveAllocation({ allocation: 'search' }).search.guard, SEARCH_DEFAULTS.guard);
   assert.equal(resolveAllocation({ allocation: 'search', searchGuard: 1 }).search.guard, 1);
   for (const bad of [-1, Number.NaN, 11]) assert.throws(() => resolveAllocation({ allocation: 'search', searchGuard: bad }), /--search-guard must be a number from 0 to 10/);
@@ -310,7 +308,6 @@ for (const method of ['sparsegpt', 'sparsellm']) {
     assert.equal(a.search.guard, SEARCH_DEFAULTS.guard);
     const best = Math.min(...a.search.rounds.map((r: any) => r.heldOutLoss));
     if (a.search.chosenRound !== 0) assert.equal(a.search.rounds[a.search.chosenRound].heldOutLoss, best);
-    const { chooseMeasuredProfile } = await import('../src/pipeline/allocation/search.js');
     assert.equal(a.search.chosenRound, chooseMeasuredProfile(a.search.rounds, a.search.guard));
     for (const [k, u] of a.search.units.entries()) assert.equal(u.sparsity, a.search.rounds[a.search.chosenRound].centre[k]);
     assert.ok(a.cost.blockForwards > 0 && a.cost.seconds > 0);

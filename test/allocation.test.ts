@@ -313,3 +313,33 @@ for (const method of ['sparsegpt', 'sparsellm']) {
     assert.ok(a.cost.blockForwards > 0 && a.cost.seconds > 0);
   });
 }
+
+test('--search-data: the held-out probe windows come from that text; a missing or too short text is refused with one line', async () => {
+  const args = ['--method', 'sparsegpt', '--sparsity', '0.7', '--allocation', 'search', '--search-held-out', '2', '--search-rounds', '1', '--search-guard', '0'];
+  const text = join(work, 'probe-text.txt');
+  // a text of another domain than TinyStories: this repository's README, several windows of 64 tokens
+  writeFileSync(text, readFileSync(new URL('../README.md', import.meta.url), 'utf8'));
+  const before = readFileSync(text);
+  const own = await prune('search-data-own', args);
+  const other = await prune('search-data-file', [...args, '--search-data', text]);
+  assert.equal(own.report.allocation.search.heldOutData, undefined);
+  assert.equal(other.report.allocation.search.heldOutData, text);
+  assert.equal(other.report.allocation.search.heldOutWindows, 2);
+  // the uniform profile's held-out KL is measured on the other text
+  assert.notDeepEqual(other.report.allocation.search.rounds[0].windowLosses, own.report.allocation.search.rounds[0].windowLosses);
+  assert.ok(other.report.allocation.search.rounds[0].windowLosses.every((l: number) => l >= 0));
+  assert.ok(readFileSync(text).equals(before), 'the --search-data file is never modified');
+  const missing = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', join(work, 'search-data-missing'), ...args, '--search-data', join(work, 'nope.txt')]);
+  assert.notEqual(missing.code, 0);
+  assert.equal(missing.stderr.trim().split('\n').length, 1, missing.stderr);
+  const short = join(work, 'short.txt');
+  writeFileSync(short, 'Once upon a time.');
+  const tooShort = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', join(work, 'search-data-short'), ...args, '--search-data', short]);
+  assert.notEqual(tooShort.code, 0);
+  assert.match(tooShort.stderr.trim(), /^sparsellm: .*--search-data text .* fewer than one window/);
+  assert.equal(tooShort.stderr.trim().split('\n').length, 1, tooShort.stderr);
+  // only with --allocation search
+  const notSearch = await runCli(['prune', '--model', BUNDLED_STORIES, ...calib, '--out', join(work, 'search-data-uniform'), '--search-data', text]);
+  assert.notEqual(notSearch.code, 0);
+  assert.equal(notSearch.stderr.trim().split('\n').length, 1, notSearch.stderr);
+});

@@ -149,7 +149,7 @@ export const PRUNE_RULES: Rules = {
   ],
   allocationOnly: [
     { options: ['owl-m', 'owl-lambda'], allocation: 'owl' },
-    { options: ['search-deviation', 'search-held-out', 'search-rounds', 'search-guard', 'search-metric'], allocation: 'search' },
+    { options: ['search-deviation', 'search-held-out', 'search-rounds', 'search-guard', 'search-metric', 'search-data'], allocation: 'search' },
   ],
 };
 
@@ -171,6 +171,7 @@ export const PRUNE_TEXT_OPTIONS: TextOption[] = [
   { name: 'max-shard-size', what: 'a size like 5GB or 500MB' },
   { name: 'offload', what: 'a folder for the calibration activations' },
   { name: 'sparsity-profile', what: 'a sparsity profile JSON (or a sparsellm-report.json)' },
+  { name: 'search-data', what: 'a dataset name (c4, wikitext2, ptb, tinystories) or a text file' },
 ];
 
 export const EVAL_RULES: Rules = {

@@ -93,6 +93,8 @@ export interface AllocationSettings {
   searchGuard?: number;
   /** the probes' score: KL to the dense model's next-token distributions (kl) or the held-out text's NLL (nll) */
   searchMetric?: 'kl' | 'nll';
+  /** the probes' held-out text (a --calib dataset name or file); default: the calibration text, windows after the prune's */
+  searchData?: string;
   /** explicit per-block / per-matrix targets (a profile JSON or a sparsellm-report.json) */
   sparsityProfile?: string;
 }
@@ -228,7 +230,7 @@ export function resolvePruneOptions(o: PruneOptions): ResolvedPruneOptions {
 export interface ResolvedAllocation {
   allocation: Allocation | 'profile';
   owl: { m: number; lambda: number };
-  search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number; guard: number };
+  search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number; guard: number; data?: string };
   sparsityProfile?: string;
 }
 
@@ -241,7 +243,8 @@ export function resolveAllocation(a: AllocationSettings): ResolvedAllocation {
   const owl = { m: a.owlM ?? OWL_DEFAULTS.m, lambda: a.owlLambda ?? OWL_DEFAULTS.lambda };
   if (!(Number.isFinite(owl.m) && owl.m > 0)) throw new UserError(`--owl-m must be a positive number, got ${a.owlM}`);
   if (!(Number.isFinite(owl.lambda) && owl.lambda >= 0 && owl.lambda < 0.5)) throw new UserError(`--owl-lambda must be in [0, 0.5), got ${a.owlLambda}`);
-  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut, metric: a.searchMetric ?? SEARCH_DEFAULTS.metric, rounds: a.searchRounds ?? SEARCH_DEFAULTS.rounds, guard: a.searchGuard ?? SEARCH_DEFAULTS.guard };
+  const search = { maxDeviation: a.searchDeviation ?? SEARCH_DEFAULTS.maxDeviation, heldOut: a.searchHeldOut ?? SEARCH_DEFAULTS.heldOut, metric: a.searchMetric ?? SEARCH_DEFAULTS.metric, rounds: a.searchRounds ?? SEARCH_DEFAULTS.rounds, guard: a.searchGuard ?? SEARCH_DEFAULTS.guard, ...(a.searchData !== undefined ? { data: a.searchData } : {}) };
+  if (search.data === '') throw new UserError('--search-data needs a dataset name or a text file');
   if (search.metric !== 'kl' && search.metric !== 'nll') throw new UserError(`--search-metric ${a.searchMetric} is not kl or nll`);
   if (!(Number.isFinite(search.maxDeviation) && search.maxDeviation > 0 && search.maxDeviation < 0.5)) throw new UserError(`--search-deviation must be in (0, 0.5), got ${a.searchDeviation}`);
   if (!(Number.isInteger(search.heldOut) && search.heldOut >= 1)) throw new UserError(`--search-held-out must be a positive integer, got ${a.searchHeldOut}`);

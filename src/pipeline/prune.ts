@@ -171,7 +171,7 @@ async function planRun(options: PruneOptions, progress: Progress): Promise<Prune
   const run = await planModelRun(options, progress, (resolved, modelPath, onnxFile) => {
     const inputs = [
       ...modelInputs(modelPath, onnxFile),
-      ...optionInputs({ '--calib': resolved.calib, '--eval': resolved.eval, '--tokenizer': resolved.tokenizer, '--data-dir': resolved.dataDir }),
+      ...optionInputs({ '--calib': resolved.calib, '--eval': resolved.eval, '--tokenizer': resolved.tokenizer, '--data-dir': resolved.dataDir, '--search-data': resolved.allocation.searchData }),
     ];
     assertOutputOutsideInput(resolved.out, inputs);
     if (resolved.offload !== undefined) assertScratchOutsideInputs(resolved.offload, '--offload', inputs, resolved.out);
@@ -206,16 +206,32 @@ async function planModelRun(
   return run;
 }
 
+/** The calibration text and, with --search-data, the text of the search's held-out probe windows. */
+type RunCalibration = CalibrationSource & { heldOutSource?: CalibrationSource };
+
 /** Tokenizer and calibration text (missing, corrupt, too short), opened before `<out>.partial` exists. */
-async function openCalibration(run: ModelRun, timings: Timings): Promise<CalibrationSource | undefined> {
+async function openCalibration(run: ModelRun, timings: Timings): Promise<RunCalibration | undefined> {
   const { o } = run;
   if (o.method === 'magnitude' && !allocationNeedsCalibration(o)) return undefined;
   const t = clock();
   const tok = loadTokenizer(o.tokenizer ?? run.onnxFile);
-  const source = await prepareCalibration(o.calib, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
-  if (source.tokenCount !== undefined && source.tokenCount <= o.seqlen) {
-    source.close();
-    throw new UserError(`calibration text ${o.calib} has ${source.tokenCount} tokens, fewer than one window of ${o.seqlen}: use a longer text or a shorter --seqlen`);
+  const open = async (name: string, what: string) => {
+    const source = await prepareCalibration(name, tok, { dataDir: o.dataDir, docSeparator: o.docSeparator });
+    if (source.tokenCount !== undefined && source.tokenCount <= o.seqlen) {
+      source.close();
+      throw new UserError(`${what} ${name} has ${source.tokenCount} tokens, fewer than one window of ${o.seqlen}: use a longer text or a shorter --seqlen`);
+    }
+    return source;
+  };
+  const source: RunCalibration = await open(o.calib, 'calibration text');
+  const searchData = resolveAllocation(o.allocation).search.data;
+  if (resolveAllocation(o.allocation).allocation === 'search' && searchData !== undefined) {
+    try {
+      source.heldOutSource = await open(searchData, '--search-data text');
+    } catch (e) {
+      source.close();
+      throw e;
+    }
   }
   timings.calibration += clock() - t;
   return source;
@@ -223,19 +239,27 @@ async function openCalibration(run: ModelRun, timings: Timings): Promise<Calibra
 
 /**
  * 1a. The calibration windows (token ids): the prune's nsamples, then the allocation's extra ones (drawn after them
- * with the same generator, so the first nsamples are the same as without).
+ * with the same generator, so the first nsamples are the same as without; with --search-data, drawn from that text
+ * with the same seed instead).
  */
-async function drawWindows(run: ModelRun, source: CalibrationSource, timings: Timings): Promise<BigInt64Array[]> {
+async function drawWindows(run: ModelRun, source: RunCalibration, timings: Timings): Promise<BigInt64Array[]> {
   const { o } = run;
   const t = clock();
   const windows: BigInt64Array[] = [];
-  try {
-    for await (const w of source.windows(o.nsamples + extraWindows(o), o.seqlen, o.seed)) {
+  const draw = async (from: CalibrationSource, n: number) => {
+    for await (const w of from.windows(n, o.seqlen, o.seed)) {
       windows.push(w);
       checkInterrupted(run.plan?.partial);
     }
+  };
+  try {
+    if (source.heldOutSource) {
+      await draw(source, o.nsamples);
+      await draw(source.heldOutSource, extraWindows(o));
+    } else await draw(source, o.nsamples + extraWindows(o));
   } finally {
     source.close();
+    source.heldOutSource?.close();
   }
   timings.calibration += clock() - t;
   return windows;

@@ -97,7 +97,7 @@ async function handler(argv: ArgumentsCamelCase<PruneArgs>): Promise<void> {
     device: argv.device,
     format: argv.format,
     maxShardBytes: argv.maxShardSize === undefined ? undefined : parseByteSize(String(argv.maxShardSize)),
-    allocation: { allocation: argv.allocation, owlM: argv.owlM, owlLambda: argv.owlLambda, searchDeviation: argv.searchDeviation, searchHeldOut: argv.searchHeldOut, searchRounds: argv.searchRounds, searchGuard: argv.searchGuard, searchMetric: argv.searchMetric, sparsityProfile: argv.sparsityProfile },
+    allocation: { allocation: argv.allocation, owlM: argv.owlM, owlLambda: argv.owlLambda, searchDeviation: argv.searchDeviation, searchHeldOut: argv.searchHeldOut, searchRounds: argv.searchRounds, searchGuard: argv.searchGuard, searchMetric: argv.searchMetric, searchData: argv.searchData, sparsityProfile: argv.sparsityProfile },
   };
   // The header goes out with the first progress output, i.e. after runPrune's checks: a bad input prints one line.
   const bars = createProgress(!options.quiet);
@@ -164,6 +164,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       .option('search-rounds', { type: 'number', describe: `search: probe passes, the first around uniform, each next around the last choice; the measured best profile wins (default ${SEARCH_DEFAULTS.rounds})` })
       .option('search-guard', { type: 'number', describe: `search: a profile other than uniform must beat it on the held-out windows by this many standard errors of the paired per-window gain (default ${SEARCH_DEFAULTS.guard}; 0: the lowest mean wins)` })
       .option('search-metric', { choices: ['kl', 'nll'] as const, describe: `search: probe score, KL to the dense model's next-token distributions or the held-out text's NLL (default ${SEARCH_DEFAULTS.metric})` })
+      .option('search-data', { type: 'string', describe: 'search: the text its held-out probe windows come from, a --calib dataset name or file (default: the calibration text, windows after the prune\'s own)' })
       .option('sparsity-profile', { type: 'string', describe: `explicit per-block / per-matrix targets in [${SPARSITY_BOUNDS.min}, ${SPARSITY_BOUNDS.max}]: a profile JSON, or a sparsellm-report.json to replay its allocation` })
       .option('prunen', { type: 'number', describe: 'N:M sparsity: weights PRUNED in each group of --prunem (2 with --prunem 4 = 2:4)' })
       .option('prunem', { type: 'number', describe: 'N:M sparsity: group size M' })

@@ -115,6 +115,8 @@ export interface SearchDetails {
   /** the deviation used: min(maxDeviation, (1 − t) / 2) */
   deviation: number;
   heldOutWindows: number;
+  /** --search-data: where the held-out windows came from (absent: the calibration text, after the prune's windows) */
+  heldOutData?: string;
   probeMethod: Method;
   /** the passes in order: rounds[0] around uniform, …, the last one measuring the last choice */
   rounds: SearchRound[];
@@ -127,7 +129,7 @@ export interface SearchDetails {
 }
 
 export async function searchAllocation(
-  ctx: AllocationContext, linears: BudgetLinear[], target: number, search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number; guard: number }, meter: Meter,
+  ctx: AllocationContext, linears: BudgetLinear[], target: number, search: { maxDeviation: number; heldOut: number; metric: 'kl' | 'nll'; rounds: number; guard: number; data?: string }, meter: Meter,
 ): Promise<{ targets: LinearTargets; details: SearchDetails }> {
   const { layout, selected, o, progress } = ctx;
   const family = layout.family;
@@ -317,7 +319,7 @@ export async function searchAllocation(
   return {
     targets,
     details: {
-      metric: search.metric, maxDeviation: search.maxDeviation, guard: search.guard, deviation, heldOutWindows: ctx.heldOut.length, probeMethod,
+      metric: search.metric, maxDeviation: search.maxDeviation, guard: search.guard, deviation, heldOutWindows: ctx.heldOut.length, ...(search.data !== undefined ? { heldOutData: search.data } : {}), probeMethod,
       rounds, chosenRound, units, predictedLossChange: rounds[0]!.predictedLossChange ?? 0,
     },
   };

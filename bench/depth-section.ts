@@ -13,6 +13,9 @@ export const FLOOR_END = '<!-- /floor -->';
 /** Markers of the section bench/sparsellm-model.ts (`-- --sparsellm-model`) writes and `npm run bench` keeps. */
 export const WHOLE_BEGIN = '<!-- sparsellm-model: written by bench/sparsellm-model.ts -->';
 export const WHOLE_END = '<!-- /sparsellm-model -->';
+/** Markers of the section bench/torch-compare.ts (`-- --torch`) writes and `npm run bench` keeps. */
+export const TORCH_BEGIN = '<!-- torch: written by bench/torch-compare.ts -->';
+export const TORCH_END = '<!-- /torch -->';
 
 /**
  * Rewrites one section of bench/RESULTS.md, `section` (which starts with `begin` and ends with `end`), in place of the

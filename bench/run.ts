@@ -9,6 +9,7 @@
  *   npm run bench -- --scale    real sizes: RSS against depth 4..32 blocks, an OPT-1.3b-shaped fp16 prune (bench/scale.ts; hours)
  *   npm run bench -- --sparsellm-model [--before-tree DIR]   SparseLLM 70 % on the whole d=768 model, against an
  *                               earlier checkout in the same run (bench/sparsellm-model.ts)
+ *   npm run bench -- --torch    sparsellm against the PyTorch reference flow (bench/torch-reference/reference.py) on the d=768 model (bench/torch-compare.ts)
  *   npm run bench -- --floor    SparseGPT on the d=768 model beside its floor (2 plain passes + SYRKs at the SGEMM rate; bench/floor.ts)
  *   --keep                      keep the pruned outputs (temp dir) instead of deleting them
  *
@@ -28,7 +29,7 @@ import { evaluateDatasets } from '../src/pipeline/evaluate.js';
 import type { Method } from '../src/pipeline/options.js';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { benchKernels, type KernelResults } from './kernels.js';
-import { DEPTH_BEGIN, DEPTH_END, FLOOR_BEGIN, FLOOR_END, SCALE_BEGIN, SCALE_END, WHOLE_BEGIN, WHOLE_END } from './depth-section.js';
+import { DEPTH_BEGIN, DEPTH_END, FLOOR_BEGIN, FLOOR_END, SCALE_BEGIN, SCALE_END, TORCH_BEGIN, TORCH_END, WHOLE_BEGIN, WHOLE_END } from './depth-section.js';
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
 import { generateOptModel, modelName, type OptShape } from './opt-model.js';
 import { barPanel, layout, linePanel, PALETTE, stackedBarPanel, type Panel, type Series } from '../src/report/svg.js';
@@ -57,6 +58,10 @@ if (argv.includes('--sparsellm-model')) {
 }
 if (argv.includes('--floor')) {
   await import('./floor.js');
+  process.exit(0);
+}
+if (argv.includes('--torch')) {
+  await import('./torch-compare.js');
   process.exit(0);
 }
 if (argv.includes('--scale')) {
@@ -483,7 +488,7 @@ async function main(): Promise<void> {
   // (`-- --sparsellm-solve`), SparseLLM on the whole d=768 model (`-- --sparsellm-model`), real sizes (`-- --scale`)
   // and the SparseGPT floor (written just above by bench/floor.ts)
   const oldMd = existsSync(join(here, 'RESULTS.md')) ? readFileSync(join(here, 'RESULTS.md'), 'utf8') : '';
-  const kept = ([[DEPTH_BEGIN, DEPTH_END], [SOLVE_BEGIN, SOLVE_END], [WHOLE_BEGIN, WHOLE_END], [SCALE_BEGIN, SCALE_END], [FLOOR_BEGIN, FLOOR_END]] as const).map(([b, e]) => {
+  const kept = ([[DEPTH_BEGIN, DEPTH_END], [SOLVE_BEGIN, SOLVE_END], [WHOLE_BEGIN, WHOLE_END], [SCALE_BEGIN, SCALE_END], [FLOOR_BEGIN, FLOOR_END], [TORCH_BEGIN, TORCH_END]] as const).map(([b, e]) => {
     const [i0, i1] = [oldMd.indexOf(b), oldMd.indexOf(e)];
     return i0 >= 0 && i1 > i0 ? `\n${oldMd.slice(i0, i1 + e.length)}\n` : '';
   });

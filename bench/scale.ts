@@ -16,6 +16,7 @@
  *     `--scale-llama-onnx DIR` prunes an earlier run's converted folder instead (kept, and the conversion row kept).
  * Each prune runs in its own process (bench/child-prune.ts). Models are generated under $TMPDIR (bench/opt-model.ts),
  * never in the repository. Writes bench/scale-results.json, bench/scale.svg and the scale section of bench/RESULTS.md.
+ *   npm run bench -- --scale --scale-render   (the chart and the section from the saved JSON, nothing measured)
  *   npm run bench -- --scale [--scale-calib 8x2048] [--scale-methods sparsegpt,sparsellm] [--scale-skip-depth] [--scale-skip-opt] [--scale-skip-llama]
  */
 import { spawnSync } from 'node:child_process';
@@ -28,6 +29,7 @@ import { SCALE_BEGIN, SCALE_END, writeResultsSection } from './depth-section.js'
 import { generateLlamaCheckpoint, LLAMA_7B, llamaName } from './llama-model.js';
 import { generateOptModel, type OptShape } from './opt-model.js';
 import { layout, linePanel, PALETTE } from '../src/report/svg.js';
+import { native } from '../src/native/addon.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -169,15 +171,17 @@ function llamaModel(keep: boolean, converted?: string): { model: ModelUnderTest;
 }
 
 const previous = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { depth?: Row[]; opt?: Row[]; llama?: Row[]; llamaConversion?: Conversion }) : {};
-const results: { date: string; machine: Record<string, unknown>; depth: Row[]; opt: Row[]; llama: Row[]; llamaConversion?: Conversion } = {
+// --scale-render: the chart and the RESULTS.md section from the saved bench/scale-results.json, nothing measured
+const render = argv.includes('--scale-render');
+const results: { date: string; machine: Record<string, unknown>; depth: Row[]; opt: Row[]; llama: Row[]; llamaConversion?: Conversion } = render ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {
   date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGb: +(totalmem() / 2 ** 30).toFixed(1), loadAverageAtStart: loadavg().map((v) => +v.toFixed(2)) },
+  machine: { cpu: cpus()[0]?.model, cores: cpus().length, blasCore: native().blasCore(), memoryGb: +(totalmem() / 2 ** 30).toFixed(1), loadAverageAtStart: loadavg().map((v) => +v.toFixed(2)) },
   depth: previous.depth ?? [], opt: previous.opt ?? [], llama: previous.llama ?? [], ...(previous.llamaConversion ? { llamaConversion: previous.llamaConversion } : {}),
 };
 const OPT_1_3B: OptShape = { hidden: 2048, layers: 24, ffn: 8192, heads: 32, dtype: 'float16' };
 const save = () => writeFileSync(resultsFile, `${JSON.stringify(results, null, 2)}\n`);
-const calib = calibrationText();
-try {
+const calib = render ? '' : calibrationText();
+if (!render) try {
   if (!argv.includes('--scale-skip-opt')) {
     const opt = optModel(OPT_1_3B);
     for (const method of optMethods) {
@@ -213,9 +217,10 @@ try {
   }
 } finally {
   rmSync(outRoot, { recursive: true, force: true });
+  results.machine.loadAverageAtEnd = loadavg().map((v) => +v.toFixed(2));
+  save();
 }
-results.machine.loadAverageAtEnd = loadavg().map((v) => +v.toFixed(2));
-save();
+else rmSync(outRoot, { recursive: true, force: true });
 
 // ----- chart and RESULTS.md section
 const depth = results.depth;
@@ -239,7 +244,7 @@ const lines = [
   SCALE_BEGIN,
   '## Real sizes (`npm run bench -- --scale`, issue 16)',
   '',
-  `Latest run ${results.date.slice(0, 16)} on ${results.machine.cpu}, ${results.machine.cores} cores, ${results.machine.memoryGb} GB; load average ${String(results.machine.loadAverageAtStart)} at the start, ${String(results.machine.loadAverageAtEnd)} at the end (the machine was shared: wall times are inflated). ` +
+  `Latest run ${results.date.slice(0, 16)} on ${results.machine.cpu}, ${results.machine.cores} cores, ${results.machine.memoryGb} GB; load average ${String(results.machine.loadAverageAtStart)} at the start, ${String(results.machine.loadAverageAtEnd)} at the end (each prune runs 2 BLAS threads itself, so a load average well above 2 means other work shared the machine and inflated the wall times); OpenBLAS kernels ${results.machine.blasCore ?? '?'}. ` +
     'Random-weight OPT-shaped models (bench/opt-model.ts) generated under $TMPDIR; each prune in its own process; peak RSS = process.resourceUsage().maxRSS; per-phase RSS = the largest resident set sampled (progress calls, every 200 ms) during the phase.',
   '',
   '### Peak RSS against depth (d=512, fp32, SparseGPT 50%, 8 × 256 tokens)',

@@ -89,14 +89,14 @@ const outDir = resolve(args.out ?? join(root, 'bench', 'allocation'));
 const resultsPath = join(outDir, 'results.json');
 mkdirSync(outDir, { recursive: true });
 const key = (r: Pick<Row, 'model' | 'method' | 'sparsity' | 'allocation'>) => `${r.model}|${r.method}|${r.sparsity}|${r.allocation}`;
-const searchGuard = args['search-guard'] === undefined ? undefined : Number(args['search-guard']);
-// the search rows' probe settings other than the CLI defaults (they key results.json: another probe, other rows)
+// the search rows' settings other than the CLI defaults (they key results.json: another probe, other rows)
 const probe = {
+  ...(args['search-guard'] === undefined ? {} : { searchGuard: Number(args['search-guard']) }),
   ...(args['search-held-out'] === undefined ? {} : { searchHeldOut: Number(args['search-held-out']) }),
   ...(args['search-metric'] === undefined ? {} : { searchMetric: args['search-metric'] as 'kl' | 'nll' }),
   ...(args['search-data'] === undefined ? {} : { searchData: resolve(args['search-data']) }),
 };
-const settings = { nsamples, seqlen, calib: 'ptb', maxWindows, eval: EVAL, ...(searchGuard === undefined ? {} : { searchGuard }), ...probe };
+const settings = { nsamples, seqlen, calib: 'ptb', maxWindows, eval: EVAL, ...probe };
 let saved: { settings: typeof settings; rows: Row[] } = existsSync(resultsPath) && !args.fresh ? JSON.parse(readFileSync(resultsPath, 'utf8')) : { settings, rows: [] };
 if (JSON.stringify(saved.settings) !== JSON.stringify(settings)) saved = { settings, rows: [] };
 const done = new Map(saved.rows.map((r) => [key(r), r]));
@@ -104,7 +104,7 @@ const done = new Map(saved.rows.map((r) => [key(r), r]));
 function prune(model: string, method: Method, sparsity: number, allocation: Allocation): Row {
   const out = join(tmpdir(), `sparsellm-allocation-${process.pid}`);
   const a: ChildPruneArgs = {
-    model: MODELS[model]!, method, sparsity, nsamples, seqlen, out, calib: 'ptb', eval: EVAL, evalMaxWindows: maxWindows, allocation: { allocation, ...(searchGuard === undefined ? {} : { searchGuard }), ...(allocation === 'search' ? probe : {}) },
+    model: MODELS[model]!, method, sparsity, nsamples, seqlen, out, calib: 'ptb', eval: EVAL, evalMaxWindows: maxWindows, allocation: { allocation, ...(allocation === 'search' ? probe : {}) },
   };
   const child = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'bench', 'child-prune.ts'), JSON.stringify(a)], { encoding: 'utf8', maxBuffer: 1 << 28 });
   rmSync(out, { recursive: true, force: true });
@@ -149,7 +149,7 @@ function markdown(rows: Row[]): string {
     `Written by \`npm run allocation-table\` (bench/allocation.ts). Calibration: PTB train, ${nsamples} × ${seqlen} tokens, seed 0`,
     `(search: + its held-out probe windows, ${probe.searchData ? `drawn from ${probe.searchData} (--search-data)` : 'drawn after them from PTB train'}). Perplexity: WikiText-2 test and PTB test, windows of the model's 512 positions,`,
     `the first ${maxWindows} of each (never seen by the prune or the search). OWL: M = 5, λ = 0.08; search: δ = min(0.1, (1 − t)/2), ${probe.searchHeldOut ?? SEARCH_DEFAULTS.heldOut} held-out windows, ${(probe.searchMetric ?? SEARCH_DEFAULTS.metric) === 'kl' ? 'KL to the dense model' : 'NLL of the held-out text'},`,
-    `2 probe passes (around uniform, then around the first choice) and a measuring pass; probes prune with the run's method; the measured best wins if it beats uniform by ${searchGuard ?? SEARCH_DEFAULTS.guard} standard errors of the paired held-out gain (--search-guard).`,
+    `2 probe passes (around uniform, then around the first choice) and a measuring pass; probes prune with the run's method; the measured best wins if it beats uniform by ${probe.searchGuard ?? SEARCH_DEFAULTS.guard} standard errors of the paired held-out gain (--search-guard).`,
     'Best of each row in bold. "sparsity" = measured zeros over all pruned linears (uniform / owl / search).',
     '',
     '| model | method | target | WikiText-2 uniform | owl | search | PTB uniform | owl | search | sparsity (u / o / s) | prune s (u / o / s) | search: own s, passes, probes |',

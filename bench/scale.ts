@@ -49,7 +49,9 @@ const llamaLayers = option('--scale-llama-layers', '0-1');
 const llamaEpochs = Number(option('--scale-llama-epochs', '1'));
 const modelsDir = join(tmpdir(), 'sparsellm-bench-models-v1');
 mkdirSync(modelsDir, { recursive: true });
-const outRoot = mkdtempSync(join(tmpdir(), 'sparsellm-bench-scale-'));
+// --scale-render: the chart and the RESULTS.md section from the saved bench/scale-results.json, nothing measured
+const render = argv.includes('--scale-render');
+const outRoot = render ? '' : mkdtempSync(join(tmpdir(), 'sparsellm-bench-scale-'));
 const resultsFile = join(here, 'scale-results.json');
 const MB = 2 ** 20;
 
@@ -171,8 +173,6 @@ function llamaModel(keep: boolean, converted?: string): { model: ModelUnderTest;
 }
 
 const previous = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { depth?: Row[]; opt?: Row[]; llama?: Row[]; llamaConversion?: Conversion }) : {};
-// --scale-render: the chart and the RESULTS.md section from the saved bench/scale-results.json, nothing measured
-const render = argv.includes('--scale-render');
 const results: { date: string; machine: Record<string, unknown>; depth: Row[]; opt: Row[]; llama: Row[]; llamaConversion?: Conversion } = render ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model, cores: cpus().length, blasCore: native().blasCore(), memoryGb: +(totalmem() / 2 ** 30).toFixed(1), loadAverageAtStart: loadavg().map((v) => +v.toFixed(2)) },
@@ -220,7 +220,6 @@ if (!render) try {
   results.machine.loadAverageAtEnd = loadavg().map((v) => +v.toFixed(2));
   save();
 }
-else rmSync(outRoot, { recursive: true, force: true });
 
 // ----- chart and RESULTS.md section
 const depth = results.depth;

@@ -224,10 +224,10 @@ async function openCalibration(run: ModelRun, timings: Timings): Promise<RunCali
     return source;
   };
   const source: RunCalibration = await open(o.calib, 'calibration text');
-  const searchData = resolveAllocation(o.allocation).search.data;
-  if (resolveAllocation(o.allocation).allocation === 'search' && searchData !== undefined) {
+  const allocation = resolveAllocation(o.allocation);
+  if (allocation.allocation === 'search' && allocation.search.data !== undefined) {
     try {
-      source.heldOutSource = await open(searchData, '--search-data text');
+      source.heldOutSource = await open(allocation.search.data, '--search-data text');
     } catch (e) {
       source.close();
       throw e;

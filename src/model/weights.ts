@@ -22,35 +22,35 @@ export function transposeToHalf(src: Float32Array, rows: number, cols: number): 
   if (src.length !== rows * cols) throw new Error(`transpose: ${src.length} values is not ${rows}x${cols}`);
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   const out = new Uint16Array(src.length);
-  const T = 64;
-  for (let r0 = 0; r0 < rows; r0 += T) {
-    const r1 = Math.min(rows, r0 + T);
-    for (let c0 = 0; c0 < cols; c0 += T) {
-      const c1 = Math.min(cols, c0 + T);
-      for (let r = r0; r < r1; r++) {
-        const base = r * cols;
-        for (let c = c0; c < c1; c++) out[c * rows + r] = halfOfFloatBits(bits[base + c]!, src[base + c]!);
-      }
-    }
-  }
+  forEachTileRow(rows, cols, (r, c0, c1) => {
+    const base = r * cols;
+    for (let c = c0; c < c1; c++) out[c * rows + r] = halfOfFloatBits(bits[base + c]!, src[base + c]!);
+  });
   return out;
 }
 
 function transposeInto(src: Float32Array | Uint16Array, out: Float32Array, rows: number, cols: number, table: Float32Array | null): Float32Array {
-  // in 64 × 64 tiles: a plain loop writes one cache line per value once the matrix outgrows the cache
+  forEachTileRow(rows, cols, (r, c0, c1) => {
+    const base = r * cols;
+    if (table) for (let c = c0; c < c1; c++) out[c * rows + r] = table[src[base + c]!]!;
+    else for (let c = c0; c < c1; c++) out[c * rows + r] = src[base + c]!;
+  });
+  return out;
+}
+
+/**
+ * Visits row r's columns [c0, c1) of a [rows, cols] matrix in 64 × 64 tiles, for the transposes above: a plain loop
+ * writes one cache line per value once the matrix outgrows the cache.
+ */
+function forEachTileRow(rows: number, cols: number, visit: (r: number, c0: number, c1: number) => void): void {
   const T = 64;
   for (let r0 = 0; r0 < rows; r0 += T) {
     const r1 = Math.min(rows, r0 + T);
     for (let c0 = 0; c0 < cols; c0 += T) {
       const c1 = Math.min(cols, c0 + T);
-      for (let r = r0; r < r1; r++) {
-        const base = r * cols;
-        if (table) for (let c = c0; c < c1; c++) out[c * rows + r] = table[src[base + c]!]!;
-        else for (let c = c0; c < c1; c++) out[c * rows + r] = src[base + c]!;
-      }
+      for (let r = r0; r < r1; r++) visit(r, c0, c1);
     }
   }
-  return out;
 }
 
 /**

@@ -3,11 +3,15 @@
 #include <napi.h>
 
 #include <chrono>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <vector>
 
 #include "binding/registry.h"
 #include "common/async.h"
 #include "common/blas.h"
+#include "common/workspace.h"
 
 namespace sparsellm {
 
@@ -26,6 +30,19 @@ static Napi::Value GetThreads(const Napi::CallbackInfo& info) {
 // The kernel set libopenblas chose at load (e.g. "Haswell", "SkylakeX"; $OPENBLAS_CORETYPE forces one).
 static Napi::Value BlasCore(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), openblas_get_corename());
+}
+
+// releaseMemory(): frees the solvers' workspace cache and gives the C heap's free pages back to the system (glibc
+// malloc_trim); returns whether malloc_trim released any. onnxruntime frees a released session's weights into glibc's
+// heap, and the cache keeps up to SPARSELLM_WORKSPACE_MB of solver buffers: without this both stay resident through
+// the phases that follow (the solve after a block's forward pass, the next block's forward pass after a solve).
+static Napi::Value ReleaseMemory(const Napi::CallbackInfo& info) {
+  ReleaseWorkspaceCache();
+#ifdef __GLIBC__
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
 }
 
 // sgemm(A[m,k], B[k,n], C[m,n]): Promise<number seconds>; C = A B. Reference rate for the benches.
@@ -59,6 +76,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("blasCore", Napi::Function::New(env, BlasCore));
+  exports.Set("releaseMemory", Napi::Function::New(env, ReleaseMemory));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   for (auto& r : Registrars()) r(env, exports);
   return exports;

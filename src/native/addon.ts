@@ -10,6 +10,8 @@ export interface NativeAddon {
   getThreads(): number;
   /** The kernel set libopenblas runs ("Haswell", "SkylakeX", ...; $OPENBLAS_CORETYPE forces one). */
   blasCore(): string;
+  /** Frees the solvers' workspace cache and gives the C heap's free pages back to the system (glibc malloc_trim). */
+  releaseMemory(): boolean;
   sgemm(A: Float32Array, B: Float32Array, C: Float32Array, m: number, k: number, n: number): Promise<number>;
   hessianAccumulate(H: Float32Array, X: Float32Array, rows: number, cols: number, nOld: number, nNew: number): Promise<void>;
   // solvers (see src/native/{magnitude,wanda,sparsegpt,sparsellm}.ts for the typed wrappers)

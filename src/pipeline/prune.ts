@@ -12,6 +12,7 @@ import { planSafetensorsExport, writeSafetensorsExport, type SafetensorsPlan } f
 import { UserError, isUserError } from '../errors.js';
 import { resolveModelArgument } from '../hub/registry.js';
 import { BlockRunner, OnnxModel, analyzeDecoder, resolveModelFile, type BlockState, type DecoderBlock, type DecoderLayout, type LinearLayer } from '../model/index.js';
+import { native } from '../native/addon.js';
 import { resolveDevice } from '../native/device.js';
 import { Checkpoint, checkpointKey } from './checkpoint.js';
 import { evaluateDatasets, type EvalResults } from './evaluate.js';
@@ -412,6 +413,7 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
     progress.stop();
     // the solver needs none of the session's memory (the re-run makes a new session with the pruned weights)
     await runner.releaseSession();
+    native().releaseMemory();  // onnxruntime frees the session into the C heap: hand it back before the solve
     statisticsSeconds = (performance.now() - t) / 1000;
   }
   const t = performance.now();
@@ -421,6 +423,7 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
   const outputError = async (W: Float32Array, Wp: Float32Array, l: LinearLayer, obs?: ObsLoss) =>
     o.method === 'magnitude' || o.method === 'wanda' ? null : layerOutputError(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures, stats!.weightQuadratic(l.role), obs);
   const result = await pruneBlock(block, family, weights, biases, stats, o, specFor(o, targets, block.index), outputError);
+  native().releaseMemory();  // the solvers' cached buffers, before the re-run and the next block's forward passes
   return { ...result, statisticsSeconds, solveSeconds: (performance.now() - t) / 1000 };
 }
 

@@ -76,4 +76,14 @@ void Scratch::Release() {
   for (void* q : drop) std::free(q);
 }
 
+void ReleaseWorkspaceCache() {
+  std::vector<Cached> drop;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    drop.swap(Pool());
+    g_cached = 0;
+  }
+  for (auto& c : drop) std::free(c.ptr);
+}
+
 }  // namespace sparsellm

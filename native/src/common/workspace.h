@@ -27,4 +27,8 @@ class Scratch {
   size_t cap_ = 0;
 };
 
+// Frees every cached buffer (between blocks, so that the cache does not stay resident through the next block's forward
+// passes; in use buffers are not touched).
+void ReleaseWorkspaceCache();
+
 }  // namespace sparsellm

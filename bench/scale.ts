@@ -236,7 +236,8 @@ if (depth.length) {
   ], 1);
   writeFileSync(join(here, 'scale.svg'), svg);
 }
-const f0 = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(0));
+// (rounded; a value that rounds to zero prints 0, not -0)
+const f0 = (v: number | undefined) => (v === undefined ? '-' : (Math.round(v) || 0).toFixed(0));
 const f1 = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(1));
 const PH = ['calibration', 'statistics', 'solve', 'rerun', 'export'];
 const lines = [

@@ -77,7 +77,7 @@ const section = [
   '|---|---|---:|---:|---|---:|---:|',
   ...summary.map((r) => `| ${r.method} | ${r.layers} | ${(r.linearBytes / 2 ** 20).toFixed(0)} | ${r.maxRssMb.toFixed(0)} | ${r.peaksMb.map((v) => v.toFixed(0)).join(', ')} | ${r.estimateMb.toFixed(0)} | ${r.wallSeconds.toFixed(1)} |`),
   '',
-  ...growth.map((g) => `${g.method}: 24 blocks use ${g.growthMb.toFixed(0)} MB more than 4 blocks (medians), ${(100 * g.share).toFixed(1)}% of the 20 extra blocks' ${g.extraMb.toFixed(0)} MB of linear weights (target: at most 25%).`),
+  ...growth.map((g) => `${g.method}: 24 blocks use ${Math.abs(Math.round(g.growthMb))} MB ${g.growthMb < -0.5 ? 'less' : 'more'} than 4 blocks (medians), ${(100 * g.share).toFixed(1)}% of the 20 extra blocks' ${g.extraMb.toFixed(0)} MB of linear weights (target: at most 25%).`),
   '',
   `Before each finished block was streamed into the output's data file (commit 330141a), SparseGPT: ${BEFORE.rss4} MB and ${BEFORE.rss24} MB, +${BEFORE.rss24 - BEFORE.rss4} MB (${((100 * (BEFORE.rss24 - BEFORE.rss4)) / growth[0]!.extraMb).toFixed(0)}%).`,
   DEPTH_END,

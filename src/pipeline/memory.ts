@@ -141,6 +141,11 @@ export interface SearchShape {
   vocab: number;
 }
 
+/** Token rows per block of SparseLLM's updates (ChunkRows in native/src/solvers/sparsellm.cc, automatic size). */
+function sparsellmTokenBlockRows(tokens: number, ffn: number): number {
+  return Math.min(tokens, Math.max(256, Math.floor(2 ** 22 / Math.max(ffn, 1))));
+}
+
 export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape, shape: ModelShape, method: Method, search?: SearchShape): MemoryEstimate {
   const { nsamples, seqlen } = run;
   const tokens = nsamples * seqlen;
@@ -177,6 +182,9 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     captures: ((forward < group ? group : 0) + forward) * seqlen * captureWidth * 4,
     // one block's weights for the solver: the float32 originals and pruned copies
     blockWeights: blockParams * 4 * 2,
+    // the stored bytes (the model's dtype) read to make those float32 copies: garbage through the solve until V8
+    // collects it (2 bytes a weight in fp16: a LLaMA-7B block's 386 MB)
+    storedRead: blockStored,
     // one block's weights in onnxruntime's session: the stored bytes and onnxruntime's float32 pre-packed copy
     sessionWeights: blockStored + blockParams * 4,
     hessians: method === 'wanda' ? 0 : hessians,
@@ -185,13 +193,14 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // SparseLLM (native/src/solvers/sparsellm.cc): the FFN input X and the dense targets Y [tokens, hidden], the
     // family's tokens × ffn arrays (z, s, pre-activations: FamilySpec.sparsellmFfnBuffers), the output layer's double
     // Gram and its Cholesky copy (16·ffn² bytes, the f × f peak of the refit), the token blocks of the updates
-    // (two float blocks and one double block of 2²² values: 64 MB); and the ffn × hidden arrays: AᵀY and the refit's
+    // (two float blocks and one double block of R·ffn values, R = min(tokens, max(256, ⌊2²²/ffn⌋)) rows: ChunkRows in
+    // the solver: R·ffn is about 2²² values, 64 MB, unless all the tokens fit in one block); and the ffn × hidden arrays: AᵀY and the refit's
     // right-hand side in double (16·ffn·hidden), each input layer's Xᵀ-target product in float, and the kept best
     // epoch's copy of every FFN matrix (all alive at a refit from epoch 1 on). Checked (bench/child-prune.ts,
     // 2026-12-05, blocks 0-1, 1 epoch): LLaMA-7B's width, 2 × 1024 tokens, peak 7043 MB against 7460 estimated;
     // OPT-1.3b's width, 2 × 1024 tokens, 2976 against 3230
     sparsellm: method === 'sparsellm'
-      ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 + 64 * 2 ** 20 +
+      ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 + 16 * sparsellmTokenBlockRows(tokens, ffn) * ffn +
         ffn * hidden * (16 + 4 * ffnInputLayers + 4 * layout.family.ffnRoles.global.length)
       : 0,
     // onnxruntime's working memory of one forward batch (attention scores, FFN intermediates)
@@ -216,7 +225,7 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // the FFN inputs SparseLLM keeps grow to [tokens, hidden] during the pass
     statistics: common + p.sessionWeights! + p.forward! + (method === 'sparsellm' ? tokens * hidden * 4 : 0),
     // the pass's capture buffers are garbage by then, but typed arrays are only freed when the collector runs
-    solve: common + p.blockWeights! + p.solver! + p.sparsellm!,
+    solve: common + p.blockWeights! + p.storedRead! + p.solver! + p.sparsellm!,
   };
   return { bytes: Math.max(phases.statistics, phases.solve), parts, phases, nsamples, seqlen, offload: run.offload };
 }
@@ -234,10 +243,14 @@ const RUNTIME_BYTES = 180 * 2 ** 20;
  * peaks 1442 and 1431 MB. The estimates are then 439, 1560 and 1892 MB (0.98, 1.08 and 1.32 of the peak), and 2800 MB for
  * SparseLLM at d=2048, 2 × 1024 tokens (peak 2725 MB, a fourth check not used in the fit). The forward batch 2 run is
  * overestimated most (its peak was the solve's, not the pass's); PRUNE_DEFAULTS.forwardBudgetMb keeps that shape at 1.
+ * The slack was cut from 96 to 48 MB on 2026-12-06, when the pipeline began handing the C heap back between a block's
+ * pass and its solve (native releaseMemory) and the solve phase began counting the stored bytes read (storedRead): 96 MB
+ * then overestimated the small models of `npm run bench` by up to 1.58× (a whole OPT d=64 prune peaks at 224 MB).
+ * Every model of `npm run bench`, `--depth` and `--scale` needs between 24 and 66 MB of slack to be within ±20 %.
  */
 const ATTENTION_COPIES = 2;
 const FFN_ROWS = 3;
-const SLACK_BYTES = 96 * 2 ** 20;
+const SLACK_BYTES = 48 * 2 ** 20;
 
 export function availableMemoryBytes(): number {
   if (existsSync('/proc/meminfo')) {

@@ -255,7 +255,7 @@ const lines = [
   '|---:|---:|---:|---:|---:|---:|',
   ...depth.map((r) => `| ${r.shape.layers} | ${f0(r.linearBytes / MB)} | ${f0(r.maxRssMb)} | ${f0(r.estimateMb)} | ${(r.estimateMb / r.maxRssMb).toFixed(2)} | ${f0(r.wallSeconds)} |`),
   '',
-  ...(depth.length >= 2 ? [`From ${depth[0]!.shape.layers} to ${depth.at(-1)!.shape.layers} blocks peak RSS grows by ${f0(depth.at(-1)!.maxRssMb - depth[0]!.maxRssMb)} MB while the linear weights grow by ${f0((depth.at(-1)!.linearBytes - depth[0]!.linearBytes) / MB)} MB.`, ''] : []),
+  ...(depth.length >= 2 ? [`From ${depth[0]!.shape.layers} to ${depth.at(-1)!.shape.layers} blocks peak RSS changes by ${f0(depth.at(-1)!.maxRssMb - depth[0]!.maxRssMb)} MB while the linear weights grow by ${f0((depth.at(-1)!.linearBytes - depth[0]!.linearBytes) / MB)} MB.`, ''] : []),
   ...(results.llamaConversion ? (() => {
     const c = results.llamaConversion;
     return [

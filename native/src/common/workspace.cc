@@ -1,5 +1,7 @@
 #include "common/workspace.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -25,6 +27,19 @@ size_t Limit() {
   }();
   return limit;
 }
+// Buffers from 1 MiB up are mapped directly: freeing them unmaps them, so ReleaseWorkspaceCache always returns them
+// to the system. From glibc's heap they could stay resident: after a large free glibc raises its mmap threshold (up
+// to 32 MiB), later buffers below it come from a thread arena, and malloc_trim does not shrink those arenas' top.
+constexpr size_t kMapBytes = size_t(1) << 20;
+void* Allocate(size_t cap) {
+  if (cap < kMapBytes) return std::aligned_alloc(64, cap);
+  void* p = mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;  // page-aligned
+}
+void Free(void* p, size_t cap) {
+  if (cap < kMapBytes) std::free(p);
+  else munmap(p, cap);
+}
 }  // namespace
 
 void Scratch::Reset(size_t bytes) {
@@ -46,7 +61,7 @@ void Scratch::Reset(size_t bytes) {
     }
   }
   const size_t cap = (bytes + 63) / 64 * 64;
-  ptr_ = std::aligned_alloc(64, cap);
+  ptr_ = Allocate(cap);
   if (!ptr_) throw std::bad_alloc();
   cap_ = cap;
 }
@@ -57,23 +72,23 @@ void Scratch::Release() {
   const size_t cap = cap_;
   ptr_ = nullptr;
   cap_ = 0;
-  std::vector<void*> drop;
+  std::vector<Cached> drop;
   {
     std::lock_guard<std::mutex> lock(g_mu);
     auto& pool = Pool();
     if (cap > Limit()) {
-      drop.push_back(p);
+      drop.push_back({p, cap});
     } else {
       pool.push_back({p, cap});
       g_cached += cap;
       while (g_cached > Limit()) {  // evict the oldest
-        drop.push_back(pool.front().ptr);
+        drop.push_back(pool.front());
         g_cached -= pool.front().cap;
         pool.erase(pool.begin());
       }
     }
   }
-  for (void* q : drop) std::free(q);
+  for (auto& c : drop) Free(c.ptr, c.cap);
 }
 
 void ReleaseWorkspaceCache() {
@@ -83,7 +98,7 @@ void ReleaseWorkspaceCache() {
     drop.swap(Pool());
     g_cached = 0;
   }
-  for (auto& c : drop) std::free(c.ptr);
+  for (auto& c : drop) Free(c.ptr, c.cap);
 }
 
 }  // namespace sparsellm

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { native } from '../src/native/addon.js';
 import { sparsegptPrune } from '../src/native/sparsegpt.js';
 import { magnitudePrune } from '../src/native/magnitude.js';
 import { WandaScaler, wandaPrune } from '../src/native/wanda.js';
@@ -270,7 +271,6 @@ test('SparseGPT rejects bad sizes and NaN input', async () => {
 test('releaseMemory hands the solver workspace cache back to the system (RSS drops by the cached H⁻¹ factor)', async () => {
   // n = 2048: the float32 H⁻¹ factor is a 16 MiB Scratch buffer, which the workspace cache keeps resident after the
   // prune (native/src/common/workspace.cc); the pipeline releases it between blocks (src/pipeline/prune.ts).
-  const { native } = await import('../src/native/addon.js');
   const rows = 4, n = 2048;
   const H = new Float32Array(n * n);
   for (let i = 0; i < n; i++) H[i * n + i] = 1 + (i % 7);

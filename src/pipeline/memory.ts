@@ -193,9 +193,9 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // SparseLLM (native/src/solvers/sparsellm.cc): the FFN input X and the dense targets Y [tokens, hidden], the
     // family's tokens × ffn arrays (z, s, pre-activations: FamilySpec.sparsellmFfnBuffers), the output layer's double
     // Gram and its Cholesky copy (16·ffn² bytes, the f × f peak of the refit), the token blocks of the updates
-    // (two float blocks and one double block of R·ffn values, R = min(tokens, max(256, ⌊2²²/ffn⌋)) rows: ChunkRows in
-    // the solver: R·ffn is about 2²² values, 64 MB, unless all the tokens fit in one block); and the ffn × hidden arrays: AᵀY and the refit's
-    // right-hand side in double (16·ffn·hidden), each input layer's Xᵀ-target product in float, and the kept best
+    // (two float blocks and one double block of R·ffn values, R = min(tokens, max(256, ⌊2²²/ffn⌋)) rows, ChunkRows in
+    // the solver: about 2²² values, 64 MB, unless all the tokens fit in one block); and the ffn × hidden arrays: AᵀY
+    // and the refit's right-hand side in double (16·ffn·hidden), each input layer's Xᵀ-target product in float, and the kept best
     // epoch's copy of every FFN matrix (all alive at a refit from epoch 1 on). Checked (bench/child-prune.ts,
     // 2026-12-05, blocks 0-1, 1 epoch): LLaMA-7B's width, 2 × 1024 tokens, peak 7043 MB against 7460 estimated;
     // OPT-1.3b's width, 2 × 1024 tokens, 2976 against 3230
@@ -246,7 +246,8 @@ const RUNTIME_BYTES = 180 * 2 ** 20;
  * The slack was cut from 96 to 48 MB on 2026-12-06, when the pipeline began handing the C heap back between a block's
  * pass and its solve (native releaseMemory) and the solve phase began counting the stored bytes read (storedRead): 96 MB
  * then overestimated the small models of `npm run bench` by up to 1.58× (a whole OPT d=64 prune peaks at 224 MB).
- * Every model of `npm run bench`, `--depth` and `--scale` needs between 24 and 66 MB of slack to be within ±20 %.
+ * With 48 MB the estimates of that day's runs are 0.84–1.12 of the peak for `npm run bench`'s models, 0.89–1.01 for
+ * `--scale`'s OPT-1.3b and LLaMA-7B shapes, and 0.82–0.89 for the single d=512 peaks of its depth chart (bench/RESULTS.md).
  */
 const ATTENTION_COPIES = 2;
 const FFN_ROWS = 3;

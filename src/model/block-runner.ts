@@ -135,6 +135,11 @@ export class BlockRunner {
     return new Map(this.block(i).linears.map((l) => [l.role, readLinearWeight(this.model, l)]));
   }
 
+  /** Biases of block i's linears that have one, role -> float32 (OPT's; LLaMA's linears have none). Pruning never changes them. */
+  getBlockBiases(i: number): Map<string, Float32Array> {
+    return new Map(this.block(i).linears.flatMap((l) => (l.biasName ? [[l.role, this.model.readFloat32(l.biasName)] as const] : [])));
+  }
+
   /** Replace weights of block i (role -> [out, in] float32); later runs and saveModel() use them. */
   async setBlockWeights(i: number, weights: Map<string, Float32Array>): Promise<void> {
     const block = this.block(i);

@@ -105,6 +105,8 @@ export async function pruneBlock(
     };
     if (family.ffn === 'relu-fc') {
       const [fc1, fc2] = roles.map(linear) as [LinearLayer, LinearLayer];
+      // the joint solve fits the biased FFN: a caller that forgot the biases would get another (wrong) solution silently
+      for (const l of [fc1, fc2]) if (l.biasName && !biases.has(l.role)) throw new Error(`pruneBlock: block ${block.index}'s ${l.role} has a bias, but none was given`);
       result = await sparsellmOpt(
         {
           tokens, hidden: fc1.inFeatures, ffn: fc1.outFeatures, X, W1: copy(fc1.role), W2: copy(fc2.role),

@@ -418,8 +418,7 @@ async function pruneOneBlock(run: ModelRun, runner: BlockRunner, block: DecoderB
   }
   const t = performance.now();
   const weights = runner.getBlockWeights(block.index);
-  const biases = new Map<string, Float32Array>();
-  for (const l of block.linears) if (l.biasName) biases.set(l.role, runner.model.readFloat32(l.biasName));
+  const biases = runner.getBlockBiases(block.index);
   const outputError = async (W: Float32Array, Wp: Float32Array, l: LinearLayer, obs?: ObsLoss) =>
     o.method === 'magnitude' || o.method === 'wanda' ? null : layerOutputError(W, Wp, stats!.hessian(l.role).H, l.outFeatures, l.inFeatures, stats!.weightQuadratic(l.role), obs);
   const result = await pruneBlock(block, family, weights, biases, stats, o, specFor(o, targets, block.index), outputError);

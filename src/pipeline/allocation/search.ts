@@ -246,9 +246,11 @@ export async function searchAllocation(
               }
             }
             const dense = runner.getBlockWeights(i);
+            // SparseLLM's OPT FFN solve reads fc1/fc2's biases: the probes must solve exactly as the prune will
+            const biases = runner.getBlockBiases(i);
             const solve = async (part: DecoderBlock, level: (role: string) => number) => {
               meter.solves += part.linears.filter((l) => !(probeMethod === 'sparsellm' && ffnRoles.has(l.role))).length + (probeMethod === 'sparsellm' && part.linears.some((l) => ffnRoles.has(l.role)) ? 1 : 0);
-              const r = await pruneBlock(part, family, dense, new Map(), stats, o, (role) => ({ sparsity: level(role) }), async () => null);
+              const r = await pruneBlock(part, family, dense, biases, stats, o, (role) => ({ sparsity: level(role) }), async () => null);
               return r.weights;
             };
             const base = await solve(block, (role) => levelOf.get(role)!);

@@ -64,6 +64,8 @@ interface Row {
   allocation: Allocation;
   perplexity: Record<string, number>;
   windows: Record<string, number>;
+  /** each test window's mean NLL (nats), per dataset: the paired differences between allocations on the same windows */
+  windowNll?: Record<string, number[]>;
   overall: number;
   /** the prune's wall seconds without evaluation, and the allocation's own part of them */
   pruneSeconds: number;
@@ -120,6 +122,7 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
     model, method, sparsity, allocation,
     perplexity: Object.fromEntries(Object.entries(rep.perplexity ?? {}).map(([n, p]) => [n, p.perplexity])),
     windows: Object.fromEntries(Object.entries(rep.perplexity ?? {}).map(([n, p]) => [n, p.windows])),
+    windowNll: Object.fromEntries(Object.entries(rep.perplexity ?? {}).map(([n, p]) => [n, p.windowNll ?? []])),
     overall: rep.sparsity.overall,
     pruneSeconds: (rep.timings.total ?? 0) - rep.timings.eval,
     allocationSeconds: rep.allocation!.cost.seconds,
@@ -138,6 +141,15 @@ function prune(model: string, method: Method, sparsity: number, allocation: Allo
 
 function searchSummary(d: SearchDetails): Pick<Row, 'searchMetric' | 'searchRoundLosses' | 'searchWindowLosses' | 'searchChosenRound'> {
   return { searchMetric: d.metric, searchRoundLosses: d.rounds.map((r) => r.heldOutLoss), searchWindowLosses: d.rounds.map((r) => r.windowLosses), searchChosenRound: d.chosenRound };
+}
+
+/** b − a over the same test windows: mean per-window NLL difference (nats; its sign is that of the perplexity change) and its standard error */
+function paired(a: number[] | undefined, b: number[] | undefined): { mean: number; se: number } | undefined {
+  if (!a?.length || a.length !== b?.length) return undefined;
+  const d = a.map((x, w) => b[w]! - x);
+  const mean = d.reduce((s, x) => s + x, 0) / d.length;
+  const variance = d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1);
+  return { mean, se: Math.sqrt(variance / d.length) };
 }
 
 const f1 = (v: number | undefined) => (v === undefined ? '—' : v >= 1000 ? v.toFixed(0) : v.toFixed(1));
@@ -178,6 +190,25 @@ function markdown(rows: Row[]): string {
     const r = rows.find((x) => x.model === model && x.method === method && x.sparsity === s && x.allocation === 'search');
     if (!r?.searchRoundLosses) continue;
     lines.push(`| ${model} | ${method} | ${(s * 100).toFixed(0)}% | ${r.searchRoundLosses.map((v, k) => (k === r.searchChosenRound ? `**${v.toPrecision(4)}**` : v.toPrecision(4))).join(' | ')} |`);
+  }
+  const pairedLines: string[] = [];
+  for (const model of models) for (const method of methods) for (const s of sparsities) {
+    const at = (a: Allocation) => rows.find((x) => x.model === model && x.method === method && x.sparsity === s && x.allocation === a);
+    const u = at('uniform');
+    const cellOf = (a: Allocation, ds: string) => {
+      const p = paired(u?.windowNll?.[ds], at(a)?.windowNll?.[ds]);
+      if (!p) return '—';
+      if (p.se === 0 && p.mean === 0) return 'same model';
+      const signed = (v: number, digits: number) => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
+      return `${signed(p.mean, 4)} ± ${p.se.toFixed(4)} (${signed(p.mean / p.se, 1)})`;
+    };
+    const cells = ['owl', 'search'].flatMap((a) => EVAL.map((ds) => cellOf(a as Allocation, ds)));
+    if (cells.every((c) => c === '—')) continue;
+    pairedLines.push(`| ${model} | ${method} | ${(s * 100).toFixed(0)}% | ${cells.join(' | ')} |`);
+  }
+  if (pairedLines.length) {
+    lines.push('', 'Against uniform on the same test windows: mean per-window NLL difference in nats (negative = lower perplexity than uniform) ± its standard error over the windows, and their ratio in brackets:', '',
+      '| model | method | target | owl WikiText-2 | owl PTB | search WikiText-2 | search PTB |', '|---|---|---:|---:|---:|---:|---:|', ...pairedLines);
   }
   const loads = rows.map((r) => r.load);
   lines.push('', `Machine: 2 cores shared with other jobs; load average during the runs ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}, so the seconds are indicative only.`, '');

@@ -19,6 +19,33 @@ test('uniform logits give ppl = vocab; windows drop the remainder', async () => 
   assert.ok(Math.abs(r.perplexity - 7) < 1e-9);
 });
 
+test('per-window NLLs match a naive log-softmax, in text order, and average to meanNll', async () => {
+  const V = 5, L = 6;
+  // logits depend on the input token and the position, so every window scores differently
+  const logitOf = (input: number, s: number, v: number) => Math.sin(1.3 * v + 0.7 * input) * (1 + 0.2 * s);
+  const model: LogitsProvider = async (ids, b, l) => {
+    const out = new Float32Array(b * l * V);
+    for (let r = 0; r < b * l; r++) for (let v = 0; v < V; v++) out[r * V + v] = logitOf(Number(ids[r]), r % l, v);
+    return out;
+  };
+  const ids = Int32Array.from({ length: 4 * L + 3 }, (_, i) => (i * i + 3 * i) % V);
+  const r = await windowPerplexity(ids, model, { seqlen: L, batch: 3 });
+  // independent: each window's mean over its L−1 shifted targets of −log softmax, in float64 from the float32 logits
+  const naive = Array.from({ length: 4 }, (_, w) => {
+    let sum = 0;
+    for (let s = 0; s < L - 1; s++) {
+      const row = Array.from({ length: V }, (_, v) => Math.fround(logitOf(ids[w * L + s]!, s, v)));
+      const lse = Math.log(row.reduce((a, x) => a + Math.exp(x), 0));
+      sum += lse - row[ids[w * L + s + 1]!]!;
+    }
+    return sum / (L - 1);
+  });
+  assert.equal(r.windowNll!.length, 4);
+  for (let w = 0; w < 4; w++) assert.ok(Math.abs(r.windowNll![w]! - naive[w]!) < 1e-5, `window ${w}: ${r.windowNll![w]} vs ${naive[w]}`);
+  assert.ok(new Set(naive.map((x) => x.toFixed(6))).size === 4, 'the windows must differ for the order to be checked');
+  assert.ok(Math.abs(r.meanNll - naive.reduce((a, b) => a + b, 0) / 4) < 1e-5);
+});
+
 test('document chunks overlap by one token so each token after BOS is predicted once', () => {
   const chunks = documentChunks([[1, 2, 3, 4, 5, 6, 7], [1, 9], [1]], 4);
   assert.deepEqual(chunks, [[1, 2, 3, 4], [4, 5, 6, 7], [1, 9]]);

@@ -34,6 +34,8 @@ export interface PerplexityResult {
   tokens: number;
   /** Tokens predicted (targets scored). */
   predictedTokens: number;
+  /** Window mode: each window's mean NLL in nats, in text order (meanNll is their mean), for paired comparisons of two models on the same windows. */
+  windowNll?: number[];
   seconds: number;
 }
 
@@ -84,7 +86,7 @@ export async function windowPerplexity(ids: ArrayLike<number>, model: LogitsProv
   let n = Math.floor(ids.length / L);
   if (opts.maxWindows !== undefined) n = Math.min(n, opts.maxWindows);
   if (n < 1) throw new RangeError(`${ids.length} tokens are fewer than one window of ${L}`);
-  let sumWindowNll = 0;
+  const windowNll: number[] = [];
   for (let w0 = 0; w0 < n; w0 += batch) {
     const b = Math.min(batch, n - w0);
     const input = new BigInt64Array(b * L);
@@ -97,13 +99,13 @@ export async function windowPerplexity(ids: ArrayLike<number>, model: LogitsProv
     for (let r = 0; r < b; r++) {
       let nll = 0;
       for (let s = 0; s < L - 1; s++) nll += rowNll[r * L + s]!;
-      sumWindowNll += nll / (L - 1); // CrossEntropyLoss() mean over the window's L−1 shifted targets
+      windowNll.push(nll / (L - 1)); // CrossEntropyLoss() mean over the window's L−1 shifted targets
     }
     opts.onProgress?.(w0 + b, n);
   }
-  const meanNll = sumWindowNll / n;
+  const meanNll = windowNll.reduce((a, b) => a + b, 0) / n;
   return {
-    perplexity: Math.exp(meanNll), meanNll, windows: n, tokens: n * L, predictedTokens: n * (L - 1),
+    perplexity: Math.exp(meanNll), meanNll, windows: n, tokens: n * L, predictedTokens: n * (L - 1), windowNll,
     seconds: (performance.now() - t0) / 1000,
   };
 }

@@ -246,7 +246,7 @@ describe('interrupted and corrupted downloads (in process)', () => {
     hub.drop.set(file, { bytes: 400_000, times: 1 });
     try {
       await assert.rejects(fetchHubModel(XENOVA, { progress: quiet }), (e: Error) => {
-        assert.match(e.message, /^download of Xenova\/stories260K\/onnx\/decoder_model\.onnx stopped after 0\.4 MB of 1\.3 MB \(.*\): run the command again to resume it$/);
+        assert.match(e.message, /^download of Xenova\/stories260K\/onnx\/decoder_model\.onnx stopped after \d\.\d MB of 1\.3 MB \(.*\): run the command again to resume it$/);
         return true;
       });
     } finally {
@@ -254,7 +254,10 @@ describe('interrupted and corrupted downloads (in process)', () => {
     }
     const blob = join(blobDir(cache), sha256(content));
     assert.ok(!existsSync(blob), 'a partial blob was kept');
-    assert.equal(readFileSync(`${blob}.incomplete`).length, 400_000);
+    // the bytes that reached the file before the error: the server sent 400,000, but chunks still queued in the
+    // response stream when the connection breaks are discarded with it, so under load fewer arrive (seen: 371,470)
+    const kept = readFileSync(`${blob}.incomplete`).length;
+    assert.ok(kept > 0 && kept <= 400_000, `partial file of ${kept} bytes`);
     assert.ok(!existsSync(join(cache, 'models--Xenova--stories260K', 'snapshots', hub.commitOf(XENOVA), file)));
     const before = hub.log.length;
     // the bar: one per file, total = the file's bytes, ticks in bytes (the resumed part first)
@@ -263,9 +266,9 @@ describe('interrupted and corrupted downloads (in process)', () => {
     const model = await fetchHubModel(XENOVA, { progress });
     assert.equal(model.downloaded, 1);
     assert.deepEqual(bars.map((b) => [b.label, b.total]), [[`${file} (resumed)`, content.length]]);
-    assert.equal(bars[0]!.ticks[0], 400_000);
+    assert.equal(bars[0]!.ticks[0], kept);
     assert.equal(bars[0]!.ticks.reduce((a, b) => a + b, 0), content.length);
-    assert.ok(hub.log.slice(before).some((q) => q.url.startsWith('/cdn/') && q.range === `bytes=400000-${content.length - 1}`), 'no resume request');
+    assert.ok(hub.log.slice(before).some((q) => q.url.startsWith('/cdn/') && q.range === `bytes=${kept}-${content.length - 1}`), 'no resume request');
     assert.ok(readFileSync(model.path).equals(content));
     assert.ok(!existsSync(`${blob}.incomplete`));
   });

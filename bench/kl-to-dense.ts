@@ -46,8 +46,10 @@ try {
       for (const [m, session] of sessions.entries()) {
         const logits = m === 0 ? ref : await session.logits(input, 1, L);
         const rowNll = await rowsNll(logits, vocab, targets);
+        for (let s = 0; s < L - 1; s++) nll[m] += rowNll[s]!;
+        if (m === 0) continue; // the dense model's KL to itself is 0
         const rowKl = await rowsKl(refLogProbs, logits, vocab);
-        for (let s = 0; s < L - 1; s++) { nll[m] += rowNll[s]!; kl[m] += rowKl[s]!; }
+        for (let s = 0; s < L - 1; s++) kl[m] += rowKl[s]!;
       }
     }
     const tokens = windows * (L - 1);

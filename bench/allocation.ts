@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ChildPruneArgs, ChildPruneResult } from './child-prune.js';
 import { SEARCH_DEFAULTS, type Allocation, type Method } from '../src/pipeline/options.js';
-import type { SearchDetails } from '../src/pipeline/allocation/search.js';
+import { pairedDifference, type SearchDetails } from '../src/pipeline/allocation/search.js';
 
 const root = resolve(import.meta.dirname, '..');
 const shared = process.env.SPARSELLM_SHARED ?? join(root, '..', 'shared');
@@ -146,10 +146,8 @@ function searchSummary(d: SearchDetails): Pick<Row, 'searchMetric' | 'searchRoun
 /** b − a over the same test windows: mean per-window NLL difference (nats; its sign is that of the perplexity change) and its standard error */
 function paired(a: number[] | undefined, b: number[] | undefined): { mean: number; se: number } | undefined {
   if (!a?.length || a.length !== b?.length) return undefined;
-  const d = a.map((x, w) => b[w]! - x);
-  const mean = d.reduce((s, x) => s + x, 0) / d.length;
-  const variance = d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1);
-  return { mean, se: Math.sqrt(variance / d.length) };
+  const { mean, sd, n } = pairedDifference(a, b);
+  return { mean, se: sd / Math.sqrt(n) };
 }
 
 const f1 = (v: number | undefined) => (v === undefined ? '—' : v >= 1000 ? v.toFixed(0) : v.toFixed(1));

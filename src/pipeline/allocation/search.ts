@@ -76,6 +76,18 @@ export function fitQuadratic(xm: number | null, ym: number | null, xp: number | 
 }
 
 /**
+ * Paired differences to − from over the same windows: their mean, sample standard deviation and count (the standard
+ * error of the mean is sd / √n). Used by the guard below and by the allocation table's test-window comparison.
+ */
+export function pairedDifference(from: number[], to: number[]): { mean: number; sd: number; n: number } {
+  const diff = from.map((f, w) => to[w]! - f);
+  const n = diff.length;
+  const mean = diff.reduce((a, b) => a + b, 0) / n;
+  const sd = Math.sqrt(diff.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+  return { mean, sd, n };
+}
+
+/**
  * Which measured profile wins: the lowest mean held-out loss (ties: the earlier, uniform = rounds[0] first), and a
  * profile k > 0 only if its paired gain over uniform, d̄ = mean_w (L₀(w) − L_k(w)), exceeds guard · s_d / √n (s_d the
  * sample standard deviation of the n per-window differences). guard 0: the lowest mean alone.
@@ -86,11 +98,8 @@ export function chooseMeasuredProfile(rounds: Pick<SearchRound, 'heldOutLoss' | 
     if (r.heldOutLoss < rounds[best]!.heldOutLoss) best = k;
   });
   if (best === 0 || guard === 0) return best;
-  const diff = rounds[0]!.windowLosses.map((l0, w) => l0 - rounds[best]!.windowLosses[w]!);
-  const n = diff.length;
-  if (n < 2) return best;
-  const mean = diff.reduce((a, b) => a + b, 0) / n;
-  const sd = Math.sqrt(diff.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+  if (rounds[0]!.windowLosses.length < 2) return best;
+  const { mean, sd, n } = pairedDifference(rounds[best]!.windowLosses, rounds[0]!.windowLosses); // the gain L₀(w) − L_k(w)
   return mean > (guard * sd) / Math.sqrt(n) ? best : 0;
 }
 

@@ -27,6 +27,7 @@ export interface NativeAddon {
     X: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, Hx: Float32Array, Hd: Float32Array | null,
     N: number, d: number, ffn: number, nsamples: number, options: object,
   ): Promise<unknown>;
+  sparsellmTokenBlockRows(tokens: number, ffn: number, requested: number): number;
   sparsellmStep(name: string, arrays: Record<string, Float32Array | Float64Array>, sizes: Record<string, number>, params: object): Promise<void>;
   crossEntropyRows(logits: Float32Array, rows: number, vocab: number, targets: Int32Array, nll: Float64Array): Promise<void>;
   logSoftmaxRows(logits: Float32Array, rows: number, vocab: number): Promise<void>;

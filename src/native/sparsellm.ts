@@ -165,6 +165,12 @@ export async function sparsellmLlama(ffn: LlamaFfn, options: SparseLlmOptions, d
   )) as SparseLlmResult;
 }
 
+/** Token rows per block of the solver's updates for `tokens` tokens of an `ffn`-wide FFN: `requested`, or 0 = the
+ * solver's automatic size (SparseLlmTokenBlockRows in native/src/solvers/sparsellm.cc, the one owner of the rule). */
+export function sparsellmTokenBlockRows(tokens: number, ffn: number, requested = 0): number {
+  return native().sparsellmTokenBlockRows(tokens, ffn, requested);
+}
+
 /** Single SparseLLM update steps (exported for tests and experiments); all arrays [N, f] token-major unless noted. */
 export const sparsellmSteps = {
   /** Eq. 4.6/4.10: P ← (β WᵀW + γI)⁻¹(β Wᵀ(Y − b) + γ act) (Woodbury d×d form, token blocks of `chunk` rows,

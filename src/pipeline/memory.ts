@@ -5,7 +5,8 @@ import { freemem } from 'node:os';
 import { UserError } from '../errors.js';
 import { statSync } from 'node:fs';
 import type { DecoderLayout, OnnxModel } from '../model/index.js';
-import { PRUNE_DEFAULTS, type Method } from './options.js';
+import { sparsellmTokenBlockRows } from '../native/sparsellm.js';
+import { PRUNE_DEFAULTS, SPARSELLM_DEFAULTS, type Method } from './options.js';
 
 export interface MemoryEstimate {
   /** the larger phase */
@@ -141,11 +142,6 @@ export interface SearchShape {
   vocab: number;
 }
 
-/** Token rows per block of SparseLLM's updates (ChunkRows in native/src/solvers/sparsellm.cc, automatic size). */
-function sparsellmTokenBlockRows(tokens: number, ffn: number): number {
-  return Math.min(tokens, Math.max(256, Math.floor(2 ** 22 / Math.max(ffn, 1))));
-}
-
 export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape, shape: ModelShape, method: Method, search?: SearchShape): MemoryEstimate {
   const { nsamples, seqlen } = run;
   const tokens = nsamples * seqlen;
@@ -193,14 +189,15 @@ export function estimatePeakMemory(layout: DecoderLayout, run: CalibrationShape,
     // SparseLLM (native/src/solvers/sparsellm.cc): the FFN input X and the dense targets Y [tokens, hidden], the
     // family's tokens × ffn arrays (z, s, pre-activations: FamilySpec.sparsellmFfnBuffers), the output layer's double
     // Gram and its Cholesky copy (16·ffn² bytes, the f × f peak of the refit), the token blocks of the updates
-    // (two float blocks and one double block of R·ffn values, R = min(tokens, max(256, ⌊2²²/ffn⌋)) rows, ChunkRows in
-    // the solver: about 2²² values, 64 MB, unless all the tokens fit in one block); and the ffn × hidden arrays: AᵀY
-    // and the refit's right-hand side in double (16·ffn·hidden), each input layer's Xᵀ-target product in float, and the kept best
+    // (two float blocks and one double block of R·ffn values; R read from the solver's own rule,
+    // SparseLlmTokenBlockRows: about 2²² values, 64 MB, unless all the tokens fit in one block); and the ffn × hidden
+    // arrays: AᵀY and the refit's right-hand side in double (16·ffn·hidden), each input layer's Xᵀ-target product in float, and the kept best
     // epoch's copy of every FFN matrix (all alive at a refit from epoch 1 on). Checked (bench/child-prune.ts,
     // 2026-12-05, blocks 0-1, 1 epoch): LLaMA-7B's width, 2 × 1024 tokens, peak 7043 MB against 7460 estimated;
     // OPT-1.3b's width, 2 × 1024 tokens, 2976 against 3230
     sparsellm: method === 'sparsellm'
-      ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 + 16 * sparsellmTokenBlockRows(tokens, ffn) * ffn +
+      ? tokens * hidden * 4 * 2 + tokens * ffn * 4 * layout.family.sparsellmFfnBuffers + ffn * ffn * 16 +
+        16 * sparsellmTokenBlockRows(tokens, ffn, SPARSELLM_DEFAULTS.tokenChunk) * ffn +
         ffn * hidden * (16 + 4 * ffnInputLayers + 4 * layout.family.ffnRoles.global.length)
       : 0,
     // onnxruntime's working memory of one forward batch (attention scores, FFN intermediates)

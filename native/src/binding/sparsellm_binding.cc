@@ -199,7 +199,20 @@ static Napi::Value SparseLlmStepJs(const Napi::CallbackInfo& info) {
 static Napi::Value SparseLlmOptJs(const Napi::CallbackInfo& info) { return SparseLlmOptCall(info, &SparseGptPrune); }
 static Napi::Value SparseLlmLlamaJs(const Napi::CallbackInfo& info) { return SparseLlmLlamaCall(info, &SparseGptPrune); }
 
+// sparsellmTokenBlockRows(tokens, ffn, requested): the solver's token-block size (0 = automatic), for the memory estimate.
+static Napi::Value SparseLlmTokenBlockRowsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double v[3];
+  for (size_t i = 0; i < 3; ++i) {
+    Require(env, info.Length() > i && info[i].IsNumber(), "sparsellmTokenBlockRows(tokens, ffn, requested): numbers");
+    v[i] = info[i].As<Napi::Number>().DoubleValue();
+    Require(env, v[i] >= 0 && v[i] == double(size_t(v[i])), "sparsellmTokenBlockRows: non-negative integers");
+  }
+  return Napi::Number::New(env, double(SparseLlmTokenBlockRows(size_t(v[0]), size_t(v[1]), size_t(v[2]))));
+}
+
 SPARSELLM_REGISTER(sparsellm, [](Napi::Env env, Napi::Object exports) {
+  exports.Set("sparsellmTokenBlockRows", Napi::Function::New(env, SparseLlmTokenBlockRowsJs));
   exports.Set("sparsellmOpt", Napi::Function::New(env, SparseLlmOptJs));
   exports.Set("sparsellmLlama", Napi::Function::New(env, SparseLlmLlamaJs));
   exports.Set("sparsellmStep", Napi::Function::New(env, SparseLlmStepJs));

@@ -18,6 +18,12 @@
 
 namespace sparsellm {
 
+// Token blocks [r0, r0 + rows) of N tokens: `requested` rows, or about 16 MB of an f-wide float block.
+size_t SparseLlmTokenBlockRows(size_t N, size_t f, size_t requested) {
+  const size_t automatic = std::max<size_t>(256, (size_t(1) << 22) / std::max<size_t>(f, 1));
+  return std::max<size_t>(1, std::min(N, requested ? requested : automatic));
+}
+
 namespace {
 
 using Buf = std::vector<float>;
@@ -136,12 +142,6 @@ void LeastSquaresFp16FromProducts(const float* C, const DBuf& colsum, const floa
   for (size_t j = 0; j < d; ++j)
     for (size_t o = 0; o < out; ++o)
       W[o * d + j] = RoundToHalf(C[j * out + o] - (bias ? float(colsum[j] * bias[o]) : 0.0f));
-}
-
-// Token blocks [r0, r0 + rows) of N tokens, `rows` = tokenChunk or about 16 MB of an f-wide float block.
-size_t ChunkRows(size_t N, size_t f, size_t requested) {
-  const size_t automatic = std::max<size_t>(256, (size_t(1) << 22) / std::max<size_t>(f, 1));
-  return std::max<size_t>(1, std::min(N, requested ? requested : automatic));
 }
 
 // G [n, n] = Σ over token blocks of AᵀA, a double sum of float partial Grams of at most kPartRows rows each (SSYRK on
@@ -337,7 +337,7 @@ class PUpdater {
 
 void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, const float* act, size_t N, size_t d,
                       size_t f, double beta, double gamma, size_t tokenChunk) {
-  const size_t rows = ChunkRows(N, f, tokenChunk);
+  const size_t rows = SparseLlmTokenBlockRows(N, f, tokenChunk);
   PUpdater pu(W, d, f, beta, gamma, rows);
   for (size_t r0 = 0; r0 < N; r0 += rows) {
     const size_t n = std::min(rows, N - r0);
@@ -346,7 +346,7 @@ void SparseLlmPUpdate(float* P, const float* Y, const float* W, const float* b, 
 }
 
 void SparseLlmGram(const float* A, size_t rows, size_t n, size_t blockRows, double* G) {
-  const size_t R = ChunkRows(rows, n, blockRows);
+  const size_t R = SparseLlmTokenBlockRows(rows, n, blockRows);
   GramAccumulator acc;
   acc.Reset(n);
   for (size_t r0 = 0; r0 < rows; r0 += R) acc.Add(A + r0 * n, std::min(R, rows - r0));
@@ -613,7 +613,7 @@ SparseLlmResult SparseLlmFfn(Family fam, const float* X, size_t N, size_t d, siz
   StepProfile prof;
   SparseLlmResult res;
   const bool llama = fam == Family::kLlamaSilu;
-  const size_t nf = N * f, R = ChunkRows(N, f, o.tokenChunk);
+  const size_t nf = N * f, R = SparseLlmTokenBlockRows(N, f, o.tokenChunk);
   const SparseGptPruneFn prune = o.prune ? o.prune : &SparseGptPrune;
   auto blocks = [&](const std::function<void(size_t r0, size_t rows)>& fn) {
     for (size_t r0 = 0; r0 < N; r0 += R) fn(r0, std::min(R, N - r0));

@@ -81,6 +81,10 @@ void SparseLlmZUpdateRelu(float* Z, const float* P, const float* M, size_t n, do
 // Eq. 4.12 general form (SiLU gate): z = (α m + γ σ p) / (α + γ σ²), σ = silu(s).
 void SparseLlmZUpdateSilu(float* Z, const float* P, const float* M, const float* S, size_t n, double alpha,
                           double gamma);
+// Token rows per block of the p/z/s updates and per-token accumulations: `requested`, or 0 = automatic (at least 256,
+// else about 16 MB of an f-wide float block), never more than N. The memory estimate (src/pipeline/memory.ts) reads
+// this same rule through the addon.
+size_t SparseLlmTokenBlockRows(size_t N, size_t f, size_t requested);
 // G [n, n] = AᵀA for A [rows, n] as the solver forms its Gram matrices (output refit, p statistics): token blocks of
 // `blockRows` rows (0 = automatic), each summed in float SSYRKs of at most 1536 rows, accumulated in double.
 void SparseLlmGram(const float* A, size_t rows, size_t n, size_t blockRows, double* G);

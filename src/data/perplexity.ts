@@ -78,30 +78,41 @@ function vocabOf(logits: Float32Array, rows: number): number {
   return vocab;
 }
 
+/** The reference protocol's windows of one token stream: consecutive, non-overlapping windows of L tokens, at most
+ * maxWindows of them. Each batch of b windows comes with its input ids [b, L] and its shifted targets (token s + 1 of
+ * the window at row s; −1, not scored, at each window's last row). */
+export function* evaluationWindows(ids: ArrayLike<number>, L: number, opts: { maxWindows?: number; batch?: number } = {}):
+  Generator<{ first: number; count: number; total: number; input: BigInt64Array; targets: Int32Array }> {
+  const batch = Math.max(1, opts.batch ?? 1);
+  let total = Math.floor(ids.length / L);
+  if (opts.maxWindows !== undefined) total = Math.min(total, opts.maxWindows);
+  if (total < 1) throw new RangeError(`${ids.length} tokens are fewer than one window of ${L}`);
+  for (let first = 0; first < total; first += batch) {
+    const count = Math.min(batch, total - first);
+    const input = new BigInt64Array(count * L);
+    for (let k = 0; k < count * L; k++) input[k] = BigInt(ids[first * L + k]!);
+    const targets = new Int32Array(count * L).fill(-1);
+    for (let r = 0; r < count; r++) for (let s = 0; s < L - 1; s++) targets[r * L + s] = ids[(first + r) * L + s + 1]!;
+    yield { first, count, total, input, targets };
+  }
+}
+
 /** Reference window perplexity of one token stream. */
 export async function windowPerplexity(ids: ArrayLike<number>, model: LogitsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
   const t0 = performance.now();
   const L = opts.seqlen;
-  const batch = Math.max(1, opts.batch ?? 1);
-  let n = Math.floor(ids.length / L);
-  if (opts.maxWindows !== undefined) n = Math.min(n, opts.maxWindows);
-  if (n < 1) throw new RangeError(`${ids.length} tokens are fewer than one window of ${L}`);
   const windowNll: number[] = [];
-  for (let w0 = 0; w0 < n; w0 += batch) {
-    const b = Math.min(batch, n - w0);
-    const input = new BigInt64Array(b * L);
-    for (let k = 0; k < b * L; k++) input[k] = BigInt(ids[w0 * L + k]!);
-    const logits = await model(input, b, L);
-    const vocab = vocabOf(logits, b * L);
-    const targets = new Int32Array(b * L).fill(-1);
-    for (let r = 0; r < b; r++) for (let s = 0; s < L - 1; s++) targets[r * L + s] = ids[(w0 + r) * L + s + 1]!;
-    const rowNll = await rowsNll(logits, vocab, targets);
-    for (let r = 0; r < b; r++) {
+  let n = 0;
+  for (const { first, count, total, input, targets } of evaluationWindows(ids, L, opts)) {
+    n = total;
+    const logits = await model(input, count, L);
+    const rowNll = await rowsNll(logits, vocabOf(logits, count * L), targets);
+    for (let r = 0; r < count; r++) {
       let nll = 0;
       for (let s = 0; s < L - 1; s++) nll += rowNll[r * L + s]!;
       windowNll.push(nll / (L - 1)); // CrossEntropyLoss() mean over the window's L−1 shifted targets
     }
-    opts.onProgress?.(w0 + b, n);
+    opts.onProgress?.(first + count, total);
   }
   const meanNll = windowNll.reduce((a, b) => a + b, 0) / n;
   return {

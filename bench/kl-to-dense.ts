@@ -3,12 +3,16 @@
 // src/pipeline/evaluate.ts): the mean next-token NLL and the mean KL(dense ‖ model) of the next-token distributions,
 // per predicted token. A diagnostic for the allocation table (README, issue 17: a profile closer to the dense model in
 // KL need not have the lower perplexity); nothing here feeds a prune.
+// With --temperatures T1,T2,...: each model's perplexity with its logits divided by each T, and the mean entropy of its
+// next-token distribution (nats). A set on which even the dense model's perplexity falls for some T > 1 is one where
+// the dense model is overconfident, so a model closer to it can have the higher perplexity there.
 //
 //   npm run kl-to-dense -- ../shared/models/tiny-wikitext-opt out/uniform-90 out/search-90
+//   npm run kl-to-dense -- --temperatures 1,1.1,1.2,1.3,1.5 ../shared/models/tiny-wikitext-opt out/uniform-90 out/search-90
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { evalTokens, resolveDataset } from '../src/data/datasets.js';
-import { logSoftmaxInPlace, rowsKl, rowsNll } from '../src/data/perplexity.js';
+import { evaluationWindows, logSoftmaxInPlace, rowsKl, rowsNll } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { FullModelSession } from '../src/model/full-session.js';
 import { resolveModelFile } from '../src/model/model-path.js';
@@ -22,24 +26,34 @@ const { values: args, positionals } = parseArgs({
     seqlen: { type: 'string', default: '512' },
     'max-windows': { type: 'string', default: '64' },
     'data-dir': { type: 'string', default: join(shared, 'data') },
+    temperatures: { type: 'string' },
   },
 });
 const [dense, ...models] = positionals;
 if (!dense || models.length === 0) throw new Error('usage: npm run kl-to-dense -- DENSE MODEL [MODEL...]');
 const L = Number(args.seqlen), maxWindows = Number(args['max-windows']);
+const temperatures = args.temperatures ? args.temperatures.split(',').map(Number) : [];
+if (temperatures.some((t) => !(t > 0))) throw new Error('--temperatures: positive numbers, e.g. 1,1.1,1.2');
+
+/** Σ over the rows of the next-token distribution's entropy −Σ p log p, from log-probabilities [rows, vocab]. */
+function entropySum(logProbs: Float32Array, rows: number, vocab: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let v = r * vocab, end = v + vocab; v < end; v++) total -= Math.exp(logProbs[v]!) * logProbs[v]!;
+  }
+  return total;
+}
 const tok = loadTokenizer(resolveModelFile(dense));
 const sessions = [];
 for (const m of [dense, ...models]) sessions.push(await FullModelSession.open(resolveModelFile(m), { threads: 2 }));
 try {
   for (const name of args.dataset!.split(',')) {
     const ids = await evalTokens(resolveDataset(name), tok, L, args['data-dir']);
-    const windows = Math.min(maxWindows, Math.floor(ids.length / L));
-    const nll = sessions.map(() => 0), kl = sessions.map(() => 0);
-    for (let w = 0; w < windows; w++) {
-      const input = new BigInt64Array(L);
-      for (let k = 0; k < L; k++) input[k] = BigInt(ids[w * L + k]!);
-      const targets = new Int32Array(L).fill(-1);
-      for (let s = 0; s < L - 1; s++) targets[s] = ids[w * L + s + 1]!;
+    const nll = sessions.map(() => 0), kl = sessions.map(() => 0), entropy = sessions.map(() => 0);
+    const nllAt = sessions.map(() => temperatures.map(() => 0));
+    let windows = 0;
+    for (const { total, input, targets } of evaluationWindows(ids, L, { maxWindows })) {
+      windows = total;
       const ref = await sessions[0]!.logits(input, 1, L);
       const vocab = ref.length / L;
       const refLogProbs = await logSoftmaxInPlace(Float32Array.from(ref), vocab);
@@ -47,6 +61,16 @@ try {
         const logits = m === 0 ? ref : await session.logits(input, 1, L);
         const rowNll = await rowsNll(logits, vocab, targets);
         for (let s = 0; s < L - 1; s++) nll[m] += rowNll[s]!;
+        for (const [t, T] of temperatures.entries()) {
+          const scaled = new Float32Array(logits.length);
+          for (let i = 0; i < logits.length; i++) scaled[i] = logits[i]! / T;
+          const rowNllAt = await rowsNll(scaled, vocab, targets);
+          for (let s = 0; s < L - 1; s++) nllAt[m]![t] += rowNllAt[s]!;
+        }
+        if (temperatures.length > 0) {
+          const logProbs = m === 0 ? refLogProbs : await logSoftmaxInPlace(Float32Array.from(logits), vocab);
+          entropy[m] += entropySum(logProbs, L - 1, vocab);
+        }
         if (m === 0) continue; // the dense model's KL to itself is 0
         const rowKl = await rowsKl(refLogProbs, logits, vocab);
         for (let s = 0; s < L - 1; s++) kl[m] += rowKl[s]!;
@@ -57,6 +81,10 @@ try {
     for (const [m, path] of [dense, ...models].entries()) {
       const klText = m === 0 ? '' : `, KL to dense ${(kl[m]! / tokens).toFixed(4)}`;
       console.log(`  ${m === 0 ? 'dense' : path}: NLL ${(nll[m]! / tokens).toFixed(4)} (ppl ${Math.exp(nll[m]! / tokens).toFixed(1)})${klText}`);
+      if (temperatures.length === 0) continue;
+      const ppl = nllAt[m]!.map((x) => Math.exp(x / tokens));
+      const best = ppl.indexOf(Math.min(...ppl));
+      console.log(`    entropy ${(entropy[m]! / tokens).toFixed(3)}; ppl at T = ${temperatures.map((T, t) => `${T}: ${ppl[t]!.toFixed(1)}`).join(', ')}; lowest at T = ${temperatures[best]}`);
     }
   }
 } finally {

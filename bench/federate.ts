@@ -46,6 +46,8 @@ const { values: args } = parseArgs({
     seqlen: { type: 'string', default: '256' },
     'eval-seqlen': { type: 'string', default: '512' },
     'max-windows': { type: 'string', default: '8' },
+    /** a diagnostic: every model (dense included) scored with its logits divided by T; 1 = the protocol */
+    'eval-temperature': { type: 'string', default: '1' },
     seed: { type: 'string', default: '0' },
     /** keep the rows of `--out`'s results.json whose seed is not run now (same settings otherwise), so seeds can be added one run at a time */
     append: { type: 'boolean', default: false },
@@ -71,6 +73,8 @@ if (splitMode !== 'documents' && splitMode !== 'contiguous') throw new Error(`--
 const passageLines = Number(args['passage-lines']);
 const seqlen = Number(args.seqlen), evalSeqlen = Number(args['eval-seqlen']);
 const maxWindows = Number(args['max-windows']);
+const evalTemperature = Number(args['eval-temperature']);
+if (!(evalTemperature > 0)) throw new Error(`--eval-temperature ${args['eval-temperature']}: a positive number`);
 /** repetitions: each seed deals the passages and draws the calibration windows anew */
 const seeds = args.seed.split(',').map(Number);
 const work = join(tmpdir(), `sparsellm-federate-${process.pid}`);
@@ -94,7 +98,14 @@ async function perplexity(onnx: string, streams: Record<string, Int32Array>): Pr
   try {
     const out: Perplexities = {};
     for (const [name, ids] of Object.entries(streams)) {
-      out[name] = (await windowPerplexity(ids, (x, b, l) => session.logits(x, b, l), { seqlen: evalSeqlen, maxWindows })).perplexity;
+      const logits = async (x: BigInt64Array, b: number, l: number) => {
+        const z = await session.logits(x, b, l);
+        if (evalTemperature === 1) return z;
+        const scaled = new Float32Array(z.length);
+        for (let i = 0; i < z.length; i++) scaled[i] = z[i]! / evalTemperature;
+        return scaled;
+      };
+      out[name] = (await windowPerplexity(ids, logits, { seqlen: evalSeqlen, maxWindows })).perplexity;
     }
     return out;
   } finally {
@@ -242,7 +253,7 @@ const lower = (base: Perplexities, x: Perplexities) => EVALS.map((e) => `${(((ba
 
 function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string {
   const lines = [
-    `**${name}** (dense PTB / WT2 ${fmt(r.dense)}):`,
+    `**${name}** (dense PTB / WT2 ${fmt(r.dense)}${evalTemperature !== 1 ? `; every model scored with its logits divided by ${evalTemperature}, a diagnostic` : ''}):`,
     '',
     '| seed | windows/client | clients | sparsity | standalone: mean of clients (range) | FedSpaLLM | FedSpaLLM vs standalone mean | clients FedSpaLLM beats | pooled data (not federated) | plain mean | split votes | FedSpaLLM sparsity (max \\|zeros − ⌈s·d⌉\\|) | plain-mean sparsity, kept-weight scale |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -278,7 +289,7 @@ function markdown(name: string, r: { dense: Perplexities; rows: Row[] }): string
   return lines.join('\n');
 }
 
-const settings = { method, clients: clientCounts, sparsities, nsamples: nsamplesList, seqlen, evalSeqlen, maxWindows, seeds, calib: splitMode === 'documents' ? `ptb train, passages of ${passageLines} lines dealt as documents (src/federate/split.ts)` : 'ptb train, contiguous disjoint shares', pooled: args.pooled };
+const settings = { method, clients: clientCounts, sparsities, nsamples: nsamplesList, seqlen, evalSeqlen, maxWindows, seeds, calib: splitMode === 'documents' ? `ptb train, passages of ${passageLines} lines dealt as documents (src/federate/split.ts)` : 'ptb train, contiguous disjoint shares', pooled: args.pooled, ...(evalTemperature !== 1 ? { evalTemperature } : {}) };
 const resultsFile = join(args.out, 'results.json');
 type Results = Record<string, { dense: Perplexities; rows: Row[] }>;
 // --append: the earlier seeds' rows come back from the previous run, which must have used the same settings (checked before any work)

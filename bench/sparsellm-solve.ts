@@ -23,6 +23,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAddon, native, OPENBLAS_IDLE_SPIN_LOG2_CYCLES, solverThreads, type NativeAddon } from '../src/native/addon.js';
 import { optFamily } from '../src/model/families/opt.js';
+import { sparsellmTokenBlockRows } from '../src/native/sparsellm.js';
 import { sparseLlmOptions } from '../src/pipeline/options.js';
 
 import { SOLVE_BEGIN, SOLVE_END } from './solve-section.js';
@@ -148,7 +149,7 @@ function torchTarget() {
     perBlock: (0.15 * row.torch.wallSeconds - other) / t.shape.layers };
 }
 
-/** SGEMM GFLOP/s on the solve's token-block shape (rows × d times d × f; ChunkRows in sparsellm.cc), median of 5 */
+/** SGEMM GFLOP/s on the solve's token-block shape (rows × d times d × f; SparseLlmTokenBlockRows in sparsellm.cc), median of 5 */
 async function sgemmRate(rows: number): Promise<number> {
   const A = new Float32Array(rows * HIDDEN).fill(0.01), B = new Float32Array(HIDDEN * FFN).fill(0.01);
   const C = new Float32Array(rows * FFN);
@@ -189,8 +190,8 @@ async function main(): Promise<void> {
     // one after the other, so that both see about the same load of the machine
     if (before) runs.push({ which: 'before', r: runChild(before, tokens, join(dir, 'before.f32')) });
     runs.push({ which: 'after', r: runChild(null, tokens, join(dir, 'after.f32')) });
-    // the token block of the solve's passes: ChunkRows in sparsellm.cc (about 16 MB of an f-wide float block)
-    const chunkRows = Math.min(tokens, Math.max(256, Math.floor(2 ** 22 / FFN)));
+    // the token block of the solve's passes, by the solver's own rule (about 16 MB of an f-wide float block)
+    const chunkRows = sparsellmTokenBlockRows(tokens, FFN);
     const gflops = await sgemmRate(chunkRows);
     for (const x of runs) process.stderr.write(`${x.which}: ${x.r.seconds.toFixed(1)} s (CPU ${x.r.cpuSeconds.toFixed(1)} s), solver peak RSS ${x.r.solverPeakMb.toFixed(0)} MB\n`);
     const after = runs.filter((x) => x.which === 'after').map((x) => x.r);

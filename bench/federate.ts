@@ -24,7 +24,7 @@ import { writeGlobalModel } from '../src/federate/global-model.js';
 import { pruneAssignedBlocks, type UploadTensor } from '../src/federate/local-prune.js';
 import { evalTokens, resolveDataset } from '../src/data/datasets.js';
 import { ptbClientTexts } from './federate-data.js';
-import { windowPerplexity } from '../src/data/perplexity.js';
+import { logitsAtTemperature, windowPerplexity } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { FullModelSession } from '../src/model/full-session.js';
 import { OnnxModel, analyzeDecoder, resolveModelFile } from '../src/model/index.js';
@@ -100,10 +100,7 @@ async function perplexity(onnx: string, streams: Record<string, Int32Array>): Pr
     for (const [name, ids] of Object.entries(streams)) {
       const logits = async (x: BigInt64Array, b: number, l: number) => {
         const z = await session.logits(x, b, l);
-        if (evalTemperature === 1) return z;
-        const scaled = new Float32Array(z.length);
-        for (let i = 0; i < z.length; i++) scaled[i] = z[i]! / evalTemperature;
-        return scaled;
+        return evalTemperature === 1 ? z : logitsAtTemperature(z, evalTemperature);
       };
       out[name] = (await windowPerplexity(ids, logits, { seqlen: evalSeqlen, maxWindows })).perplexity;
     }

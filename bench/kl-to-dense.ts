@@ -12,7 +12,7 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { evalTokens, resolveDataset } from '../src/data/datasets.js';
-import { evaluationWindows, logSoftmaxInPlace, rowsKl, rowsNll } from '../src/data/perplexity.js';
+import { evaluationWindows, logitsAtTemperature, logSoftmaxInPlace, rowsKl, rowsNll } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { FullModelSession } from '../src/model/full-session.js';
 import { resolveModelFile } from '../src/model/model-path.js';
@@ -62,9 +62,7 @@ try {
         const rowNll = await rowsNll(logits, vocab, targets);
         for (let s = 0; s < L - 1; s++) nll[m] += rowNll[s]!;
         for (const [t, T] of temperatures.entries()) {
-          const scaled = new Float32Array(logits.length);
-          for (let i = 0; i < logits.length; i++) scaled[i] = logits[i]! / T;
-          const rowNllAt = await rowsNll(scaled, vocab, targets);
+          const rowNllAt = await rowsNll(logitsAtTemperature(logits, T), vocab, targets);
           for (let s = 0; s < L - 1; s++) nllAt[m]![t] += rowNllAt[s]!;
         }
         if (temperatures.length > 0) {

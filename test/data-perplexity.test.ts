@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { evalDocuments, evalTokens, resolveDataset } from '../src/data/datasets.js';
-import { documentChunks, documentPerplexity, windowPerplexity, type LogitsProvider } from '../src/data/perplexity.js';
+import { documentChunks, documentPerplexity, logitsAtTemperature, tokenNll, windowPerplexity, type LogitsProvider } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { FullModelSession, halfToFloat } from '../src/model/full-session.js';
 import { resolveModelFile } from '../src/model/model-path.js';
@@ -44,6 +44,18 @@ test('per-window NLLs match a naive log-softmax, in text order, and average to m
   for (let w = 0; w < 4; w++) assert.ok(Math.abs(r.windowNll![w]! - naive[w]!) < 1e-5, `window ${w}: ${r.windowNll![w]} vs ${naive[w]}`);
   assert.ok(new Set(naive.map((x) => x.toFixed(6))).size === 4, 'the windows must differ for the order to be checked');
   assert.ok(Math.abs(r.meanNll - naive.reduce((a, b) => a + b, 0) / 4) < 1e-5);
+});
+
+test('logits at temperature T: the NLL of softmax(z / T), checked by hand; T = 1 is the identity', () => {
+  const z = Float32Array.from([2, -1, 0.5, 3]);
+  for (const T of [0.5, 1, 2, 10]) {
+    // independent: −log(e^{z_t/T} / Σ e^{z_v/T}) in float64
+    const lse = Math.log([...z].reduce((a, x) => a + Math.exp(x / T), 0));
+    for (let t = 0; t < z.length; t++) assert.ok(Math.abs(tokenNll(logitsAtTemperature(z, T), 0, 4, t) - (lse - z[t]! / T)) < 1e-6, `T ${T}, token ${t}`);
+  }
+  assert.deepEqual(logitsAtTemperature(z, 1), z);
+  // a large T flattens the distribution towards uniform: NLL → log 4
+  assert.ok(Math.abs(tokenNll(logitsAtTemperature(z, 1e6), 0, 4, 1) - Math.log(4)) < 1e-5);
 });
 
 test('document chunks overlap by one token so each token after BOS is predicted once', () => {

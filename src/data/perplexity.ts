@@ -62,6 +62,13 @@ export async function rowsKl(refLogProbs: Float32Array, logits: Float32Array, vo
   return kl;
 }
 
+/** A copy of the logits divided by the temperature T (T > 1 softens the next-token distributions); used by diagnostics. */
+export function logitsAtTemperature(logits: Float32Array, T: number): Float32Array {
+  const out = new Float32Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i]! / T;
+  return out;
+}
+
 /** −log softmax(logits[row])[target], computed in float64. */
 export function tokenNll(logits: Float32Array, row: number, vocab: number, target: number): number {
   const base = row * vocab;

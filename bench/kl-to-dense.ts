@@ -3,12 +3,14 @@
 // src/pipeline/evaluate.ts): the mean next-token NLL and the mean KL(dense ‖ model) of the next-token distributions,
 // per predicted token. A diagnostic for the allocation table (README, issue 17: a profile closer to the dense model in
 // KL need not have the lower perplexity); nothing here feeds a prune.
-// With --temperatures T1,T2,...: each model's perplexity with its logits divided by each T, and the mean entropy of its
-// next-token distribution (nats). A set on which even the dense model's perplexity falls for some T > 1 is one where
-// the dense model is overconfident, so a model closer to it can have the higher perplexity there.
+// With --temperatures T1,T2,...: each model's perplexity and KL(dense ‖ model) with its logits divided by each T, and
+// the mean entropy of its next-token distribution (nats). A set on which even the dense model's perplexity falls for
+// some T > 1 is one where the dense model is overconfident, so a model closer to it can have the higher perplexity
+// there. --split names another split of the datasets than their test split (e.g. ptb's valid, text no prune sees).
 //
 //   npm run kl-to-dense -- ../shared/models/tiny-wikitext-opt out/uniform-90 out/search-90
 //   npm run kl-to-dense -- --temperatures 1,1.1,1.2,1.3,1.5 ../shared/models/tiny-wikitext-opt out/uniform-90 out/search-90
+//   npm run kl-to-dense -- --dataset ptb --split valid --max-windows 16 --temperatures 1,1.05,1.1 DENSE out/uniform-90
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { evalTokens, resolveDataset } from '../src/data/datasets.js';
@@ -27,6 +29,8 @@ const { values: args, positionals } = parseArgs({
     'max-windows': { type: 'string', default: '64' },
     'data-dir': { type: 'string', default: join(shared, 'data') },
     temperatures: { type: 'string' },
+    /** the datasets' split to score (default: each one's evaluation split, i.e. test) */
+    split: { type: 'string' },
   },
 });
 const [dense, ...models] = positionals;
@@ -48,9 +52,10 @@ const sessions = [];
 for (const m of [dense, ...models]) sessions.push(await FullModelSession.open(resolveModelFile(m), { threads: 2 }));
 try {
   for (const name of args.dataset!.split(',')) {
-    const ids = await evalTokens(resolveDataset(name), tok, L, args['data-dir']);
+    const def = resolveDataset(name);
+    const ids = await evalTokens(args.split ? { ...def, evalSplit: args.split } : def, tok, L, args['data-dir']);
     const nll = sessions.map(() => 0), kl = sessions.map(() => 0), entropy = sessions.map(() => 0);
-    const nllAt = sessions.map(() => temperatures.map(() => 0));
+    const nllAt = sessions.map(() => temperatures.map(() => 0)), klAt = sessions.map(() => temperatures.map(() => 0));
     let windows = 0;
     for (const { total, input, targets } of evaluationWindows(ids, L, { maxWindows })) {
       windows = total;
@@ -62,8 +67,13 @@ try {
         const rowNll = await rowsNll(logits, vocab, targets);
         for (let s = 0; s < L - 1; s++) nll[m] += rowNll[s]!;
         for (const [t, T] of temperatures.entries()) {
-          const rowNllAt = await rowsNll(logitsAtTemperature(logits, T), vocab, targets);
-          for (let s = 0; s < L - 1; s++) nllAt[m]![t] += rowNllAt[s]!;
+          const scaled = logitsAtTemperature(logits, T);
+          const rowNllAt = await rowsNll(scaled, vocab, targets);
+          const rowKlAt = await rowsKl(refLogProbs, scaled, vocab);
+          for (let s = 0; s < L - 1; s++) {
+            nllAt[m]![t] += rowNllAt[s]!;
+            klAt[m]![t] += rowKlAt[s]!;
+          }
         }
         if (temperatures.length > 0) {
           const logProbs = m === 0 ? refLogProbs : await logSoftmaxInPlace(Float32Array.from(logits), vocab);
@@ -75,14 +85,16 @@ try {
       }
     }
     const tokens = windows * (L - 1);
-    console.log(`${name} (${windows} windows of ${L}):`);
+    console.log(`${name}${args.split ? ` ${args.split}` : ''} (${windows} windows of ${L}):`);
     for (const [m, path] of [dense, ...models].entries()) {
       const klText = m === 0 ? '' : `, KL to dense ${(kl[m]! / tokens).toFixed(4)}`;
       console.log(`  ${m === 0 ? 'dense' : path}: NLL ${(nll[m]! / tokens).toFixed(4)} (ppl ${Math.exp(nll[m]! / tokens).toFixed(1)})${klText}`);
       if (temperatures.length === 0) continue;
       const ppl = nllAt[m]!.map((x) => Math.exp(x / tokens));
-      const best = ppl.indexOf(Math.min(...ppl));
+      const klT = klAt[m]!.map((x) => x / tokens);
+      const best = ppl.indexOf(Math.min(...ppl)), closest = klT.indexOf(Math.min(...klT));
       console.log(`    entropy ${(entropy[m]! / tokens).toFixed(3)}; ppl at T = ${temperatures.map((T, t) => `${T}: ${ppl[t]!.toFixed(1)}`).join(', ')}; lowest at T = ${temperatures[best]}`);
+      console.log(`    KL to dense at T = ${temperatures.map((T, t) => `${T}: ${klT[t]!.toFixed(4)}`).join(', ')}; lowest at T = ${temperatures[closest]}`);
     }
   }
 } finally {

@@ -21,7 +21,7 @@ import { aggregateMatrix, l0Average } from '../src/federate/aggregate.js';
 import { writeGlobalModel } from '../src/federate/global-model.js';
 import { pruneAssignedBlocks, type UploadTensor } from '../src/federate/local-prune.js';
 import { evalTokens, resolveDataset } from '../src/data/datasets.js';
-import { rowsNll } from '../src/data/perplexity.js';
+import { evaluationWindows, rowsNll } from '../src/data/perplexity.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { BlockRunner } from '../src/model/block-runner.js';
 import { FullModelSession } from '../src/model/full-session.js';
@@ -91,13 +91,9 @@ async function windowNlls(file: string): Promise<Scores> {
       const ids = streams[e];
       out.nll[e] = [];
       out.kl[e] = [];
-      for (let w = 0; w * EVAL_SEQLEN < ids.length; w++) {
-        const window = ids.subarray(w * EVAL_SEQLEN, (w + 1) * EVAL_SEQLEN);
-        const input = BigInt64Array.from(window, (v) => BigInt(v));
+      for (const { first: w, input, targets } of evaluationWindows(ids, EVAL_SEQLEN)) {
         const logits = await session.logits(input, 1, EVAL_SEQLEN);
         const vocab = logits.length / EVAL_SEQLEN;
-        const targets = new Int32Array(EVAL_SEQLEN).fill(-1);
-        for (let t = 0; t < EVAL_SEQLEN - 1; t++) targets[t] = window[t + 1]!;
         const nll = await rowsNll(logits, vocab, targets);
         let sum = 0;
         for (let t = 0; t < EVAL_SEQLEN - 1; t++) sum += nll[t]!;
@@ -130,8 +126,7 @@ const hessians = {} as Record<Ev, Map<string, HessianAccumulator>>;
     for (const e of EVALS) {
       const acc = new Map(linears.map((l) => [l.weightName, new HessianAccumulator(l.inFeatures)]));
       const ids = streams[e];
-      for (let w = 0; w * EVAL_SEQLEN < ids.length; w++) {
-        const input = BigInt64Array.from(ids.subarray(w * EVAL_SEQLEN, (w + 1) * EVAL_SEQLEN), (v) => BigInt(v));
+      for (const { input } of evaluationWindows(ids, EVAL_SEQLEN)) {
         let state = await runner.prologue(input, 1, EVAL_SEQLEN);
         for (const b of layout.blocks) {
           const r = await runner.runBlock(b.index, state, { capture: true });

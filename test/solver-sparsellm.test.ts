@@ -180,10 +180,6 @@ test('p update: the Woodbury d×d form in token blocks equals the direct f×f so
   }
 });
 
-// Blocking only regroups sums over tokens (Gram matrices, Xᵀz, AᵀY, the objective's terms), so every block size must
-// give the one-block (unblocked) result up to float32 summation order: weights within 1e-4 relative with identical
-// masks (fc2 is a least-squares solution: its conditioning amplifies the ~1e-7 reordering differences, 3e-5 measured), per-epoch objective and output error within 1e-5 relative; and the reported output error must match a float64
-// recomputation from the returned weights (1e-4; the reported one is summed in float32 GEMMs).
 test('token-block rule: the requested rows, else max(256, ⌊2²²/ffn⌋), never more than the tokens (one owner, read by the memory estimate)', () => {
   // the rule written out independently: about 2²² floats (16 MB) per ffn-wide block, at least 256 rows
   for (const [tokens, ffn] of [[100_000, 1024], [100_000, 11008], [100_000, 100_000], [300, 1024], [1, 8]]) {
@@ -196,6 +192,10 @@ test('token-block rule: the requested rows, else max(256, ⌊2²²/ffn⌋), neve
   assert.throws(() => sparsellmTokenBlockRows(-1, 8), /non-negative integers/);
 });
 
+// Blocking only regroups sums over tokens (Gram matrices, Xᵀz, AᵀY, the objective's terms), so every block size must
+// give the one-block (unblocked) result up to float32 summation order: weights within 1e-4 relative with identical
+// masks (fc2 is a least-squares solution: its conditioning amplifies the ~1e-7 reordering differences, 3e-5 measured), per-epoch objective and output error within 1e-5 relative; and the reported output error must match a float64
+// recomputation from the returned weights (1e-4; the reported one is summed in float32 GEMMs).
 test('SparseLLM in token blocks equals the unblocked solve (OPT and LLaMA; output error checked in float64)', async () => {
   const relDiff = (a: Float32Array, b: Float32Array) => {
     let n = 0, s = 0, masks = 0;
